@@ -1,0 +1,506 @@
+//! The command table: what keyward needs to know about a command, as data.
+//!
+//! Most commands need nothing special: the standalone backend forwards them byte for byte. The
+//! table records the few facts that change what keyward does:
+//! - the [`Role`]: the guard's deletes, and the commands that change how replies are framed on
+//!   the connection (pub/sub, MONITOR, CLIENT REPLY, QUIT, RESET, transactions);
+//! - whether a command leaves per-connection state behind on the upstream connection (SELECT,
+//!   AUTH, WATCH...), so that a lost upstream connection is not silently replaced;
+//! - where the keys are and how a multi-key command fans out, for the cluster backend.
+//!
+//! A command missing from the table is forwarded as an ordinary command, which keeps module
+//! commands and commands of newer Redis versions working.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// What a command means to keyward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Forwarded; one reply.
+    Ordinary,
+    /// `DEL` / `UNLINK`: checked by the guard, then forwarded.
+    Delete,
+    /// keyward's own `REMOVEKEYS`: checked by the guard, rewritten to the configured delete.
+    RemoveKeys,
+    /// `MULTI`: starts a transaction; a refusal inside it must abort the EXEC.
+    Multi,
+    /// `EXEC` / `DISCARD`: end a transaction.
+    EndTransaction,
+    /// `SUBSCRIBE` and friends: one confirmation per argument.
+    Subscribe(PubSubKind),
+    /// `UNSUBSCRIBE` and friends: one confirmation per argument, or per current subscription.
+    Unsubscribe(PubSubKind),
+    /// `MONITOR`: after its `+OK`, the connection streams monitor lines.
+    Monitor,
+    /// `QUIT`: answered `+OK` by keyward, which then closes the connection.
+    Quit,
+    /// `RESET`: Redis clears the connection's state.
+    Reset,
+    /// `CLIENT`: `CLIENT REPLY OFF|SKIP` stop Redis from replying.
+    Client,
+    /// `SYNC` / `PSYNC`: would turn the connection into a replication stream; refused.
+    Replication,
+}
+
+/// The three independent pub/sub namespaces of Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PubSubKind {
+    Channel,
+    Pattern,
+    Shard,
+}
+
+impl PubSubKind {
+    /// The first element of a subscribe confirmation of this kind.
+    pub fn subscribe_reply(self) -> &'static [u8] {
+        match self {
+            PubSubKind::Channel => b"subscribe",
+            PubSubKind::Pattern => b"psubscribe",
+            PubSubKind::Shard => b"ssubscribe",
+        }
+    }
+
+    /// The first element of an unsubscribe confirmation of this kind.
+    pub fn unsubscribe_reply(self) -> &'static [u8] {
+        match self {
+            PubSubKind::Channel => b"unsubscribe",
+            PubSubKind::Pattern => b"punsubscribe",
+            PubSubKind::Shard => b"sunsubscribe",
+        }
+    }
+}
+
+/// Where the keys of a command are, as in Redis's legacy `COMMAND` key metadata: positions
+/// `first..=last` (negative `last` counts from the end, -1 is the last argument) every `step`.
+/// `first == 0` means the command has no keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    pub first: u8,
+    pub last: i8,
+    pub step: u8,
+}
+
+impl KeySpec {
+    pub const NONE: KeySpec = KeySpec {
+        first: 0,
+        last: 0,
+        step: 0,
+    };
+
+    /// Indexes of the key arguments in a request of `argc` arguments.
+    pub fn positions(self, argc: usize) -> impl Iterator<Item = usize> {
+        let first = self.first as usize;
+        let last = if self.first == 0 {
+            0
+        } else if self.last < 0 {
+            argc as isize + self.last as isize
+        } else {
+            self.last as isize
+        };
+        let last = last.min(argc as isize - 1);
+        let step = self.step.max(1) as usize;
+        let range = if first == 0 || last < first as isize {
+            0..0
+        } else {
+            first..last as usize + 1
+        };
+        range.step_by(step)
+    }
+}
+
+/// How a command spreads over a Redis Cluster (used by the cluster backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fanout {
+    /// No keys: any node, or answered locally.
+    Keyless,
+    /// All keys must hash to one slot; Redis answers CROSSSLOT otherwise.
+    SingleSlot,
+    /// Split the keys by slot and sum the integer replies (DEL, UNLINK, EXISTS, TOUCH).
+    SplitSum,
+    /// Split by slot and merge the replies back in key order (MGET).
+    SplitMerge,
+    /// Split key/value pairs by slot (MSET); not atomic across slots.
+    SplitPairs,
+    /// Run on every primary (KEYS, FLUSHALL, DBSIZE, SCAN...).
+    AllPrimaries,
+}
+
+/// One row of the command table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Lowercase name.
+    pub name: &'static str,
+    pub role: Role,
+    pub keys: KeySpec,
+    pub fanout: Fanout,
+    /// Leaves per-connection state on the upstream connection (SELECT, AUTH, WATCH...).
+    pub stateful: bool,
+    /// May wait for a long time before replying (BLPOP, WAIT...); no reply timeout applies.
+    pub blocking: bool,
+}
+
+const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> CommandSpec {
+    CommandSpec {
+        name,
+        role,
+        keys,
+        fanout,
+        stateful: false,
+        blocking: false,
+    }
+}
+
+const fn keys(first: u8, last: i8, step: u8) -> KeySpec {
+    KeySpec { first, last, step }
+}
+
+const ONE: KeySpec = keys(1, 1, 1);
+const ALL: KeySpec = keys(1, -1, 1);
+
+const fn ordinary(name: &'static str, k: KeySpec) -> CommandSpec {
+    let fanout = if k.first == 0 {
+        Fanout::Keyless
+    } else {
+        Fanout::SingleSlot
+    };
+    spec(name, Role::Ordinary, k, fanout)
+}
+
+const fn stateful(mut s: CommandSpec) -> CommandSpec {
+    s.stateful = true;
+    s
+}
+
+const fn blocking(mut s: CommandSpec) -> CommandSpec {
+    s.blocking = true;
+    s
+}
+
+/// The built-in table. Commands with a single key at position 1 and no special role are the
+/// majority of Redis; they are listed compactly in [`SINGLE_KEY_COMMANDS`].
+const SPECIAL_COMMANDS: &[CommandSpec] = &[
+    spec("del", Role::Delete, ALL, Fanout::SplitSum),
+    spec("unlink", Role::Delete, ALL, Fanout::SplitSum),
+    spec("removekeys", Role::RemoveKeys, ALL, Fanout::SplitSum),
+    spec("exists", Role::Ordinary, ALL, Fanout::SplitSum),
+    spec("touch", Role::Ordinary, ALL, Fanout::SplitSum),
+    spec("mget", Role::Ordinary, ALL, Fanout::SplitMerge),
+    spec("mset", Role::Ordinary, keys(1, -1, 2), Fanout::SplitPairs),
+    ordinary("msetnx", keys(1, -1, 2)),
+    stateful(spec("multi", Role::Multi, KeySpec::NONE, Fanout::Keyless)),
+    spec("exec", Role::EndTransaction, KeySpec::NONE, Fanout::Keyless),
+    spec(
+        "discard",
+        Role::EndTransaction,
+        KeySpec::NONE,
+        Fanout::Keyless,
+    ),
+    stateful(ordinary("watch", ALL)),
+    stateful(ordinary("unwatch", KeySpec::NONE)),
+    stateful(spec(
+        "subscribe",
+        Role::Subscribe(PubSubKind::Channel),
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    stateful(spec(
+        "psubscribe",
+        Role::Subscribe(PubSubKind::Pattern),
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    stateful(spec(
+        "ssubscribe",
+        Role::Subscribe(PubSubKind::Shard),
+        ALL,
+        Fanout::SingleSlot,
+    )),
+    stateful(spec(
+        "unsubscribe",
+        Role::Unsubscribe(PubSubKind::Channel),
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    stateful(spec(
+        "punsubscribe",
+        Role::Unsubscribe(PubSubKind::Pattern),
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    stateful(spec(
+        "sunsubscribe",
+        Role::Unsubscribe(PubSubKind::Shard),
+        ALL,
+        Fanout::SingleSlot,
+    )),
+    stateful(spec(
+        "monitor",
+        Role::Monitor,
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    spec("quit", Role::Quit, KeySpec::NONE, Fanout::Keyless),
+    spec("reset", Role::Reset, KeySpec::NONE, Fanout::Keyless),
+    stateful(spec("client", Role::Client, KeySpec::NONE, Fanout::Keyless)),
+    spec("sync", Role::Replication, KeySpec::NONE, Fanout::Keyless),
+    spec("psync", Role::Replication, KeySpec::NONE, Fanout::Keyless),
+    stateful(ordinary("select", KeySpec::NONE)),
+    stateful(ordinary("auth", KeySpec::NONE)),
+    stateful(ordinary("hello", KeySpec::NONE)),
+    stateful(ordinary("readonly", KeySpec::NONE)),
+    stateful(ordinary("readwrite", KeySpec::NONE)),
+    stateful(ordinary("asking", KeySpec::NONE)),
+    spec("keys", Role::Ordinary, KeySpec::NONE, Fanout::AllPrimaries),
+    spec("scan", Role::Ordinary, KeySpec::NONE, Fanout::AllPrimaries),
+    spec(
+        "dbsize",
+        Role::Ordinary,
+        KeySpec::NONE,
+        Fanout::AllPrimaries,
+    ),
+    spec(
+        "flushall",
+        Role::Ordinary,
+        KeySpec::NONE,
+        Fanout::AllPrimaries,
+    ),
+    spec(
+        "flushdb",
+        Role::Ordinary,
+        KeySpec::NONE,
+        Fanout::AllPrimaries,
+    ),
+    ordinary("ping", KeySpec::NONE),
+    ordinary("echo", KeySpec::NONE),
+    ordinary("info", KeySpec::NONE),
+    ordinary("rename", keys(1, 2, 1)),
+    ordinary("renamenx", keys(1, 2, 1)),
+    ordinary("copy", keys(1, 2, 1)),
+    ordinary("smove", keys(1, 2, 1)),
+    ordinary("lmove", keys(1, 2, 1)),
+    ordinary("rpoplpush", keys(1, 2, 1)),
+    blocking(ordinary("blmove", keys(1, 2, 1))),
+    blocking(ordinary("brpoplpush", keys(1, 2, 1))),
+    blocking(ordinary("blpop", keys(1, -2, 1))),
+    blocking(ordinary("brpop", keys(1, -2, 1))),
+    blocking(ordinary("bzpopmin", keys(1, -2, 1))),
+    blocking(ordinary("bzpopmax", keys(1, -2, 1))),
+    blocking(ordinary("wait", KeySpec::NONE)),
+    ordinary("sdiff", ALL),
+    ordinary("sinter", ALL),
+    ordinary("sunion", ALL),
+    ordinary("sdiffstore", ALL),
+    ordinary("sinterstore", ALL),
+    ordinary("sunionstore", ALL),
+    ordinary("pfcount", ALL),
+    ordinary("pfmerge", ALL),
+    ordinary("bitop", keys(2, -1, 1)),
+    ordinary("xread", KeySpec::NONE),
+    blocking(ordinary("xreadgroup", KeySpec::NONE)),
+    ordinary("eval", KeySpec::NONE),
+    ordinary("evalsha", KeySpec::NONE),
+    ordinary("fcall", KeySpec::NONE),
+    ordinary("publish", KeySpec::NONE),
+    ordinary("spublish", ONE),
+];
+
+/// Commands whose only key is the first argument.
+const SINGLE_KEY_COMMANDS: &[&str] = &[
+    "get",
+    "set",
+    "setnx",
+    "setex",
+    "psetex",
+    "getset",
+    "getdel",
+    "getex",
+    "append",
+    "strlen",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
+    "getrange",
+    "setrange",
+    "substr",
+    "getbit",
+    "setbit",
+    "bitcount",
+    "bitpos",
+    "bitfield",
+    "bitfield_ro",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "expiretime",
+    "pexpiretime",
+    "ttl",
+    "pttl",
+    "persist",
+    "type",
+    "dump",
+    "restore",
+    "object",
+    "lpush",
+    "rpush",
+    "lpushx",
+    "rpushx",
+    "lpop",
+    "rpop",
+    "llen",
+    "lrange",
+    "lindex",
+    "lset",
+    "linsert",
+    "lrem",
+    "ltrim",
+    "lpos",
+    "sadd",
+    "srem",
+    "smembers",
+    "sismember",
+    "smismember",
+    "scard",
+    "spop",
+    "srandmember",
+    "sscan",
+    "hset",
+    "hsetnx",
+    "hget",
+    "hmset",
+    "hmget",
+    "hdel",
+    "hlen",
+    "hstrlen",
+    "hkeys",
+    "hvals",
+    "hgetall",
+    "hexists",
+    "hincrby",
+    "hincrbyfloat",
+    "hrandfield",
+    "hscan",
+    "zadd",
+    "zincrby",
+    "zrem",
+    "zcard",
+    "zcount",
+    "zlexcount",
+    "zrange",
+    "zrangebyscore",
+    "zrangebylex",
+    "zrevrange",
+    "zrevrangebyscore",
+    "zrevrangebylex",
+    "zrank",
+    "zrevrank",
+    "zscore",
+    "zmscore",
+    "zremrangebyrank",
+    "zremrangebyscore",
+    "zremrangebylex",
+    "zpopmin",
+    "zpopmax",
+    "zrandmember",
+    "zscan",
+    "pfadd",
+    "geoadd",
+    "geodist",
+    "geohash",
+    "geopos",
+    "georadius",
+    "georadiusbymember",
+    "geosearch",
+    "xadd",
+    "xlen",
+    "xrange",
+    "xrevrange",
+    "xdel",
+    "xtrim",
+    "xack",
+    "xclaim",
+    "xautoclaim",
+    "xpending",
+    "xsetid",
+    "sort",
+    "sort_ro",
+    "lcs",
+];
+
+fn table() -> &'static HashMap<&'static str, CommandSpec> {
+    static TABLE: OnceLock<HashMap<&'static str, CommandSpec>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut map = HashMap::with_capacity(SPECIAL_COMMANDS.len() + SINGLE_KEY_COMMANDS.len());
+        for &name in SINGLE_KEY_COMMANDS {
+            map.insert(name, ordinary(name, ONE));
+        }
+        for s in SPECIAL_COMMANDS {
+            map.insert(s.name, *s);
+        }
+        map
+    })
+}
+
+/// Longest command name looked up; longer names are not in the table.
+const MAX_NAME_LEN: usize = 32;
+
+/// Finds a command by name, in any letter case, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    if name.len() > MAX_NAME_LEN {
+        return None;
+    }
+    let mut lower = [0u8; MAX_NAME_LEN];
+    for (dst, src) in lower.iter_mut().zip(name) {
+        *dst = src.to_ascii_lowercase();
+    }
+    let lower = std::str::from_utf8(&lower[..name.len()]).ok()?;
+    table().get(lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_ignores_letter_case() {
+        assert_eq!(lookup(b"DeL").unwrap().role, Role::Delete);
+        assert_eq!(lookup(b"REMOVEKEYS").unwrap().role, Role::RemoveKeys);
+        assert_eq!(lookup(b"get").unwrap().keys, ONE);
+        assert!(lookup(b"no-such-command").is_none());
+        assert!(lookup(&[b'a'; 100]).is_none());
+        assert!(lookup(b"\xff\xfe").is_none());
+    }
+
+    #[test]
+    fn key_positions_follow_first_last_step() {
+        let pos = |k: KeySpec, argc| k.positions(argc).collect::<Vec<_>>();
+        assert_eq!(pos(ALL, 4), vec![1, 2, 3]);
+        assert_eq!(pos(ONE, 3), vec![1]);
+        assert_eq!(pos(keys(1, -1, 2), 5), vec![1, 3]);
+        assert_eq!(pos(keys(1, -2, 1), 4), vec![1, 2]);
+        assert_eq!(pos(keys(2, -1, 1), 5), vec![2, 3, 4]);
+        assert_eq!(pos(KeySpec::NONE, 3), Vec::<usize>::new());
+        assert_eq!(pos(ALL, 1), Vec::<usize>::new());
+        assert_eq!(pos(ONE, 1), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn state_changing_commands_are_marked() {
+        for name in [
+            "select",
+            "auth",
+            "hello",
+            "multi",
+            "watch",
+            "subscribe",
+            "client",
+        ] {
+            assert!(lookup(name.as_bytes()).unwrap().stateful, "{name}");
+        }
+        assert!(!lookup(b"get").unwrap().stateful);
+        assert!(lookup(b"blpop").unwrap().blocking);
+    }
+}

@@ -1,0 +1,13 @@
+//! keyward: a Redis-protocol proxy that guards deletes.
+//!
+//! The path of one request: [`protocol::request`] scans client bytes, [`commands`] says what the
+//! command is, [`guard`] decides whether it may run, [`session`] forwards it upstream and returns
+//! the replies in request order.
+
+pub mod commands;
+pub mod config;
+pub mod guard;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod upstream;

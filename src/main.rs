@@ -1,0 +1,84 @@
+//! The `keyward` binary: command line → [`Config`] → [`keyward::server::run`].
+//!
+//! Exit status: 0 after a clean shutdown or a valid `--check-config`, 1 when the proxy fails
+//! while running, 2 for an invalid configuration or command line (clap uses 2 for the latter).
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use keyward::config::{self, Cli, Config};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match check(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("keyward: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config.is_some() {
+        print!("{}", config.describe());
+        return ExitCode::SUCCESS;
+    }
+
+    init_logging(cli.log_level.as_deref());
+    let file = config::config_file(&cli);
+    let file = file.as_ref().map_or("none, built-in defaults".into(), |f| {
+        f.display().to_string()
+    });
+    tracing::info!(
+        "keyward {} starting; configuration file: {file}; effective configuration:\n{}",
+        env!("CARGO_PKG_VERSION"),
+        config.describe().trim_end()
+    );
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(keyward::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("keyward stopped: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything that can be wrong with the command line and the files it names.
+fn check(cli: &Cli) -> Result<Config, config::ConfigError> {
+    if let Some(level) = &cli.log_level {
+        config::check_log_level(level)?;
+    }
+    config::resolve(cli)
+}
+
+/// Logs go to stderr, filtered by `--log-level` if given, else `RUST_LOG`, else `info`.
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        // Already checked by `config::check_log_level`.
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => match EnvFilter::try_from_default_env() {
+            Ok(filter) => filter,
+            Err(err) => {
+                if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+                    eprintln!("keyward: ignoring RUST_LOG ({err}); logging at info");
+                }
+                EnvFilter::new("info")
+            }
+        },
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+}

@@ -1,0 +1,5 @@
+//! The wire: reading client requests, framing upstream replies, building replies keyward makes.
+
+pub mod reply;
+pub mod request;
+pub mod write;

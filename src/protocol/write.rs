@@ -1,0 +1,66 @@
+//! Frames keyward builds itself: its own error replies and the commands it sends upstream in
+//! place of a client's (`REMOVEKEYS` rewritten, `AUTH` on connect). Encoding is delegated to
+//! `redis-protocol`, which is safe here because keyward, not a client, chooses the input.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::encode::extend_encode_borrowed;
+use redis_protocol::resp2::types::BorrowedFrame;
+
+/// An error reply line. `message` is the text after the `-`, e.g. `ERR something failed`;
+/// CR and LF are replaced by spaces because they would end the line early and desynchronise
+/// the client.
+pub fn error(message: &str) -> Bytes {
+    let clean: String = message
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    let mut buf = BytesMut::with_capacity(clean.len() + 3);
+    // Encoding into a growable buffer cannot fail.
+    let _ = extend_encode_borrowed(&mut buf, &BorrowedFrame::Error(&clean), false);
+    buf.freeze()
+}
+
+/// A simple-string reply such as `+OK`.
+pub fn simple(text: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(text.len() + 3);
+    let _ = extend_encode_borrowed(
+        &mut buf,
+        &BorrowedFrame::SimpleString(text.as_bytes()),
+        false,
+    );
+    buf.freeze()
+}
+
+/// A command as a RESP array of bulk strings: `name` followed by `args`.
+pub fn command<A: AsRef<[u8]>>(name: &[u8], args: &[A]) -> Bytes {
+    let mut parts: Vec<BorrowedFrame<'_>> = Vec::with_capacity(args.len() + 1);
+    parts.push(BorrowedFrame::BulkString(name));
+    parts.extend(args.iter().map(|a| BorrowedFrame::BulkString(a.as_ref())));
+    let frame = BorrowedFrame::Array(&parts);
+    let mut buf = BytesMut::new();
+    let _ = extend_encode_borrowed(&mut buf, &frame, false);
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(&error("ERR bad\r\nthing")[..], b"-ERR bad  thing\r\n");
+    }
+
+    #[test]
+    fn simple_strings() {
+        assert_eq!(&simple("OK")[..], b"+OK\r\n");
+    }
+
+    #[test]
+    fn commands_are_arrays_of_bulk_strings() {
+        assert_eq!(
+            &command(b"UNLINK", &[&b"a"[..], b"\r\n"])[..],
+            b"*3\r\n$6\r\nUNLINK\r\n$1\r\na\r\n$2\r\n\r\n\r\n"
+        );
+    }
+}

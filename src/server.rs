@@ -1,0 +1,141 @@
+//! The listener: accepts clients up to the connection cap, runs a session for each, and shuts
+//! down gracefully on SIGINT or SIGTERM.
+//!
+//! Shutdown order: stop accepting, tell every session to stop reading, let each one deliver
+//! the replies it still owes (a bounded wait, `[server] shutdown_timeout_ms`), then return.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::guard::GuardPolicy;
+use crate::protocol::request::ScanLimits;
+use crate::session::{self, SessionContext};
+use crate::upstream::UpstreamTarget;
+
+/// Runs the proxy until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", config.server.listen),
+            )
+        })?;
+    tracing::info!(
+        "listening on {}, forwarding to {}",
+        listener.local_addr()?,
+        config.upstream.nodes.join(", ")
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    serve(listener, config, signals, stop_tx, stop_rx).await
+}
+
+/// Accepts clients until `shutdown` completes, then drains the sessions.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = std::io::Result<()>>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let ctx = Arc::new(context(&config));
+    let clients = Arc::new(AtomicUsize::new(0));
+    let max_clients = config.server.max_clients;
+    // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            result = &mut shutdown => {
+                result?;
+                break;
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving the clients we have.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
+            clients.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(client = %peer, max_clients, "max number of clients reached");
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        let ctx = ctx.clone();
+        let stop = stop_rx.clone();
+        let clients = clients.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            session::run(stream, peer, ctx, stop).await;
+            clients.fetch_sub(1, Ordering::AcqRel);
+            drop(done);
+        });
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    let open = clients.load(Ordering::Acquire);
+    if open > 0 {
+        tracing::info!(sessions = open, "waiting for sessions to finish");
+    }
+    let wait = config.server.shutdown_timeout;
+    if tokio::time::timeout(wait, done_rx.recv()).await.is_err() {
+        tracing::warn!(
+            sessions = clients.load(Ordering::Acquire),
+            "shutdown timeout of {} ms reached, closing remaining sessions",
+            wait.as_millis()
+        );
+    }
+    tracing::info!("keyward stopped");
+    Ok(())
+}
+
+fn context(config: &Config) -> SessionContext {
+    SessionContext {
+        guard: GuardPolicy::new(&config.guard),
+        limits: ScanLimits {
+            max_bulk_len: config.limits.max_bulk_len,
+            max_args: config.limits.max_request_args,
+            max_query_buffer: config.limits.max_query_buffer,
+        },
+        upstream: UpstreamTarget {
+            addr: config.upstream.nodes[0].clone(),
+            username: config.upstream.username.clone(),
+            password: config.upstream.password.clone(),
+            connect_timeout: config.upstream.connect_timeout,
+        },
+        close_grace: config.server.shutdown_timeout,
+    }
+}
+
+/// Answers a client over the connection cap the way Redis does, then closes.
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,190 @@
+//! One client connection, from its first byte to its close.
+//!
+//! A session is two halves that run in one task and talk through an ordered channel:
+//! - the **request side** ([`requests`]) reads the client, scans requests, asks the guard, writes
+//!   what may run to the session's own upstream connection, and for every request puts a
+//!   [`Pending`] entry on the channel *before* the request is written upstream;
+//! - the **reply side** ([`replies`]) reads the upstream connection, frames replies, and matches
+//!   them to the entries in order, writing to the client. Entries answered by keyward itself (a
+//!   refusal, an unreachable upstream) wait in the same queue, so the client always gets its
+//!   replies in request order whoever made them.
+//!
+//! The two sides never block each other: a client that writes a long pipeline before reading
+//! keeps being read while its replies wait, and when the client stops reading, the reply side
+//! stops reading upstream so the replies back up in Redis, not in keyward.
+
+mod pubsub;
+mod replies;
+mod requests;
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, watch};
+
+use crate::commands::PubSubKind;
+use crate::guard::GuardPolicy;
+use crate::protocol::request::ScanLimits;
+use crate::upstream::UpstreamTarget;
+
+/// What every session shares: settings prepared once at start-up.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub guard: GuardPolicy,
+    pub limits: ScanLimits,
+    pub upstream: UpstreamTarget,
+    /// How long a closing session waits for replies still owed to its client.
+    pub close_grace: Duration,
+}
+
+/// How many request batches may wait between the two halves before the request side stops
+/// reading the client (backpressure for clients that write without reading).
+const BATCH_QUEUE: usize = 1024;
+
+/// One entry in the session's reply queue, in request order.
+#[derive(Debug)]
+enum Pending {
+    /// Upstream answers this request; its reply goes to the client.
+    Reply(Expect),
+    /// keyward answers this request itself.
+    Local(Bytes),
+    /// Upstream answers a placeholder request with an error; the client gets this reply instead.
+    /// Used for a refusal inside MULTI, so that Redis marks the transaction as failed and EXEC
+    /// answers EXECABORT, as it does for a command rejected at queue time.
+    Replace(Bytes),
+    /// Upstream answers a request keyward made itself; the reply is dropped.
+    Swallow,
+    /// Close the client connection once everything before this entry has been answered.
+    Close,
+    /// A new upstream connection (reading half) with its generation number.
+    Attach(OwnedReadHalf, u64),
+    /// Writing to the current upstream connection failed.
+    Broken(String),
+}
+
+/// A request whose reply comes from upstream.
+#[derive(Debug)]
+struct Expect {
+    kind: ExpectKind,
+    audit: Option<Box<Audit>>,
+}
+
+#[derive(Debug)]
+enum ExpectKind {
+    /// Exactly one reply.
+    One,
+    /// (Un)subscribe: one confirmation per channel. `remaining` is `None` for an UNSUBSCRIBE
+    /// without arguments, whose count is known only once the replies before it are in.
+    Subscription {
+        kind: PubSubKind,
+        subscribe: bool,
+        remaining: Option<usize>,
+    },
+    /// MONITOR: after its `+OK` the connection streams monitor lines.
+    Monitor,
+    /// RESET: Redis drops subscriptions and monitor mode.
+    Reset,
+}
+
+/// What the audit line of a guarded request needs once its reply is in.
+#[derive(Debug)]
+struct Audit {
+    client: SocketAddr,
+    command: String,
+    keys: usize,
+    started: Instant,
+}
+
+/// State both halves read.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set once a command that leaves per-connection state upstream (SELECT, AUTH, MULTI,
+    /// SUBSCRIBE...) has been forwarded: losing that connection cannot be hidden from the client.
+    stateful: AtomicBool,
+    /// Generation of the upstream connection that the reply side saw fail (0: none).
+    failed_generation: AtomicU64,
+}
+
+/// Serves one client until it leaves, the upstream connection is lost with state on it, or
+/// keyward shuts down.
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (client_read, client_write) = stream.into_split();
+    let (tx, rx) = mpsc::channel(BATCH_QUEUE);
+    let shared = Arc::new(Shared::default());
+
+    let requests = requests::RequestSide::new(client_read, tx, peer, ctx.clone(), shared.clone());
+    let replies = replies::ReplySide::new(client_write, rx, peer, ctx.clone(), shared);
+
+    let request_task = requests.run(shutdown);
+    let reply_task = replies.run();
+    tokio::pin!(request_task, reply_task);
+    tokio::select! {
+        // The reply side ends the session: client gone, Close processed, or state lost.
+        _ = &mut reply_task => {}
+        // The request side ended (client EOF, QUIT, protocol error, shutdown) after queueing a
+        // Close: the reply side finishes answering, then closes.
+        _ = &mut request_task => reply_task.await,
+    }
+    tracing::debug!(client = %peer, "session closed");
+}
+
+/// Writes every chunk, in order, with as few system calls as the kernel allows.
+async fn write_chunks<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    let mut first = 0;
+    while first < chunks.len() {
+        let n = {
+            let slices: Vec<IoSlice<'_>> = chunks[first..]
+                .iter()
+                .take(MAX_SLICES)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            writer.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 {
+            let chunk = &mut chunks[first];
+            if left >= chunk.len() {
+                left -= chunk.len();
+                first += 1;
+            } else {
+                chunk.advance(left);
+                left = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
+}
+
+fn upstream_lost(ctx: &SessionContext, reason: &str) -> Bytes {
+    crate::protocol::write::error(&format!(
+        "ERR keyward: connection to upstream {} lost: {reason}",
+        ctx.upstream.addr
+    ))
+}
+
+impl Shared {
+    fn upstream_failed(&self, generation: u64) -> bool {
+        self.failed_generation.load(Ordering::Acquire) == generation
+    }
+}

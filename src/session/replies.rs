@@ -1,0 +1,423 @@
+//! The reply side of a session: upstream replies and keyward's own answers, in request order,
+//! to the client.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::pubsub::{self, Subscriptions};
+use super::{
+    Audit, Expect, ExpectKind, Pending, SessionContext, Shared, upstream_lost, write_chunks,
+};
+use crate::protocol::reply::{self, ReplyFramer};
+
+const READ_CHUNK: usize = 16 * 1024;
+const KEEP_BUFFER: usize = 256 * 1024;
+
+pub(super) struct ReplySide {
+    client: OwnedWriteHalf,
+    queue: mpsc::Receiver<Vec<Pending>>,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shared: Arc<Shared>,
+    /// Entries in request order; the front is the next request to answer.
+    pending: VecDeque<Pending>,
+    upstream: Option<(OwnedReadHalf, u64)>,
+    /// Upstream bytes read and not yet passed on. `buf[..forward]` has been framed and is to be
+    /// forwarded as it is; framing resumes at `forward`.
+    buf: BytesMut,
+    forward: usize,
+    framer: ReplyFramer,
+    /// Chunks waiting to be written to the client.
+    out: Vec<Bytes>,
+    subscriptions: Subscriptions,
+    monitoring: bool,
+    /// Set when a Close entry is waiting behind unanswered requests: the latest moment to close.
+    close_deadline: Option<Instant>,
+}
+
+/// What to do with one upstream frame.
+enum Disposition {
+    /// Pass it on and answer the front entry with it.
+    Answer,
+    /// Pass it on; it answers nothing (a pub/sub message, a push, a monitor line).
+    OutOfBand,
+}
+
+impl ReplySide {
+    pub(super) fn new(
+        client: OwnedWriteHalf,
+        queue: mpsc::Receiver<Vec<Pending>>,
+        peer: SocketAddr,
+        ctx: Arc<SessionContext>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        ReplySide {
+            client,
+            queue,
+            peer,
+            ctx,
+            shared,
+            pending: VecDeque::new(),
+            upstream: None,
+            buf: BytesMut::new(),
+            forward: 0,
+            framer: ReplyFramer::new(),
+            out: Vec::new(),
+            subscriptions: Subscriptions::default(),
+            monitoring: false,
+            close_deadline: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            let close = self.answer_local();
+            if write_chunks(&mut self.client, &mut self.out).await.is_err() {
+                return;
+            }
+            if close {
+                return;
+            }
+            if self.close_deadline.is_none() && matches!(self.pending.back(), Some(Pending::Close))
+            {
+                self.close_deadline = Some(Instant::now() + self.ctx.close_grace);
+            }
+            let deadline = self.close_deadline;
+            let reading = self.upstream.is_some();
+            tokio::select! {
+                batch = self.queue.recv() => match batch {
+                    Some(batch) => self.receive(batch),
+                    // The request side is gone without a Close: nothing more will be asked.
+                    None => self.pending.push_back(Pending::Close),
+                },
+                ready = readable(&self.upstream), if reading => {
+                    match ready {
+                        Ok(()) => self.read_upstream(),
+                        Err(e) => self.fail_upstream(&e.to_string()),
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    tracing::debug!(client = %self.peer, "closing with replies still owed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes a batch of entries from the request side, in order.
+    fn receive(&mut self, batch: Vec<Pending>) {
+        for entry in batch {
+            match entry {
+                Pending::Attach(reader, generation) => {
+                    self.upstream = Some((reader, generation));
+                    self.buf.clear();
+                    self.forward = 0;
+                    self.framer = ReplyFramer::new();
+                }
+                Pending::Broken(reason) => {
+                    if self.upstream.is_some() {
+                        self.fail_upstream(&reason);
+                    }
+                }
+                Pending::Reply(_) | Pending::Replace(_) | Pending::Swallow
+                    if self.upstream.is_none() =>
+                {
+                    // Written to a connection that is already gone: it will never be answered.
+                    if !matches!(entry, Pending::Swallow) {
+                        self.pending.push_back(Pending::Local(upstream_lost(
+                            &self.ctx,
+                            "the connection was closed",
+                        )));
+                    }
+                }
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// Moves keyward's own answers at the front of the queue to the output. Returns true when a
+    /// Close entry has been reached.
+    fn answer_local(&mut self) -> bool {
+        loop {
+            match self.pending.front() {
+                Some(Pending::Local(_)) => {
+                    self.flush_forward();
+                    if let Some(Pending::Local(reply)) = self.pending.pop_front() {
+                        self.out.push(reply);
+                    }
+                }
+                Some(Pending::Close) => {
+                    self.flush_forward();
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Reads what upstream has sent and deals with every complete frame.
+    fn read_upstream(&mut self) {
+        let Some((reader, _)) = &self.upstream else {
+            return;
+        };
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match reader.try_read_buf(&mut self.buf) {
+            Ok(0) => {
+                self.fail_upstream("closed by the upstream");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                self.fail_upstream(&e.to_string());
+                return;
+            }
+        }
+        loop {
+            match self.framer.next_frame_len(&self.buf[self.forward..]) {
+                Ok(Some(len)) => self.dispatch(len),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(client = %self.peer, error = %e.0, "upstream sent invalid RESP");
+                    self.fail_upstream(&format!("invalid reply from upstream: {}", e.0));
+                    return;
+                }
+            }
+            if self.answer_local() {
+                break;
+            }
+        }
+        self.flush_forward();
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Handles the frame of `len` bytes at `buf[forward..]`.
+    fn dispatch(&mut self, len: usize) {
+        let start = self.forward;
+        let frame = &self.buf[start..start + len];
+        match self.disposition(frame) {
+            Disposition::OutOfBand => self.forward += len,
+            Disposition::Answer => self.answer(len),
+        }
+    }
+
+    fn disposition(&self, frame: &[u8]) -> Disposition {
+        let expecting_confirmation = matches!(
+            self.pending.front(),
+            Some(Pending::Reply(Expect {
+                kind: ExpectKind::Subscription { .. },
+                ..
+            }))
+        );
+        if reply::is_push(frame) {
+            // RESP3: subscribe confirmations are pushes too; everything else pushed is out of band.
+            if expecting_confirmation && pubsub::confirmation(frame).is_some() {
+                return Disposition::Answer;
+            }
+            return Disposition::OutOfBand;
+        }
+        if self.subscriptions.active() && pubsub::is_message(frame) {
+            return Disposition::OutOfBand;
+        }
+        if self.monitoring && is_monitor_line(frame) {
+            return Disposition::OutOfBand;
+        }
+        Disposition::Answer
+    }
+
+    /// The frame of `len` bytes at `buf[forward..]` answers the front entry.
+    fn answer(&mut self, len: usize) {
+        let start = self.forward;
+        let Some(front) = self.pending.front_mut() else {
+            // Nothing is waiting for a reply: pass it on rather than lose it.
+            tracing::debug!(client = %self.peer, "unexpected reply from upstream, passed on");
+            self.forward += len;
+            return;
+        };
+        let frame = &self.buf[start..start + len];
+        let done = match front {
+            Pending::Reply(expect) => {
+                let done = match &mut expect.kind {
+                    ExpectKind::One => true,
+                    ExpectKind::Subscription {
+                        kind,
+                        subscribe,
+                        remaining,
+                    } => match pubsub::confirmation(frame) {
+                        Some(c) if c.kind == *kind && c.subscribe == *subscribe => {
+                            let left = remaining
+                                .get_or_insert_with(|| self.subscriptions.count(*kind).max(1));
+                            self.subscriptions.apply(&c);
+                            *left = left.saturating_sub(1);
+                            *left == 0
+                        }
+                        // An error, or +QUEUED inside MULTI: the only reply.
+                        _ => true,
+                    },
+                    ExpectKind::Monitor => {
+                        if reply::simple_string(frame) == Some(&b"OK"[..]) {
+                            self.monitoring = true;
+                        }
+                        true
+                    }
+                    ExpectKind::Reset => {
+                        if reply::simple_string(frame) == Some(&b"RESET"[..]) {
+                            self.subscriptions.clear();
+                            self.monitoring = false;
+                        }
+                        true
+                    }
+                };
+                if done && let Some(audit) = expect.audit.take() {
+                    log_audit(&audit, frame);
+                }
+                self.forward += len;
+                done
+            }
+            Pending::Replace(_) => {
+                self.drop_frame(len);
+                if let Some(Pending::Replace(reply)) = self.pending.pop_front() {
+                    self.out.push(reply);
+                }
+                return;
+            }
+            Pending::Swallow => {
+                self.drop_frame(len);
+                self.pending.pop_front();
+                return;
+            }
+            // Local and Close never stay at the front (answer_local runs after every frame).
+            _ => {
+                self.forward += len;
+                false
+            }
+        };
+        if done {
+            self.pending.pop_front();
+        }
+    }
+
+    /// Removes the frame of `len` bytes at `buf[forward..]`, keeping what precedes it.
+    fn drop_frame(&mut self, len: usize) {
+        self.flush_forward();
+        self.buf.advance(len);
+    }
+
+    /// Moves the framed bytes that are to be forwarded to the output, without copying.
+    fn flush_forward(&mut self) {
+        if self.forward > 0 {
+            self.out.push(self.buf.split_to(self.forward).freeze());
+            self.forward = 0;
+        }
+    }
+
+    /// The upstream connection is gone: every reply it owed becomes an error, in place.
+    fn fail_upstream(&mut self, reason: &str) {
+        let Some((_, generation)) = self.upstream.take() else {
+            return;
+        };
+        tracing::warn!(client = %self.peer, upstream = %self.ctx.upstream.addr, %reason, "upstream connection lost");
+        // What was framed already goes out; a partial frame is lost with the connection.
+        self.flush_forward();
+        self.buf.clear();
+        self.framer = ReplyFramer::new();
+        let error = upstream_lost(&self.ctx, reason);
+        let pending = std::mem::take(&mut self.pending);
+        for entry in pending {
+            match entry {
+                Pending::Reply(_) | Pending::Replace(_) => {
+                    self.pending.push_back(Pending::Local(error.clone()))
+                }
+                Pending::Swallow => {}
+                other => self.pending.push_back(other),
+            }
+        }
+        let had_state = self.shared.stateful.load(Ordering::Acquire)
+            || self.subscriptions.active()
+            || self.monitoring;
+        self.subscriptions.clear();
+        self.monitoring = false;
+        self.shared
+            .failed_generation
+            .store(generation, Ordering::Release);
+        if had_state {
+            // SELECT, MULTI, subscriptions... lived on that connection. A silent reconnect
+            // would run the client's next commands in a state it did not ask for; closing
+            // tells its library to reconnect and set the state up again.
+            self.pending.push_back(Pending::Close);
+        }
+    }
+}
+
+async fn readable(upstream: &Option<(OwnedReadHalf, u64)>) -> std::io::Result<()> {
+    match upstream {
+        Some((reader, _)) => reader.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A MONITOR line: `+1700000000.123456 [0 127.0.0.1:6379] "get" "k"`.
+fn is_monitor_line(frame: &[u8]) -> bool {
+    let Some(text) = reply::simple_string(frame) else {
+        return false;
+    };
+    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && text.get(digits) == Some(&b'.') && text.windows(2).any(|w| w == b" [")
+}
+
+/// One audit line for a guarded request that went upstream.
+fn log_audit(audit: &Audit, reply_frame: &[u8]) {
+    let outcome = if let Some(n) = reply::integer(reply_frame) {
+        format!("removed {n}")
+    } else if reply::is_error(reply_frame) {
+        format!(
+            "error: {}",
+            String::from_utf8_lossy(&reply_frame[1..]).trim_end()
+        )
+    } else if reply::simple_string(reply_frame) == Some(&b"QUEUED"[..]) {
+        "queued".to_string()
+    } else {
+        "answered".to_string()
+    };
+    tracing::info!(
+        target: "keyward::audit",
+        client = %audit.client,
+        command = %audit.command,
+        keys = audit.keys,
+        outcome = %outcome,
+        duration_us = audit.started.elapsed().as_micros() as u64,
+        "guard"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_lines() {
+        assert!(is_monitor_line(
+            b"+1700000000.123456 [0 127.0.0.1:6379] \"get\" \"k\"\r\n"
+        ));
+        assert!(!is_monitor_line(b"+OK\r\n"));
+        assert!(!is_monitor_line(b"+123\r\n"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Opening a connection to the upstream Redis.
+//!
+//! A connection is ready when the TCP handshake is done, Nagle is off (keyward forwards small
+//! requests and replies one by one; batching them in the kernel would add latency) and, when
+//! keyward has its own upstream credentials, Redis has accepted them. Any failure becomes one
+//! message that names the upstream address, because that is what the client gets to read.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::protocol::{reply, write};
+
+/// Where and how keyward connects upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub addr: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+impl UpstreamTarget {
+    /// Connects and authenticates; the error is a sentence that names the address.
+    pub async fn connect(&self) -> Result<TcpStream, String> {
+        let stream = match timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(format!("upstream {} unavailable: {e}", self.addr)),
+            Err(_) => {
+                return Err(format!(
+                    "upstream {} unavailable: no connection within {} ms",
+                    self.addr,
+                    self.connect_timeout.as_millis()
+                ));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        if let Some(auth) = self.auth_command() {
+            match timeout(self.connect_timeout, handshake(&mut stream, &auth)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "upstream {} refused keyward's credentials: {e}",
+                        self.addr
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "upstream {} did not answer AUTH within {} ms",
+                        self.addr,
+                        self.connect_timeout.as_millis()
+                    ));
+                }
+            }
+        }
+        Ok(stream)
+    }
+
+    /// The `AUTH` command keyward sends on a new connection, if it has credentials.
+    pub fn auth_command(&self) -> Option<bytes::Bytes> {
+        let password = self.password.as_ref()?;
+        Some(match &self.username {
+            Some(user) => write::command(b"AUTH", &[user.as_bytes(), password.as_bytes()]),
+            None => write::command(b"AUTH", &[password.as_bytes()]),
+        })
+    }
+}
+
+/// Sends `auth` and reads one reply; anything but `+OK` is an error carrying Redis's text.
+async fn handshake(stream: &mut TcpStream, auth: &[u8]) -> Result<(), String> {
+    stream.write_all(auth).await.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(256);
+    let mut framer = reply::ReplyFramer::new();
+    loop {
+        if let Some(len) = framer.next_frame_len(&buf).map_err(|e| e.0)? {
+            let frame = &buf[..len];
+            return if reply::simple_string(frame) == Some(&b"OK"[..]) {
+                Ok(())
+            } else {
+                Err(
+                    String::from_utf8_lossy(frame.strip_prefix(b"-").unwrap_or(frame))
+                        .trim_end()
+                        .to_string(),
+                )
+            };
+        }
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed during AUTH".into());
+        }
+    }
+}
