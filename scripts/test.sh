@@ -33,7 +33,7 @@ cargo fmt --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-echo "==> cargo test --all-targets"
-cargo test --all-targets
+echo "==> cargo test --all-targets --no-fail-fast"
+cargo test --all-targets --no-fail-fast
 
 echo "==> all checks and tests passed"

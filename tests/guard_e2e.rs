@@ -443,3 +443,31 @@ async fn guard_through_fred() {
     let _ = client.quit().await;
     assert_eq!(count_existing(&redis, &[b"f1", b"f2", b"f3"]), 0);
 }
+
+#[test]
+fn refusals_right_after_forwarded_replies_are_never_lost() {
+    // Request, reply, request, reply: each refusal is answered locally right after an upstream
+    // reply was delivered. A lost wake-up in the reply queue shows here as a read timeout.
+    let (redis, kw) = start_pair("");
+    seed(&redis, &[b"x"]);
+    let mut c = kw.raw_conn();
+    for i in 0..300 {
+        assert_eq!(c.request(&["GET", "x"]), Reply::bulk("1"), "GET #{i}");
+        c.cmd(&["DEL", "x", "x*"]);
+        let reply = c.try_read_reply(Duration::from_secs(3)).unwrap_or_else(|| {
+            panic!(
+                "no reply to the refused DEL #{i} within 3 s; log:\n{}",
+                kw.log()
+            )
+        });
+        assert_guard_error(&reply, &["wildcard", "x*"]);
+        let reply = c.request(&["FLUSHALL"]);
+        assert!(
+            reply
+                .error_text()
+                .is_some_and(|e| e.contains("deny_commands")),
+            "FLUSHALL #{i}: {reply:?}"
+        );
+    }
+    assert!(redis.exists(b"x"));
+}

@@ -339,7 +339,7 @@ pub fn integer(frame: &[u8]) -> Option<i64> {
 
 /// The simple elements the helpers can step over.
 enum Element<'a> {
-    /// A bulk or simple string; `None` for the null bulk `$-1`.
+    /// A bulk or simple string; `None` for the null bulk `$-1` or the RESP3 null `_`.
     Str(Option<&'a [u8]>),
     Int(i64),
 }
@@ -360,6 +360,8 @@ fn read_element(buf: &[u8]) -> Option<(Element<'_>, usize)> {
     let header = buf.len() - rest.len();
     match kind {
         b'+' => Some((Element::Str(Some(line)), header)),
+        // RESP3 null, e.g. the channel of an `unsubscribe` confirmation with nothing to drop.
+        b'_' if line.is_empty() => Some((Element::Str(None), header)),
         b':' => Some((Element::Int(string2ll(line)?), header)),
         b'$' => match string2ll(line)? {
             -1 => Some((Element::Str(None), header)),
@@ -719,7 +721,8 @@ mod tests {
         assert_eq!(aggregate_int_at(b"*3\r\n:5\r\n:-6\r\n:7\r\n", 1), Some(-6));
         // Anything more complex in front gives None.
         assert_eq!(aggregate_int_at(b"*2\r\n*0\r\n:1\r\n", 1), None);
-        assert_eq!(aggregate_int_at(b"*2\r\n_\r\n:1\r\n", 1), None);
+        // The RESP3 null counts as a null string (unsubscribe with nothing subscribed).
+        assert_eq!(aggregate_int_at(b"*2\r\n_\r\n:1\r\n", 1), Some(1));
         assert_eq!(aggregate_int_at(b"*2\r\n%0\r\n:1\r\n", 1), None);
         // Not an array/push, or truncated.
         assert_eq!(aggregate_int_at(b"~1\r\n:1\r\n", 0), None);

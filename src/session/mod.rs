@@ -136,7 +136,10 @@ pub async fn run(
         _ = &mut reply_task => {}
         // The request side ended (client EOF, QUIT, protocol error, shutdown) after queueing a
         // Close: the reply side finishes answering, then closes.
-        _ = &mut request_task => reply_task.await,
+        requests = &mut request_task => {
+            reply_task.await;
+            drop(requests);
+        }
     }
     tracing::debug!(client = %peer, "session closed");
 }

@@ -92,6 +92,7 @@ impl ReplySide {
             let deadline = self.close_deadline;
             let reading = self.upstream.is_some();
             tokio::select! {
+                biased;
                 batch = self.queue.recv() => match batch {
                     Some(batch) => self.receive(batch),
                     // The request side is gone without a Close: nothing more will be asked.
@@ -164,6 +165,11 @@ impl ReplySide {
 
     /// Reads what upstream has sent and deals with every complete frame.
     fn read_upstream(&mut self) {
+        // The request side queues an entry before it writes the request upstream, so every
+        // reply read below has its entry in the channel already, though perhaps not yet here.
+        while let Ok(batch) = self.queue.try_recv() {
+            self.receive(batch);
+        }
         let Some((reader, _)) = &self.upstream else {
             return;
         };

@@ -97,7 +97,11 @@ impl RequestSide {
         }
     }
 
-    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until the client leaves, QUITs, breaks the protocol or keyward shuts down. Returns
+    /// itself so that the caller keeps the upstream connection open until the reply side has
+    /// delivered what is still owed: dropping the writing half would half-close the connection,
+    /// and Redis drops a client that half-closes, with its blocked commands.
+    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Self {
         // The upstream connection is opened with the session, so that a client's first request
         // does not pay for it; a failure is reported on the first request.
         self.connect().await;
@@ -110,13 +114,13 @@ impl RequestSide {
                     if ready.is_err() {
                         self.batch.push(Pending::Close);
                         self.send_batch().await;
-                        return;
+                        return self;
                     }
                 }
                 _ = shutdown.changed() => {
                     self.batch.push(Pending::Close);
                     self.send_batch().await;
-                    return;
+                    return self;
                 }
             }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -127,7 +131,7 @@ impl RequestSide {
                     // End of stream: answer what was asked, then close.
                     self.batch.push(Pending::Close);
                     self.send_batch().await;
-                    return;
+                    return self;
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -135,13 +139,13 @@ impl RequestSide {
                     tracing::debug!(client = %self.peer, error = %e, "client read failed");
                     self.batch.push(Pending::Close);
                     self.send_batch().await;
-                    return;
+                    return self;
                 }
             }
             let stop = self.process(&mut buf).await;
             self.send_batch().await;
             if matches!(stop, Stop::Yes) {
-                return;
+                return self;
             }
             if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
                 buf = BytesMut::new();

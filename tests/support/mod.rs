@@ -411,7 +411,7 @@ impl Keyward {
                     read_lossy(&log_path)
                 ));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if accepts(&addr) {
                 thread::sleep(Duration::from_millis(30));
                 if let Ok(None) = child.try_wait() {
                     return Ok(Keyward {
@@ -546,6 +546,16 @@ impl Drop for Keyward {
         if self.exit.is_none() {
             kill_and_reap(&mut self.child);
         }
+    }
+}
+
+/// True when something listens on `addr`. A connection whose local and peer addresses are the
+/// same is a TCP self-connect (the kernel picked the very port as the source port while nothing
+/// listened), not a listener.
+fn accepts(addr: &std::net::SocketAddr) -> bool {
+    match TcpStream::connect_timeout(addr, Duration::from_millis(200)) {
+        Ok(s) => s.local_addr().ok() != s.peer_addr().ok(),
+        Err(_) => false,
     }
 }
 
