@@ -395,6 +395,11 @@ pub struct Cli {
     )]
     pub upstream: Vec<String>,
 
+    /// Treat the upstream nodes as seeds of a Redis Cluster (upstream.mode = "cluster"): keyward
+    /// reads the slot map from them and routes every command to the node that owns its keys.
+    #[arg(long, env = "KEYWARD_CLUSTER")]
+    pub cluster: bool,
+
     /// Refuse a delete that names more than N keys, overriding guard.max_keys.
     #[arg(long, value_name = "N", env = "KEYWARD_MAX_KEYS")]
     pub max_keys: Option<usize>,
@@ -548,26 +553,14 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     let nodes = (!cli.upstream.is_empty()).then(|| cli.upstream.clone());
     let mut set = origins.layer(Origin::flag("--upstream", "KEYWARD_UPSTREAM"));
     set.value(UPSTREAM_NODES, &mut c.upstream.nodes, nodes);
+    let mode = cli.cluster.then_some(UpstreamMode::Cluster);
+    let mut set = origins.layer(Origin::flag("--cluster", "KEYWARD_CLUSTER"));
+    set.value(UPSTREAM_MODE, &mut c.upstream.mode, mode);
     let mut set = origins.layer(Origin::flag("--max-keys", "KEYWARD_MAX_KEYS"));
     set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, cli.max_keys);
 
     validate(&mut config, &origins)?;
-    reject_unimplemented_features(&config, &origins)?;
     Ok(config)
-}
-
-/// Features the file format already accepts but keyward cannot run yet. When the cluster backend
-/// lands, delete this function and its call in [`merge`].
-fn reject_unimplemented_features(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
-    if config.upstream.mode == UpstreamMode::Cluster {
-        return Err(origins.error(
-            UPSTREAM_MODE,
-            "cluster mode is not implemented yet (the cluster backend comes later); \
-             use mode = \"standalone\""
-                .into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Checks every value, and normalises `guard.deny_commands` (upper case, duplicates dropped).
@@ -594,7 +587,8 @@ fn validate(config: &mut Config, origins: &Origins) -> Result<(), ConfigError> {
         return fail(
             UPSTREAM_NODES,
             format!(
-                "standalone mode connects to exactly one node, got {} ({})",
+                "standalone mode connects to exactly one node, got {} ({}); for a Redis Cluster \
+                 set upstream.mode = \"cluster\" or pass --cluster",
                 upstream.nodes.len(),
                 upstream.nodes.join(", ")
             ),
@@ -1265,17 +1259,28 @@ mod tests {
     }
 
     #[test]
-    fn mode_is_parsed_and_cluster_is_refused_for_now() {
+    fn mode_is_parsed() {
         let config = merged("[upstream]\nmode = \"Standalone\"\n").unwrap();
         assert_eq!(config.upstream.mode, UpstreamMode::Standalone);
         rejected("[upstream]\nmode = \"sentinel\"\n", "upstream.mode");
-        let file = file("[upstream]\nmode = \"cluster\"\n").unwrap();
-        assert_eq!(file.upstream.mode, Some(UpstreamMode::Cluster));
-        let shown = rejected("[upstream]\nmode = \"cluster\"\n", "upstream.mode");
-        assert!(
-            shown.contains("cluster mode is not implemented yet"),
-            "{shown}"
-        );
+        let config = merged(
+            "[upstream]\nmode = \"cluster\"\nnodes = [\"127.0.0.1:7000\", \"127.0.0.1:7001\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.upstream.mode, UpstreamMode::Cluster);
+        assert_eq!(config.upstream.nodes.len(), 2);
+    }
+
+    #[test]
+    fn the_cluster_flag_selects_cluster_mode() {
+        let cli = Cli {
+            cluster: true,
+            upstream: vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()],
+            ..Cli::default()
+        };
+        let config = merge(None, &cli).unwrap();
+        assert_eq!(config.upstream.mode, UpstreamMode::Cluster);
+        assert_eq!(config.upstream.nodes, ["127.0.0.1:7000", "127.0.0.1:7001"]);
     }
 
     #[test]

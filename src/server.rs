@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::cluster::session::ClusterContext;
+use crate::cluster::{self, Cluster};
+use crate::config::{Config, UpstreamMode};
 use crate::guard::GuardPolicy;
 use crate::protocol::request::ScanLimits;
 use crate::session::{self, SessionContext};
@@ -54,7 +56,7 @@ pub async fn serve(
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let ctx = Arc::new(context(&config));
+    let backend = Backend::start(&config).await?;
     let clients = Arc::new(AtomicUsize::new(0));
     let max_clients = config.server.max_clients;
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
@@ -84,12 +86,15 @@ pub async fn serve(
             tokio::spawn(refuse(stream));
             continue;
         }
-        let ctx = ctx.clone();
+        let backend = backend.clone();
         let stop = stop_rx.clone();
         let clients = clients.clone();
         let done = done_tx.clone();
         tokio::spawn(async move {
-            session::run(stream, peer, ctx, stop).await;
+            match backend {
+                Backend::Standalone(ctx) => session::run(stream, peer, ctx, stop).await,
+                Backend::Cluster(ctx) => cluster::session::run(stream, peer, ctx, stop).await,
+            }
             clients.fetch_sub(1, Ordering::AcqRel);
             drop(done);
         });
@@ -114,21 +119,50 @@ pub async fn serve(
     Ok(())
 }
 
-fn context(config: &Config) -> SessionContext {
-    SessionContext {
-        guard: GuardPolicy::new(&config.guard),
-        limits: ScanLimits {
+/// What sessions talk to: one Redis server, or a cluster.
+#[derive(Clone)]
+enum Backend {
+    Standalone(Arc<SessionContext>),
+    Cluster(Arc<ClusterContext>),
+}
+
+impl Backend {
+    async fn start(config: &Config) -> std::io::Result<Backend> {
+        let guard = GuardPolicy::new(&config.guard);
+        let limits = ScanLimits {
             max_bulk_len: config.limits.max_bulk_len,
             max_args: config.limits.max_request_args,
             max_query_buffer: config.limits.max_query_buffer,
-        },
-        upstream: UpstreamTarget {
+        };
+        let upstream = UpstreamTarget {
             addr: config.upstream.nodes[0].clone(),
             username: config.upstream.username.clone(),
             password: config.upstream.password.clone(),
             connect_timeout: config.upstream.connect_timeout,
-        },
-        close_grace: config.server.shutdown_timeout,
+            resp3: false,
+        };
+        let close_grace = config.server.shutdown_timeout;
+        Ok(match config.upstream.mode {
+            UpstreamMode::Standalone => Backend::Standalone(Arc::new(SessionContext {
+                guard,
+                limits,
+                upstream,
+                close_grace,
+            })),
+            UpstreamMode::Cluster => {
+                let cluster = Cluster::start(config.upstream.nodes.clone(), upstream)
+                    .await
+                    .map_err(|e| {
+                        std::io::Error::other(format!("cannot start in cluster mode: {e}"))
+                    })?;
+                Backend::Cluster(Arc::new(ClusterContext {
+                    cluster,
+                    guard,
+                    limits,
+                    close_grace,
+                }))
+            }
+        })
     }
 }
 

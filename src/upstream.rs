@@ -21,6 +21,8 @@ pub struct UpstreamTarget {
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// Switch the connection to RESP3 (`HELLO 3`) before use.
+    pub resp3: bool,
 }
 
 impl UpstreamTarget {
@@ -39,7 +41,7 @@ impl UpstreamTarget {
         };
         let _ = stream.set_nodelay(true);
         let mut stream = stream;
-        if let Some(auth) = self.auth_command() {
+        if let Some(auth) = self.handshake_command() {
             match timeout(self.connect_timeout, handshake(&mut stream, &auth)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -60,6 +62,21 @@ impl UpstreamTarget {
         Ok(stream)
     }
 
+    /// What keyward sends on a new connection before use: `HELLO 3` (with `AUTH` when it has
+    /// credentials) for a RESP3 connection, else `AUTH` when it has credentials, else nothing.
+    fn handshake_command(&self) -> Option<bytes::Bytes> {
+        if !self.resp3 {
+            return self.auth_command();
+        }
+        let mut args: Vec<&[u8]> = vec![b"3"];
+        if let Some(password) = &self.password {
+            args.push(b"AUTH");
+            args.push(self.username.as_deref().unwrap_or("default").as_bytes());
+            args.push(password.as_bytes());
+        }
+        Some(write::command(b"HELLO", &args))
+    }
+
     /// The `AUTH` command keyward sends on a new connection, if it has credentials.
     pub fn auth_command(&self) -> Option<bytes::Bytes> {
         let password = self.password.as_ref()?;
@@ -70,7 +87,7 @@ impl UpstreamTarget {
     }
 }
 
-/// Sends `auth` and reads one reply; anything but `+OK` is an error carrying Redis's text.
+/// Sends `auth` (or `HELLO`) and reads one reply; an error reply carries Redis's text.
 async fn handshake(stream: &mut TcpStream, auth: &[u8]) -> Result<(), String> {
     stream.write_all(auth).await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(256);
@@ -78,7 +95,7 @@ async fn handshake(stream: &mut TcpStream, auth: &[u8]) -> Result<(), String> {
     loop {
         if let Some(len) = framer.next_frame_len(&buf).map_err(|e| e.0)? {
             let frame = &buf[..len];
-            return if reply::simple_string(frame) == Some(&b"OK"[..]) {
+            return if !reply::is_error(frame) {
                 Ok(())
             } else {
                 Err(

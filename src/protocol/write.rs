@@ -31,6 +31,13 @@ pub fn simple(text: &str) -> Bytes {
     buf.freeze()
 }
 
+/// A bulk-string reply.
+pub fn bulk(data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + 16);
+    let _ = extend_encode_borrowed(&mut buf, &BorrowedFrame::BulkString(data), false);
+    buf.freeze()
+}
+
 /// A command as a RESP array of bulk strings: `name` followed by `args`.
 pub fn command<A: AsRef<[u8]>>(name: &[u8], args: &[A]) -> Bytes {
     let mut parts: Vec<BorrowedFrame<'_>> = Vec::with_capacity(args.len() + 1);

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -120,6 +120,18 @@ pub async fn run(
     ctx: Arc<SessionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
+    run_with_input(stream, peer, ctx, shutdown, BytesMut::new()).await
+}
+
+/// Like [`run`], for a client whose first bytes were already read (a cluster session handing
+/// a subscriber over to a connection of its own): `input` is scanned before anything else.
+pub async fn run_with_input(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    shutdown: watch::Receiver<bool>,
+    input: BytesMut,
+) {
     let _ = stream.set_nodelay(true);
     let (client_read, client_write) = stream.into_split();
     let (tx, rx) = mpsc::channel(BATCH_QUEUE);
@@ -128,7 +140,7 @@ pub async fn run(
     let requests = requests::RequestSide::new(client_read, tx, peer, ctx.clone(), shared.clone());
     let replies = replies::ReplySide::new(client_write, rx, peer, ctx.clone(), shared);
 
-    let request_task = requests.run(shutdown);
+    let request_task = requests.run(shutdown, input);
     let reply_task = replies.run();
     tokio::pin!(request_task, reply_task);
     tokio::select! {
@@ -145,7 +157,7 @@ pub async fn run(
 }
 
 /// Writes every chunk, in order, with as few system calls as the kernel allows.
-async fn write_chunks<W: AsyncWriteExt + Unpin>(
+pub(crate) async fn write_chunks<W: AsyncWriteExt + Unpin>(
     writer: &mut W,
     chunks: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {

@@ -101,13 +101,24 @@ impl RequestSide {
     /// itself so that the caller keeps the upstream connection open until the reply side has
     /// delivered what is still owed: dropping the writing half would half-close the connection,
     /// and Redis drops a client that half-closes, with its blocked commands.
-    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Self {
+    pub(super) async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        input: BytesMut,
+    ) -> Self {
         // The upstream connection is opened with the session, so that a client's first request
         // does not pay for it; a failure is reported on the first request.
         self.connect().await;
         self.send_batch().await;
 
-        let mut buf = BytesMut::new();
+        let mut buf = input;
+        if !buf.is_empty() {
+            let stop = self.process(&mut buf).await;
+            self.send_batch().await;
+            if matches!(stop, Stop::Yes) {
+                return self;
+            }
+        }
         loop {
             tokio::select! {
                 ready = self.client.readable() => {

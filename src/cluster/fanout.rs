@@ -1,0 +1,316 @@
+//! Commands that span slots or nodes: split, sent in parallel, and their replies combined.
+//!
+//! The classes follow the command table's [`Fanout`](crate::commands::Fanout):
+//! - split and sum (`DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `REMOVEKEYS`): one command per slot,
+//!   integers added;
+//! - split and merge (`MGET`): one `MGET` per slot, values put back in the client's key order;
+//! - split pairs (`MSET`): one `MSET` per slot; not atomic across slots;
+//! - every primary (`DBSIZE` summed, `KEYS` concatenated, `FLUSHALL`/`FLUSHDB` all `OK`, `SCAN`
+//!   one node after the other with the node in the cursor).
+//!
+//! Keys are grouped by hash slot, not only by node: Redis refuses a multi-key command whose keys
+//! span slots (CROSSSLOT) even when one node owns them all.
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::join_all;
+
+use super::{Cluster, Submitted, Target, topology::slot_of};
+use crate::protocol::reply::{self, ReplyFramer};
+use crate::protocol::write;
+
+/// Key indexes grouped by slot, slots in order of first appearance, keys in request order.
+pub fn group_by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<(u16, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<u16, usize> = HashMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        let slot = slot_of(key.as_ref());
+        match index.get(&slot) {
+            Some(&g) => groups[g].1.push(i),
+            None => {
+                index.insert(slot, groups.len());
+                groups.push((slot, vec![i]));
+            }
+        }
+    }
+    groups
+}
+
+/// The parts of a split command: the key indexes of each part, and what to send where.
+pub struct Plan {
+    pub groups: Vec<(u16, Vec<usize>)>,
+    pub parts: Vec<(Target, Bytes)>,
+}
+
+/// `name key...` split into one command per slot.
+pub fn plan_split(name: &[u8], keys: &[Bytes]) -> Plan {
+    let groups = group_by_slot(keys);
+    let parts = groups
+        .iter()
+        .map(|(slot, idx)| {
+            let part: Vec<&[u8]> = idx.iter().map(|&i| keys[i].as_ref()).collect();
+            (Target::Slot(*slot), write::command(name, &part))
+        })
+        .collect();
+    Plan { groups, parts }
+}
+
+/// `MSET k v k v...` split into one `MSET` per slot.
+pub fn plan_mset(pairs: &[Bytes]) -> Plan {
+    let keys: Vec<&Bytes> = pairs.iter().step_by(2).collect();
+    let groups = group_by_slot(&keys);
+    let parts = groups
+        .iter()
+        .map(|(slot, idx)| {
+            let mut part: Vec<&[u8]> = Vec::with_capacity(idx.len() * 2);
+            for &i in idx {
+                part.push(&pairs[2 * i]);
+                part.push(&pairs[2 * i + 1]);
+            }
+            (Target::Slot(*slot), write::command(b"MSET", &part))
+        })
+        .collect();
+    Plan { groups, parts }
+}
+
+/// The same request for every primary.
+pub fn plan_every_primary(primaries: &[String], request: &Bytes) -> Vec<(Target, Bytes)> {
+    primaries
+        .iter()
+        .map(|addr| (Target::Node(addr.clone()), request.clone()))
+        .collect()
+}
+
+/// Queues every part on its node's connection, in order (see [`Cluster::submit`]).
+pub async fn submit_all(
+    cluster: &Cluster,
+    parts: Vec<(Target, Bytes)>,
+    resp3: bool,
+) -> Vec<Submitted> {
+    let mut submitted = Vec::with_capacity(parts.len());
+    for (target, request) in parts {
+        submitted.push(cluster.submit(target, request, resp3).await);
+    }
+    submitted
+}
+
+/// Every part's reply, in part order, all awaited in parallel.
+pub async fn replies(cluster: &Cluster, submitted: Vec<Submitted>) -> Vec<Bytes> {
+    join_all(submitted.into_iter().map(|s| s.reply(cluster))).await
+}
+
+/// The outcome of a split-and-sum command.
+#[derive(Debug, Default)]
+pub struct Sum {
+    pub total: i64,
+    /// Slots whose command failed: (slot, number of keys, error text).
+    pub failures: Vec<(u16, usize, String)>,
+}
+
+/// Adds the integer replies of a split command.
+pub fn sum(groups: &[(u16, Vec<usize>)], replies: &[Bytes]) -> Sum {
+    let mut sum = Sum::default();
+    for ((slot, idx), frame) in groups.iter().zip(replies) {
+        match reply::integer(frame) {
+            Some(n) => sum.total += n,
+            None => sum.failures.push((*slot, idx.len(), error_text(frame))),
+        }
+    }
+    sum
+}
+
+/// Puts the values of per-slot `MGET`s back in the client's key order.
+pub fn merge_mget(groups: &[(u16, Vec<usize>)], replies: &[Bytes], keys: usize) -> Bytes {
+    let mut values: Vec<Bytes> = vec![Bytes::new(); keys];
+    for ((_, idx), frame) in groups.iter().zip(replies) {
+        let Some(elements) = elements(frame).filter(|e| e.len() == idx.len()) else {
+            return error_or(frame, "ERR keyward: unexpected MGET reply from a node");
+        };
+        for (i, element) in idx.iter().zip(elements) {
+            values[*i] = element;
+        }
+    }
+    array(&values)
+}
+
+/// `DBSIZE`: the sum over primaries.
+pub fn sum_integers(replies: &[Bytes]) -> Bytes {
+    let mut total = 0;
+    for frame in replies {
+        match reply::integer(frame) {
+            Some(n) => total += n,
+            None => return frame.clone(),
+        }
+    }
+    integer(total)
+}
+
+/// `KEYS`: every primary's keys, one array.
+pub fn concat_arrays(replies: &[Bytes]) -> Bytes {
+    let mut all = Vec::new();
+    for frame in replies {
+        match elements(frame) {
+            Some(e) => all.extend(e),
+            None => return error_or(frame, "ERR keyward: unexpected reply from a node"),
+        }
+    }
+    array(&all)
+}
+
+/// `OK` when every part said so; otherwise the error, saying whether other parts were applied.
+pub fn all_ok(replies: &[Bytes]) -> Bytes {
+    let failed: Vec<&Bytes> = replies.iter().filter(|r| reply::is_error(r)).collect();
+    match failed.first() {
+        None => write::simple("OK"),
+        Some(first) if failed.len() == replies.len() => (*first).clone(),
+        Some(first) => write::error(&format!(
+            "ERR keyward: {} of {} parts failed (the others were applied): {}",
+            failed.len(),
+            replies.len(),
+            error_text(first)
+        )),
+    }
+}
+
+/// Bits of a keyward SCAN cursor that hold the node's position in the primary list.
+const NODE_BITS: u32 = 10;
+
+/// A SCAN step: which primary (by index) and the request for it.
+pub struct ScanStep {
+    pub node: usize,
+    pub target: Target,
+    pub request: Bytes,
+}
+
+/// `SCAN cursor [options]` visits one primary after the other. keyward's cursor is the node's
+/// own cursor shifted left by [`NODE_BITS`], plus the node's index in the sorted primary list.
+pub fn plan_scan(primaries: &[String], args: &[Bytes]) -> Result<ScanStep, Bytes> {
+    let cursor = args
+        .get(1)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or_else(|| write::error("ERR invalid cursor"))?;
+    let node = (cursor & ((1 << NODE_BITS) - 1)) as usize;
+    let addr = primaries
+        .get(node)
+        .ok_or_else(|| write::error("ERR invalid cursor"))?;
+    let node_cursor = (cursor >> NODE_BITS).to_string();
+    let mut forwarded: Vec<&[u8]> = args[1..].iter().map(|a| a.as_ref()).collect();
+    forwarded[0] = node_cursor.as_bytes();
+    Ok(ScanStep {
+        node,
+        target: Target::Node(addr.clone()),
+        request: write::command(&args[0], &forwarded),
+    })
+}
+
+/// The client's SCAN reply from one node's reply.
+pub fn finish_scan(frame: &Bytes, node: usize, primaries: usize) -> Bytes {
+    let Some(parts) = elements(frame).filter(|p| p.len() == 2) else {
+        return error_or(frame, "ERR keyward: unexpected SCAN reply from a node");
+    };
+    let Some(next) = bulk_text(&parts[0]).and_then(|t| t.parse::<u64>().ok()) else {
+        return write::error("ERR keyward: unexpected SCAN cursor from a node");
+    };
+    let next = if next != 0 {
+        if next >> (64 - NODE_BITS) != 0 {
+            return write::error("ERR keyward: node cursor too large to combine");
+        }
+        (next << NODE_BITS) | node as u64
+    } else if node + 1 < primaries {
+        (node + 1) as u64
+    } else {
+        0
+    };
+    let mut out = BytesMut::new();
+    out.put_slice(b"*2\r\n");
+    let text = next.to_string();
+    out.put_slice(format!("${}\r\n{text}\r\n", text.len()).as_bytes());
+    out.put_slice(&parts[1]);
+    out.freeze()
+}
+
+/// The elements of an array, set or push frame, each as its own complete frame.
+pub fn elements(frame: &Bytes) -> Option<Vec<Bytes>> {
+    let kind = *frame.first()?;
+    if !matches!(kind, b'*' | b'~' | b'>') {
+        return None;
+    }
+    let header_end = frame.windows(2).position(|w| w == b"\r\n")?;
+    let count: i64 = std::str::from_utf8(&frame[1..header_end])
+        .ok()?
+        .parse()
+        .ok()?;
+    let count = usize::try_from(count).ok()?;
+    let mut pos = header_end + 2;
+    let mut out = Vec::with_capacity(count.min(1024));
+    let mut framer = ReplyFramer::new();
+    for _ in 0..count {
+        let len = framer.next_frame_len(&frame[pos..]).ok()??;
+        out.push(frame.slice(pos..pos + len));
+        pos += len;
+    }
+    Some(out)
+}
+
+/// An array frame of complete element frames.
+pub fn array(elements: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + elements.iter().map(Bytes::len).sum::<usize>());
+    out.put_slice(format!("*{}\r\n", elements.len()).as_bytes());
+    for e in elements {
+        out.put_slice(e);
+    }
+    out.freeze()
+}
+
+pub fn integer(n: i64) -> Bytes {
+    Bytes::from(format!(":{n}\r\n"))
+}
+
+fn bulk_text(frame: &Bytes) -> Option<String> {
+    let rest = frame.strip_prefix(b"$")?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let body = rest.get(end + 2..end + 2 + len)?;
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// The text of an error frame, without `-` and CRLF.
+pub fn error_text(frame: &[u8]) -> String {
+    let body = frame.get(1..).unwrap_or_default();
+    String::from_utf8_lossy(body).trim_end().to_string()
+}
+
+fn error_or(frame: &Bytes, otherwise: &str) -> Bytes {
+    if reply::is_error(frame) {
+        frame.clone()
+    } else {
+        write::error(otherwise)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_keeps_key_order_within_slots() {
+        let keys = [&b"{a}1"[..], b"{b}1", b"{a}2", b"{b}2", b"{a}3"];
+        let groups = group_by_slot(&keys);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0], (slot_of(b"a"), vec![0, 2, 4]));
+        assert_eq!(groups[1], (slot_of(b"b"), vec![1, 3]));
+    }
+
+    #[test]
+    fn elements_of_arrays() {
+        let frame = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:1\r\n");
+        let e = elements(&frame).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!(&e[1][..], b"$-1\r\n");
+        assert_eq!(&e[2][..], b"*1\r\n:1\r\n");
+        assert_eq!(&array(&e)[..], &frame[..]);
+        assert!(elements(&Bytes::from_static(b"-ERR x\r\n")).is_none());
+    }
+}

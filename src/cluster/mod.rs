@@ -1,0 +1,410 @@
+//! The Redis Cluster backend: keyward's own slot map, shared pipelined connections per node,
+//! and requests that follow MOVED and ASK so that clients never see them.
+//!
+//! The map is read from the seeds at start-up (`CLUSTER SHARDS`, or `CLUSTER SLOTS` on older
+//! servers) and read again on a timer, after a MOVED, and after a connection error. Reads of the
+//! map never wait for a refresh: a request uses the map it finds and, when that map is stale, the
+//! node's redirection corrects it.
+
+pub mod fanout;
+pub mod node;
+pub mod session;
+pub mod topology;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::protocol::{reply, write};
+use crate::upstream::UpstreamTarget;
+use node::{NodeConn, NodeError};
+use topology::SlotMap;
+
+/// Most redirections followed for one request before giving up with the last reply.
+const MAX_REDIRECTS: usize = 8;
+/// How long a request keeps retrying while a node is unreachable or its slots have no owner
+/// (a failover in progress), before the client gets the error.
+const RETRY_BUDGET: Duration = Duration::from_secs(6);
+/// The map is read again at least this often.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// Refreshes asked for by redirects and errors are at most this frequent.
+const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
+
+/// The state shared by every session in cluster mode.
+pub struct Cluster {
+    map: RwLock<Arc<SlotMap>>,
+    /// Shared connections, per (node address, RESP3).
+    pool: DashMap<(String, bool), NodeConn>,
+    seeds: Vec<String>,
+    template: UpstreamTarget,
+    refresh: Arc<Notify>,
+}
+
+/// A request queued on a node connection; see [`Cluster::submit`].
+pub struct Submitted {
+    target: Target,
+    request: Bytes,
+    resp3: bool,
+    first: Result<node::Pending, NodeError>,
+    started: Instant,
+}
+
+impl Submitted {
+    /// The reply, after following any MOVED / ASK / TRYAGAIN.
+    pub async fn reply(self, cluster: &Cluster) -> Bytes {
+        cluster.follow(self).await
+    }
+}
+
+/// Where a request goes first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The owner of this slot.
+    Slot(u16),
+    /// Any primary (keyless commands).
+    Any,
+    /// This node (commands sent to every primary, SCAN).
+    Node(String),
+}
+
+impl Cluster {
+    /// Reads the slot map from the seeds and starts the refresher.
+    pub async fn start(seeds: Vec<String>, template: UpstreamTarget) -> Result<Arc<Self>, String> {
+        let map = topology::discover(&seeds, template.connect_timeout, auth(&template))
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            primaries = map.primaries().len(),
+            slots = map.assigned_slots(),
+            "cluster topology read"
+        );
+        let cluster = Arc::new(Cluster {
+            map: RwLock::new(Arc::new(map)),
+            pool: DashMap::new(),
+            seeds,
+            template,
+            refresh: Arc::new(Notify::new()),
+        });
+        tokio::spawn(refresher(Arc::downgrade(&cluster), cluster.refresh.clone()));
+        Ok(cluster)
+    }
+
+    /// The current slot map.
+    pub fn map(&self) -> Arc<SlotMap> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks the refresher to read the topology again soon.
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Every primary that owns slots, in a stable order.
+    pub fn primaries(&self) -> Vec<String> {
+        let mut primaries: Vec<String> = self
+            .map()
+            .primaries()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        primaries.sort();
+        primaries
+    }
+
+    /// A template for connecting to `addr` with keyward's credentials.
+    pub fn target(&self, addr: &str, resp3: bool) -> UpstreamTarget {
+        UpstreamTarget {
+            addr: addr.to_string(),
+            resp3,
+            ..self.template.clone()
+        }
+    }
+
+    /// The shared connection to `addr`, opened when missing or dead.
+    async fn shared(&self, addr: &str, resp3: bool) -> Result<NodeConn, String> {
+        let key = (addr.to_string(), resp3);
+        if let Some(conn) = self.pool.get(&key)
+            && conn.is_alive()
+        {
+            return Ok(conn.clone());
+        }
+        let conn = NodeConn::connect(&self.target(addr, resp3)).await?;
+        // Another session may have connected meanwhile: keep one, the newest is as good.
+        self.pool.insert(key, conn.clone());
+        Ok(conn)
+    }
+
+    /// A private connection to `addr` (blocking commands, transactions, AUTH checks).
+    pub async fn private(&self, addr: &str, resp3: bool) -> Result<NodeConn, String> {
+        NodeConn::connect(&self.target(addr, resp3)).await
+    }
+
+    fn address_for(&self, target: &Target) -> Option<String> {
+        let map = self.map();
+        match target {
+            Target::Slot(slot) => map.owner(*slot).map(|a| a.to_string()),
+            Target::Any => map.primaries().first().map(|a| a.to_string()),
+            Target::Node(addr) => Some(addr.clone()),
+        }
+    }
+
+    /// Sends one request to where `target` says over a shared connection, following
+    /// redirections, and returns the reply frame (an error frame when it could not be done).
+    pub async fn execute(&self, target: Target, request: Bytes, resp3: bool) -> Bytes {
+        self.submit(target, request, resp3).await.reply(self).await
+    }
+
+    /// Queues a request on the shared connection of its node at once, so that a session's
+    /// requests to one node keep their order; the reply (with redirections followed) comes from
+    /// [`Submitted::reply`]. Waits only when a connection has to be opened.
+    pub async fn submit(&self, target: Target, request: Bytes, resp3: bool) -> Submitted {
+        let first = match self.address_for(&target) {
+            Some(addr) => match self.shared(&addr, resp3).await {
+                Ok(conn) => conn.submit(request.clone(), 0),
+                Err(e) => Err(NodeError::NotSent(e)),
+            },
+            None => Err(NodeError::NotSent("no node serves the slot".into())),
+        };
+        Submitted {
+            target,
+            request,
+            resp3,
+            first,
+            started: Instant::now(),
+        }
+    }
+
+    async fn follow(&self, submitted: Submitted) -> Bytes {
+        let Submitted {
+            target,
+            request,
+            resp3,
+            first,
+            started,
+        } = submitted;
+        let mut outcome = Some(first);
+        let mut addr = self.address_for(&target);
+        let mut asking = false;
+        let mut redirects = 0;
+        loop {
+            let result = match outcome.take() {
+                Some(Ok(pending)) => pending.reply().await,
+                Some(Err(e)) => Err(e),
+                None => match addr.clone() {
+                    Some(node) => match self.shared(&node, resp3).await {
+                        Ok(conn) => {
+                            let (bytes, skip) = if asking {
+                                (with_asking(&request), 1)
+                            } else {
+                                (request.clone(), 0)
+                            };
+                            conn.request(bytes, skip).await
+                        }
+                        Err(e) => Err(NodeError::NotSent(e)),
+                    },
+                    None => Err(NodeError::NotSent("no node serves the slot".into())),
+                },
+            };
+            let frame = match result {
+                Ok(frame) => frame,
+                Err(NodeError::NotSent(e)) => {
+                    // Nothing reached a node (none reachable, or the slot has no owner during a
+                    // failover): safe to try again once the map is fresh.
+                    self.request_refresh();
+                    if started.elapsed() > RETRY_BUDGET {
+                        return write::error(&format!(
+                            "CLUSTERDOWN keyward: {e} (retried for {} ms)",
+                            RETRY_BUDGET.as_millis()
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    addr = self.address_for(&target);
+                    asking = false;
+                    continue;
+                }
+                Err(NodeError::Lost(e)) => {
+                    // The node may have run it: retrying could run it twice.
+                    self.request_refresh();
+                    return write::error(&format!("ERR keyward: {e}"));
+                }
+            };
+            if !reply::is_error(&frame) || redirects >= MAX_REDIRECTS {
+                return frame;
+            }
+            match Redirect::parse(&frame) {
+                Some(Redirect::Moved { slot, addr: to }) => {
+                    self.learn_owner(slot, &to);
+                    self.request_refresh();
+                    addr = Some(to);
+                    asking = false;
+                }
+                Some(Redirect::Ask { addr: to }) => {
+                    addr = Some(to);
+                    asking = true;
+                }
+                Some(Redirect::TryAgain) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Some(Redirect::Down) => {
+                    self.request_refresh();
+                    if started.elapsed() > RETRY_BUDGET {
+                        return frame;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    addr = self.address_for(&target).or(addr);
+                }
+                None => return frame,
+            }
+            redirects += 1;
+        }
+    }
+
+    /// Records what a MOVED said, so that the next request for the slot goes right at once.
+    fn learn_owner(&self, slot: u16, addr: &str) {
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return;
+        };
+        let Ok(port) = port.parse() else {
+            return;
+        };
+        let owner =
+            topology::NodeAddr::new(host.trim_start_matches('[').trim_end_matches(']'), port);
+        let mut guard = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = (**guard).clone();
+        map.set_owner(slot, owner);
+        *guard = Arc::new(map);
+    }
+
+    /// Reads the topology from the known primaries first, then the seeds.
+    async fn refresh_now(&self) {
+        let mut sources: Vec<String> = self.primaries();
+        for seed in &self.seeds {
+            if !sources.contains(seed) {
+                sources.push(seed.clone());
+            }
+        }
+        match topology::discover(
+            &sources,
+            self.template.connect_timeout,
+            auth(&self.template),
+        )
+        .await
+        {
+            Ok(map) => {
+                let changed = *self.map() != map;
+                if changed {
+                    tracing::info!(
+                        primaries = map.primaries().len(),
+                        slots = map.assigned_slots(),
+                        "cluster topology changed"
+                    );
+                }
+                *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+                self.pool.retain(|_, conn| conn.is_alive());
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster topology refresh failed"),
+        }
+    }
+}
+
+/// Reads the topology on the timer and when asked, never more often than [`MIN_REFRESH_GAP`].
+async fn refresher(cluster: std::sync::Weak<Cluster>, refresh: Arc<Notify>) {
+    loop {
+        let _ = tokio::time::timeout(REFRESH_INTERVAL, refresh.notified()).await;
+        let Some(strong) = cluster.upgrade() else {
+            return;
+        };
+        strong.refresh_now().await;
+        drop(strong);
+        tokio::time::sleep(MIN_REFRESH_GAP).await;
+    }
+}
+
+fn auth(template: &UpstreamTarget) -> Option<(Option<String>, String)> {
+    template
+        .password
+        .clone()
+        .map(|p| (template.username.clone(), p))
+}
+
+/// `ASKING` followed by the request, written together so nothing can come between them.
+fn with_asking(request: &Bytes) -> Bytes {
+    let mut buf = BytesMut::with_capacity(request.len() + 20);
+    buf.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+    buf.extend_from_slice(request);
+    buf.freeze()
+}
+
+/// The cluster errors that mean "try elsewhere or later".
+#[derive(Debug, PartialEq, Eq)]
+enum Redirect {
+    Moved { slot: u16, addr: String },
+    Ask { addr: String },
+    TryAgain,
+    Down,
+}
+
+impl Redirect {
+    fn parse(frame: &[u8]) -> Option<Redirect> {
+        let line = frame.strip_prefix(b"-")?;
+        let line = std::str::from_utf8(line).ok()?.trim_end();
+        let mut words = line.split(' ');
+        match words.next()? {
+            "MOVED" => {
+                let slot = words.next()?.parse().ok()?;
+                let addr = words.next()?.to_string();
+                Some(Redirect::Moved { slot, addr })
+            }
+            "ASK" => {
+                let _slot: u16 = words.next()?.parse().ok()?;
+                Some(Redirect::Ask {
+                    addr: words.next()?.to_string(),
+                })
+            }
+            "TRYAGAIN" => Some(Redirect::TryAgain),
+            "CLUSTERDOWN" => Some(Redirect::Down),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_are_recognised() {
+        assert_eq!(
+            Redirect::parse(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some(Redirect::Moved {
+                slot: 3999,
+                addr: "127.0.0.1:6381".into()
+            })
+        );
+        assert_eq!(
+            Redirect::parse(b"-ASK 3999 127.0.0.1:6381\r\n"),
+            Some(Redirect::Ask {
+                addr: "127.0.0.1:6381".into()
+            })
+        );
+        assert_eq!(
+            Redirect::parse(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
+            Some(Redirect::TryAgain)
+        );
+        assert_eq!(Redirect::parse(b"-ERR wrong type\r\n"), None);
+        assert_eq!(Redirect::parse(b"+OK\r\n"), None);
+    }
+
+    #[test]
+    fn asking_prefixes_the_request() {
+        let r = with_asking(&Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"));
+        assert_eq!(
+            &r[..],
+            b"*1\r\n$6\r\nASKING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        );
+    }
+}

@@ -1,0 +1,855 @@
+//! One client in front of a Redis Cluster.
+//!
+//! The client sees one ordinary Redis server. Each request becomes a future that yields its
+//! reply; the futures sit in one ordered queue, so replies leave in request order however many
+//! nodes answered them. Requests are queued on their node's shared connection while the session
+//! reads them (see [`Cluster::submit`]), so two requests of one client to one node keep their
+//! order.
+//!
+//! What cannot share a connection gets its own:
+//! - blocking commands (BLPOP...) a private connection per request;
+//! - WATCH / MULTI ... EXEC a private connection to the node of the transaction's slot, chosen
+//!   by the first command with a key (keyless commands before it wait);
+//! - pub/sub and MONITOR: the whole session is handed over to a standalone session on a
+//!   private connection to one node (the slot's owner for SSUBSCRIBE), and stays there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::stream::FuturesOrdered;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+use super::fanout::{self, Plan};
+use super::node::{self, NodeConn};
+use super::topology::slot_of;
+use super::{Cluster, Target};
+use crate::commands::{self, CommandSpec, Fanout, Role};
+use crate::guard::{GuardPolicy, Verdict};
+use crate::protocol::request::{Request, RequestScanner, ScanLimits};
+use crate::protocol::write;
+use crate::session::{SessionContext, write_chunks};
+
+/// Settings shared by every cluster session.
+pub struct ClusterContext {
+    pub cluster: Arc<Cluster>,
+    pub guard: GuardPolicy,
+    pub limits: ScanLimits,
+    pub close_grace: std::time::Duration,
+}
+
+/// Requests in flight per session before keyward stops reading the client.
+const MAX_IN_FLIGHT: usize = 16 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// What one request's future yields.
+enum Out {
+    Reply(Bytes),
+    /// The client switched replies off (`CLIENT REPLY OFF|SKIP`).
+    Nothing,
+    /// Close the connection (after QUIT's `+OK`).
+    Close,
+}
+
+type ReplyFuture = BoxFuture<'static, Out>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    SkipNext,
+}
+
+/// A private connection pinned to one node for WATCH / MULTI.
+struct Pinned {
+    conn: NodeConn,
+    slot: Option<u16>,
+}
+
+/// A transaction being queued.
+#[derive(Default)]
+struct Transaction {
+    pinned: Option<Pinned>,
+    /// Keyless commands queued before the node was known, with where to send their pending
+    /// replies once they are written.
+    waiting: Vec<(
+        Bytes,
+        oneshot::Sender<Result<node::Pending, node::NodeError>>,
+    )>,
+    /// A command was refused at queue time: EXEC must fail with EXECABORT.
+    aborted: bool,
+}
+
+struct ClusterSession {
+    ctx: Arc<ClusterContext>,
+    peer: SocketAddr,
+    resp3: bool,
+    reply_mode: ReplyMode,
+    name: Option<Bytes>,
+    watch: Option<Pinned>,
+    transaction: Option<Transaction>,
+    replies: FuturesOrdered<ReplyFuture>,
+}
+
+/// What the read loop does after a request.
+enum Next {
+    Continue,
+    /// Stop reading: a Close is queued.
+    Stop,
+    /// Hand the connection over to a standalone session on a private connection to this node,
+    /// starting with this request.
+    Handoff {
+        addr: String,
+        raw: Bytes,
+    },
+}
+
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ClusterContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (reader, mut writer) = stream.into_split();
+    let mut session = ClusterSession {
+        ctx: ctx.clone(),
+        peer,
+        resp3: false,
+        reply_mode: ReplyMode::On,
+        name: None,
+        watch: None,
+        transaction: None,
+        replies: FuturesOrdered::new(),
+    };
+    let mut scanner = RequestScanner::new(ctx.limits);
+    let mut buf = BytesMut::new();
+    let mut out: Vec<Bytes> = Vec::new();
+    let mut reading = true;
+    let mut closing_at: Option<tokio::time::Instant> = None;
+    let mut handoff: Option<(String, BytesMut)> = None;
+
+    loop {
+        if !reading && session.replies.is_empty() {
+            break;
+        }
+        if !reading && closing_at.is_none() && handoff.is_none() {
+            closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
+        }
+        let can_read = reading && session.replies.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            Some(first) = session.replies.next(), if !session.replies.is_empty() => {
+                let mut close = false;
+                let mut next = Some(first);
+                while let Some(item) = next.take() {
+                    match item {
+                        Out::Reply(bytes) => out.push(bytes),
+                        Out::Nothing => {}
+                        Out::Close => { close = true; break; }
+                    }
+                    next = session.replies.next().now_or_never().flatten();
+                }
+                if write_chunks(&mut writer, &mut out).await.is_err() || close {
+                    return;
+                }
+            }
+            ready = reader.readable(), if can_read => {
+                if ready.is_err() {
+                    reading = false;
+                    continue;
+                }
+                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                    buf.reserve(READ_CHUNK);
+                }
+                match reader.try_read_buf(&mut buf) {
+                    Ok(0) => { reading = false; continue; }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => { reading = false; continue; }
+                }
+                loop {
+                    match scanner.next(&mut buf) {
+                        Ok(Some(request)) => match session.dispatch(request).await {
+                            Next::Continue => {}
+                            Next::Stop => { reading = false; break; }
+                            Next::Handoff { addr, raw } => {
+                                let mut input = BytesMut::from(&raw[..]);
+                                input.extend_from_slice(&buf);
+                                buf.clear();
+                                handoff = Some((addr, input));
+                                reading = false;
+                                break;
+                            }
+                        },
+                        Ok(None) => break,
+                        Err(e) => {
+                            session.local(write::error(&e.message()));
+                            session.replies.push_back(async { Out::Close }.boxed());
+                            reading = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = shutdown.changed(), if reading => { reading = false; }
+            _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
+        }
+    }
+    if let Some((addr, input)) = handoff {
+        let Ok(stream) = reader.reunite(writer) else {
+            return;
+        };
+        let standalone = Arc::new(SessionContext {
+            guard: ctx.guard.clone(),
+            limits: ctx.limits,
+            upstream: ctx.cluster.target(&addr, session.resp3),
+            close_grace: ctx.close_grace,
+        });
+        tracing::debug!(client = %peer, node = %addr, "session pinned to a node for pub/sub or MONITOR");
+        crate::session::run_with_input(stream, peer, standalone, shutdown, input).await;
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl ClusterSession {
+    fn cluster(&self) -> Arc<Cluster> {
+        self.ctx.cluster.clone()
+    }
+
+    /// Whether the reply to the request being dispatched goes to the client.
+    fn deliver(&mut self) -> bool {
+        match self.reply_mode {
+            ReplyMode::On => true,
+            ReplyMode::Off => false,
+            ReplyMode::SkipNext => {
+                self.reply_mode = ReplyMode::On;
+                false
+            }
+        }
+    }
+
+    fn push(&mut self, future: BoxFuture<'static, Bytes>) {
+        if self.deliver() {
+            self.replies.push_back(future.map(Out::Reply).boxed());
+        } else {
+            self.replies.push_back(future.map(|_| Out::Nothing).boxed());
+        }
+    }
+
+    fn local(&mut self, reply: Bytes) {
+        self.push(async move { reply }.boxed());
+    }
+
+    /// Sends a request over a shared connection now; its reply comes in order.
+    async fn forward(&mut self, target: Target, request: Bytes) {
+        let cluster = self.cluster();
+        let submitted = cluster.submit(target, request, self.resp3).await;
+        self.push(async move { submitted.reply(&cluster).await }.boxed());
+    }
+
+    async fn dispatch(&mut self, request: Request) -> Next {
+        let spec = commands::lookup(&request.args[0]);
+        let role = spec.map_or(Role::Ordinary, |s| s.role);
+        match role {
+            Role::Quit => {
+                self.local(write::simple("OK"));
+                self.replies.push_back(async { Out::Close }.boxed());
+                return Next::Stop;
+            }
+            Role::Replication => {
+                self.local(write::error(
+                    "ERR keyward: SYNC and PSYNC are not supported through keyward",
+                ));
+                return Next::Continue;
+            }
+            _ => {}
+        }
+
+        let verdict = self.ctx.guard.check(spec, &request.args);
+        // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
+        let guarded_as = matches!(role, Role::Delete | Role::RemoveKeys)
+            .then(|| String::from_utf8_lossy(&request.args[0]).to_ascii_uppercase());
+        let request = match verdict {
+            Verdict::Refuse(refusal) => {
+                audit_refusal(self.peer, &request.args, refusal.rule.name());
+                if let Some(t) = self.transaction.as_mut() {
+                    t.aborted = true;
+                }
+                self.local(write::error(&refusal.message));
+                return Next::Continue;
+            }
+            Verdict::Rewrite(delete) => Request {
+                raw: write::command(delete.name().as_bytes(), &request.args[1..]),
+                args: std::iter::once(Bytes::from_static(delete.name().as_bytes()))
+                    .chain(request.args[1..].iter().cloned())
+                    .collect(),
+                inline: request.inline,
+            },
+            Verdict::Forward => request,
+        };
+
+        match role {
+            Role::Subscribe(kind) | Role::Unsubscribe(kind) if self.transaction.is_none() => {
+                let addr = if kind == commands::PubSubKind::Shard && request.args.len() > 1 {
+                    match self.slot_of_keys(&request.args[1..]) {
+                        Ok(slot) => self.ctx.cluster.map().owner(slot).map(|a| a.to_string()),
+                        Err(e) => {
+                            self.local(e);
+                            return Next::Continue;
+                        }
+                    }
+                } else {
+                    self.ctx.cluster.primaries().into_iter().next()
+                };
+                return self.handoff(addr, request.raw);
+            }
+            Role::Monitor if self.transaction.is_none() => {
+                let addr = self.ctx.cluster.primaries().into_iter().next();
+                return self.handoff(addr, request.raw);
+            }
+            Role::Multi => return self.multi().await,
+            Role::EndTransaction => return self.end_transaction(&request).await,
+            _ => {}
+        }
+        if let Some(next) = self.session_command(&request).await {
+            return next;
+        }
+        if self.transaction.is_some() {
+            self.queue_in_transaction(spec, request).await;
+            return Next::Continue;
+        }
+        if spec.is_some_and(|s| s.blocking) {
+            self.blocking(spec, request).await;
+            return Next::Continue;
+        }
+
+        let fanout = spec.map_or(Fanout::Keyless, |s| s.fanout);
+        match fanout {
+            Fanout::SplitSum if request.args.len() > 1 => {
+                self.split_sum(request, guarded_as).await;
+            }
+            Fanout::SplitMerge if request.args.len() > 1 => {
+                let plan = fanout::plan_split(b"MGET", &request.args[1..]);
+                let keys = request.args.len() - 1;
+                self.run_plan(plan, move |groups, replies| {
+                    fanout::merge_mget(groups, replies, keys)
+                })
+                .await;
+            }
+            Fanout::SplitPairs if request.args.len() >= 3 && request.args.len() % 2 == 1 => {
+                let plan = fanout::plan_mset(&request.args[1..]);
+                self.run_plan(plan, |_, replies| fanout::all_ok(replies))
+                    .await;
+            }
+            Fanout::AllPrimaries => self.all_primaries(&request).await,
+            _ => match self.target(spec, &request.args) {
+                Ok(target) => self.forward(target, request.raw).await,
+                Err(e) => self.local(e),
+            },
+        }
+        Next::Continue
+    }
+
+    /// Commands about the client connection itself, which keyward answers without sharing a
+    /// connection's state: SELECT, CLIENT SETNAME/GETNAME/REPLY, AUTH, HELLO, WATCH, UNWATCH...
+    async fn session_command(&mut self, request: &Request) -> Option<Next> {
+        let args = &request.args;
+        let name = args[0].to_ascii_lowercase();
+        match name.as_slice() {
+            b"select" if args.len() == 2 => {
+                if &args[1][..] == b"0" {
+                    self.local(write::simple("OK"));
+                } else {
+                    self.local(write::error("ERR SELECT is not allowed in cluster mode"));
+                }
+            }
+            b"client" if args.len() >= 2 => {
+                let sub = args[1].to_ascii_lowercase();
+                match (sub.as_slice(), args.len()) {
+                    (b"setname", 3) => {
+                        if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
+                            self.local(write::error(
+                                "ERR Client names cannot contain spaces, newlines or special characters.",
+                            ));
+                        } else {
+                            self.name = (!args[2].is_empty()).then(|| args[2].clone());
+                            self.local(write::simple("OK"));
+                        }
+                    }
+                    (b"getname", 2) => {
+                        let reply = match &self.name {
+                            Some(n) => write::bulk(n),
+                            None if self.resp3 => Bytes::from_static(b"_\r\n"),
+                            None => Bytes::from_static(b"$-1\r\n"),
+                        };
+                        self.local(reply);
+                    }
+                    (b"reply", 3) => {
+                        let mode = args[2].to_ascii_lowercase();
+                        match mode.as_slice() {
+                            b"on" => {
+                                self.reply_mode = ReplyMode::On;
+                                self.local(write::simple("OK"));
+                            }
+                            b"off" => self.reply_mode = ReplyMode::Off,
+                            b"skip" => {
+                                if self.reply_mode == ReplyMode::On {
+                                    self.reply_mode = ReplyMode::SkipNext;
+                                }
+                            }
+                            _ => self.local(write::error("ERR syntax error")),
+                        }
+                    }
+                    (b"tracking", _) | (b"caching", _) => self.local(write::error(
+                        "ERR keyward: client-side caching is not supported in cluster mode",
+                    )),
+                    _ => return None,
+                }
+            }
+            b"auth" | b"hello" => {
+                // Checked on a private connection so that the shared ones keep keyward's login.
+                if name.as_slice() == b"hello"
+                    && let Some(v) = args.get(1)
+                {
+                    match &v[..] {
+                        b"2" => self.resp3 = false,
+                        b"3" => self.resp3 = true,
+                        _ => {}
+                    }
+                }
+                let cluster = self.cluster();
+                let raw = request.raw.clone();
+                self.push(
+                    async move {
+                        let Some(addr) = cluster.primaries().into_iter().next() else {
+                            return write::error("CLUSTERDOWN keyward: no primary known");
+                        };
+                        match cluster.private(&addr, false).await {
+                            Ok(conn) => conn.request(raw, 0).await.unwrap_or_else(|e| {
+                                write::error(&format!("ERR keyward: {}", e.message()))
+                            }),
+                            Err(e) => write::error(&format!("ERR keyward: {e}")),
+                        }
+                    }
+                    .boxed(),
+                );
+            }
+            b"readonly" | b"readwrite" | b"asking" => self.local(write::simple("OK")),
+            b"watch" if args.len() >= 2 => {
+                if self.transaction.is_some() {
+                    self.local(write::error("ERR WATCH inside MULTI is not allowed"));
+                    return Some(Next::Continue);
+                }
+                let slot = match self.slot_of_keys(&args[1..]) {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        self.local(e);
+                        return Some(Next::Continue);
+                    }
+                };
+                if let Some(p) = &self.watch
+                    && p.slot != Some(slot)
+                {
+                    self.local(write::error(CROSSSLOT));
+                    return Some(Next::Continue);
+                }
+                if self.watch.is_none() {
+                    match self.pin(Some(slot)).await {
+                        Ok(p) => self.watch = Some(p),
+                        Err(e) => {
+                            self.local(e);
+                            return Some(Next::Continue);
+                        }
+                    }
+                }
+                let conn = self.watch.as_ref().map(|p| p.conn.clone());
+                if let Some(conn) = conn {
+                    self.submit_on(&conn, request.raw.clone());
+                }
+            }
+            b"unwatch" => match self.watch.take() {
+                Some(p) => self.submit_on(&p.conn, request.raw.clone()),
+                None => self.local(write::simple("OK")),
+            },
+            _ => return None,
+        }
+        Some(Next::Continue)
+    }
+
+    fn handoff(&mut self, addr: Option<String>, raw: Bytes) -> Next {
+        match addr {
+            Some(addr) => Next::Handoff { addr, raw },
+            None => {
+                self.local(write::error("CLUSTERDOWN keyward: no node serves the slot"));
+                Next::Continue
+            }
+        }
+    }
+
+    /// Where a single-slot or keyless request goes: CROSSSLOT when its keys span slots.
+    fn target(&self, spec: Option<&CommandSpec>, args: &[Bytes]) -> Result<Target, Bytes> {
+        let Some(spec) = spec else {
+            // Not in the table: any node; if it has keys elsewhere, MOVED is followed.
+            return Ok(Target::Any);
+        };
+        let mut slot = None;
+        for i in spec.keys.positions(args.len()) {
+            let s = slot_of(&args[i]);
+            match slot {
+                None => slot = Some(s),
+                Some(prev) if prev != s => return Err(write::error(CROSSSLOT)),
+                _ => {}
+            }
+        }
+        Ok(slot.map_or(Target::Any, Target::Slot))
+    }
+
+    fn slot_of_keys(&self, keys: &[Bytes]) -> Result<u16, Bytes> {
+        let first = slot_of(&keys[0]);
+        if keys.iter().any(|k| slot_of(k) != first) {
+            return Err(write::error(CROSSSLOT));
+        }
+        Ok(first)
+    }
+
+    async fn split_sum(&mut self, request: Request, guarded_as: Option<String>) {
+        let plan = fanout::plan_split(&request.args[0], &request.args[1..]);
+        let keys = request.args.len() - 1;
+        let peer = self.peer;
+        let started = Instant::now();
+        self.run_plan(plan, move |groups, replies| {
+            let sum = fanout::sum(groups, replies);
+            let reply = if sum.failures.is_empty() {
+                fanout::integer(sum.total)
+            } else if guarded_as.is_some() {
+                let failed_keys: usize = sum.failures.iter().map(|f| f.1).sum();
+                write::error(&format!(
+                    "ERR keyward: partial delete: removed {} keys; {} of {} keys in {} slot(s) \
+                     failed, first failure (slot {}): {}",
+                    sum.total,
+                    failed_keys,
+                    keys,
+                    sum.failures.len(),
+                    sum.failures[0].0,
+                    sum.failures[0].2
+                ))
+            } else {
+                write::error(&sum.failures[0].2)
+            };
+            if let Some(command) = &guarded_as {
+                let outcome = if sum.failures.is_empty() {
+                    format!("removed {}", sum.total)
+                } else {
+                    format!(
+                        "partial: removed {}, {} slot(s) failed: {}",
+                        sum.total,
+                        sum.failures.len(),
+                        sum.failures[0].2
+                    )
+                };
+                tracing::info!(
+                    target: "keyward::audit",
+                    client = %peer,
+                    command = %command,
+                    keys,
+                    slots = groups.len(),
+                    outcome = %outcome,
+                    duration_us = started.elapsed().as_micros() as u64,
+                    "guard"
+                );
+            }
+            reply
+        })
+        .await;
+    }
+
+    /// Submits every part of a plan now, and queues the combination of their replies.
+    async fn run_plan<F>(&mut self, plan: Plan, combine: F)
+    where
+        F: FnOnce(&[(u16, Vec<usize>)], &[Bytes]) -> Bytes + Send + 'static,
+    {
+        let cluster = self.cluster();
+        let submitted = fanout::submit_all(&cluster, plan.parts, self.resp3).await;
+        let groups = plan.groups;
+        self.push(
+            async move {
+                let replies = fanout::replies(&cluster, submitted).await;
+                combine(&groups, &replies)
+            }
+            .boxed(),
+        );
+    }
+
+    async fn all_primaries(&mut self, request: &Request) {
+        let cluster = self.cluster();
+        let primaries = cluster.primaries();
+        let name = request.args[0].to_ascii_lowercase();
+        if name.as_slice() == b"scan" {
+            match fanout::plan_scan(&primaries, &request.args) {
+                Ok(step) => {
+                    let count = primaries.len();
+                    let submitted = cluster.submit(step.target, step.request, self.resp3).await;
+                    let node = step.node;
+                    self.push(
+                        async move {
+                            let frame = submitted.reply(&cluster).await;
+                            fanout::finish_scan(&frame, node, count)
+                        }
+                        .boxed(),
+                    );
+                }
+                Err(e) => self.local(e),
+            }
+            return;
+        }
+        let parts = fanout::plan_every_primary(&primaries, &request.raw);
+        let plan = Plan {
+            groups: Vec::new(),
+            parts,
+        };
+        match name.as_slice() {
+            b"dbsize" => self.run_plan(plan, |_, r| fanout::sum_integers(r)).await,
+            b"keys" => self.run_plan(plan, |_, r| fanout::concat_arrays(r)).await,
+            _ => self.run_plan(plan, |_, r| fanout::all_ok(r)).await,
+        }
+    }
+
+    /// A blocking command on a private connection of its own, closed after the reply.
+    async fn blocking(&mut self, spec: Option<&CommandSpec>, request: Request) {
+        let target = match self.target(spec, &request.args) {
+            Ok(t) => t,
+            Err(e) => {
+                self.local(e);
+                return;
+            }
+        };
+        let cluster = self.cluster();
+        let resp3 = self.resp3;
+        self.push(
+            async move {
+                let map = cluster.map();
+                let addr = match &target {
+                    Target::Slot(s) => map.owner(*s).map(|a| a.to_string()),
+                    _ => cluster.primaries().into_iter().next(),
+                };
+                let Some(addr) = addr else {
+                    return write::error("CLUSTERDOWN keyward: no node serves the slot");
+                };
+                match cluster.private(&addr, resp3).await {
+                    Ok(conn) => conn
+                        .request(request.raw, 0)
+                        .await
+                        .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message()))),
+                    Err(e) => write::error(&format!("ERR keyward: {e}")),
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Opens a private connection to the owner of `slot` (or any primary).
+    async fn pin(&mut self, slot: Option<u16>) -> Result<Pinned, Bytes> {
+        pin(self.cluster(), self.resp3, slot).await
+    }
+
+    /// Writes `raw` on a pinned connection now and queues its reply.
+    fn submit_on(&mut self, conn: &NodeConn, raw: Bytes) {
+        let pending = conn.submit(raw, 0);
+        self.push(async move { pending_reply(pending).await }.boxed());
+    }
+
+    async fn multi(&mut self) -> Next {
+        if self.transaction.is_some() {
+            self.local(write::error("ERR MULTI calls can not be nested"));
+            return Next::Continue;
+        }
+        let mut transaction = Transaction {
+            pinned: self.watch.take(),
+            ..Transaction::default()
+        };
+        match &transaction.pinned {
+            Some(p) => {
+                let conn = p.conn.clone();
+                self.submit_on(&conn, write::command::<&[u8]>(b"MULTI", &[]));
+            }
+            None => self.local(write::simple("OK")),
+        }
+        transaction.aborted = false;
+        self.transaction = Some(transaction);
+        Next::Continue
+    }
+
+    async fn queue_in_transaction(&mut self, spec: Option<&CommandSpec>, request: Request) {
+        let slot = match self.target(spec, &request.args) {
+            Ok(Target::Slot(s)) => Some(s),
+            Ok(_) => None,
+            Err(e) => {
+                if let Some(t) = self.transaction.as_mut() {
+                    t.aborted = true;
+                }
+                self.local(e);
+                return;
+            }
+        };
+        let Some(mut transaction) = self.transaction.take() else {
+            return;
+        };
+        if let (Some(slot), Some(p)) = (slot, transaction.pinned.as_mut()) {
+            match p.slot {
+                Some(s) if s != slot => {
+                    transaction.aborted = true;
+                    self.transaction = Some(transaction);
+                    self.local(write::error(CROSSSLOT));
+                    return;
+                }
+                None => p.slot = Some(slot),
+                _ => {}
+            }
+        }
+        if transaction.pinned.is_none() && slot.is_some() {
+            match self.pin(slot).await {
+                Ok(p) => {
+                    open_transaction(&p.conn, &mut transaction.waiting);
+                    transaction.pinned = Some(p);
+                }
+                Err(e) => {
+                    transaction.aborted = true;
+                    self.transaction = Some(transaction);
+                    self.local(e);
+                    return;
+                }
+            }
+        }
+        match &transaction.pinned {
+            Some(p) => {
+                let conn = p.conn.clone();
+                self.transaction = Some(transaction);
+                self.submit_on(&conn, request.raw);
+            }
+            None => {
+                // No key yet: wait until the transaction's node is known.
+                let (tx, rx) = oneshot::channel();
+                transaction.waiting.push((request.raw, tx));
+                self.transaction = Some(transaction);
+                self.push(
+                    async move {
+                        match rx.await {
+                            Ok(pending) => pending_reply(pending).await,
+                            Err(_) => write::error("ERR keyward: transaction abandoned"),
+                        }
+                    }
+                    .boxed(),
+                );
+            }
+        }
+    }
+
+    async fn end_transaction(&mut self, request: &Request) -> Next {
+        let exec = request.args[0].eq_ignore_ascii_case(b"exec");
+        let Some(mut transaction) = self.transaction.take() else {
+            let name = if exec { "EXEC" } else { "DISCARD" };
+            self.local(write::error(&format!("ERR {name} without MULTI")));
+            return Next::Continue;
+        };
+        if transaction.aborted {
+            if let Some(p) = &transaction.pinned {
+                let _ = p.conn.submit(write::command::<&[u8]>(b"DISCARD", &[]), 0);
+            }
+            self.local(if exec {
+                write::error("EXECABORT Transaction discarded because of previous errors.")
+            } else {
+                write::simple("OK")
+            });
+            return Next::Continue;
+        }
+        if transaction.pinned.is_none() {
+            if transaction.waiting.is_empty() {
+                self.local(if exec {
+                    Bytes::from_static(b"*0\r\n")
+                } else {
+                    write::simple("OK")
+                });
+                return Next::Continue;
+            }
+            match self.pin(None).await {
+                Ok(p) => {
+                    open_transaction(&p.conn, &mut transaction.waiting);
+                    transaction.pinned = Some(p);
+                }
+                Err(e) => {
+                    self.local(e);
+                    return Next::Continue;
+                }
+            }
+        }
+        if let Some(p) = transaction.pinned {
+            self.submit_on(&p.conn, request.raw.clone());
+        }
+        Next::Continue
+    }
+}
+
+/// Opens a private connection to the owner of `slot` (or any primary).
+async fn pin(cluster: Arc<Cluster>, resp3: bool, slot: Option<u16>) -> Result<Pinned, Bytes> {
+    let map = cluster.map();
+    let addr = match slot {
+        Some(s) => map.owner(s).map(|a| a.to_string()),
+        None => cluster.primaries().into_iter().next(),
+    }
+    .ok_or_else(|| write::error("CLUSTERDOWN keyward: no node serves the slot"))?;
+    let conn = cluster
+        .private(&addr, resp3)
+        .await
+        .map_err(|e| write::error(&format!("ERR keyward: {e}")))?;
+    Ok(Pinned { conn, slot })
+}
+
+/// Sends MULTI (its `+OK` was already given by keyward) and the commands that waited for the
+/// transaction's node.
+fn open_transaction(
+    conn: &NodeConn,
+    waiting: &mut Vec<(
+        Bytes,
+        oneshot::Sender<Result<node::Pending, node::NodeError>>,
+    )>,
+) {
+    if let Ok(multi) = conn.submit(write::command::<&[u8]>(b"MULTI", &[]), 0) {
+        drop(multi);
+    }
+    for (raw, tx) in waiting.drain(..) {
+        let _ = tx.send(conn.submit(raw, 0));
+    }
+}
+
+async fn pending_reply(pending: Result<node::Pending, node::NodeError>) -> Bytes {
+    let result = match pending {
+        Ok(p) => p.reply().await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message())))
+}
+
+fn audit_refusal(peer: SocketAddr, args: &[Bytes], rule: &str) {
+    tracing::info!(
+        target: "keyward::audit",
+        client = %peer,
+        command = %String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
+        keys = args.len() - 1,
+        outcome = %format!("refused: {rule}"),
+        duration_us = 0u64,
+        "guard"
+    );
+}
