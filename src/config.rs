@@ -112,6 +112,10 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// Standalone mode: stateless requests of all clients share one pipelined upstream
+    /// connection; a client gets its own connection once it needs per-connection state. When
+    /// false, every client gets its own upstream connection from the start.
+    pub share_connections: bool,
 }
 
 /// Written by hand so that `{:?}` of a configuration never shows the password.
@@ -123,6 +127,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<set>"))
             .field("connect_timeout", &self.connect_timeout)
+            .field("share_connections", &self.share_connections)
             .finish()
     }
 }
@@ -164,6 +169,7 @@ impl Default for Config {
                 username: None,
                 password: None,
                 connect_timeout: Duration::from_secs(2),
+                share_connections: true,
             },
             guard: GuardConfig {
                 max_keys: 1000,
@@ -216,6 +222,10 @@ impl Config {
         line(format!(
             "connect_timeout_ms = {}",
             upstream.connect_timeout.as_millis()
+        ));
+        line(format!(
+            "share_connections = {}",
+            upstream.share_connections
         ));
         line(String::new());
         line("[guard]".into());
@@ -301,6 +311,7 @@ pub struct UpstreamFile {
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout_ms: Option<u64>,
+    pub share_connections: Option<bool>,
 }
 
 /// Written by hand so that `{:?}` never shows the password.
@@ -312,6 +323,7 @@ impl fmt::Debug for UpstreamFile {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<set>"))
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("share_connections", &self.share_connections)
             .finish()
     }
 }
@@ -471,6 +483,7 @@ const UPSTREAM_NODES: &str = "upstream.nodes";
 const UPSTREAM_USERNAME: &str = "upstream.username";
 const UPSTREAM_PASSWORD: &str = "upstream.password";
 const UPSTREAM_CONNECT_TIMEOUT: &str = "upstream.connect_timeout_ms";
+const UPSTREAM_SHARE_CONNECTIONS: &str = "upstream.share_connections";
 const GUARD_MAX_KEYS: &str = "guard.max_keys";
 const GUARD_WILDCARD_CHARS: &str = "guard.wildcard_chars";
 const GUARD_DELETE_COMMAND: &str = "guard.delete_command";
@@ -513,6 +526,11 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             UPSTREAM_CONNECT_TIMEOUT,
             &mut c.upstream.connect_timeout,
             ms(u.connect_timeout_ms),
+        );
+        set.value(
+            UPSTREAM_SHARE_CONNECTIONS,
+            &mut c.upstream.share_connections,
+            u.share_connections,
         );
         set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, g.max_keys);
         set.value(

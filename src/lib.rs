@@ -4,6 +4,7 @@
 //! command is, [`guard`] decides whether it may run, [`session`] forwards it upstream and returns
 //! the replies in request order.
 
+pub mod audit;
 pub mod cluster;
 pub mod commands;
 pub mod config;

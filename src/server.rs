@@ -143,6 +143,15 @@ impl Backend {
         };
         let close_grace = config.server.shutdown_timeout;
         Ok(match config.upstream.mode {
+            UpstreamMode::Standalone if config.upstream.share_connections => {
+                Backend::Cluster(Arc::new(ClusterContext {
+                    cluster: Cluster::single(upstream),
+                    guard,
+                    limits,
+                    close_grace,
+                    standalone: true,
+                }))
+            }
             UpstreamMode::Standalone => Backend::Standalone(Arc::new(SessionContext {
                 guard,
                 limits,
@@ -160,6 +169,7 @@ impl Backend {
                     guard,
                     limits,
                     close_grace,
+                    standalone: false,
                 }))
             }
         })

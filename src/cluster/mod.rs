@@ -37,11 +37,17 @@ const MIN_REFRESH_GAP: Duration = Duration::from_millis(100);
 /// The state shared by every session in cluster mode.
 pub struct Cluster {
     map: RwLock<Arc<SlotMap>>,
+    /// The primaries that own slots, sorted; derived from `map` whenever it changes, because
+    /// keyless requests need one on every call and deriving it walks all 16384 slots.
+    primaries: RwLock<Arc<Vec<String>>>,
     /// Shared connections, per (node address, RESP3).
     pool: DashMap<(String, bool), NodeConn>,
     seeds: Vec<String>,
     template: UpstreamTarget,
     refresh: Arc<Notify>,
+    /// How long a request keeps retrying while its node is unreachable. Zero for a standalone
+    /// Redis, where there is no other node to wait for: the client hears at once.
+    retry_budget: Duration,
 }
 
 /// A request queued on a node connection; see [`Cluster::submit`].
@@ -83,14 +89,36 @@ impl Cluster {
             "cluster topology read"
         );
         let cluster = Arc::new(Cluster {
+            primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
             pool: DashMap::new(),
             seeds,
             template,
             refresh: Arc::new(Notify::new()),
+            retry_budget: RETRY_BUDGET,
         });
         tokio::spawn(refresher(Arc::downgrade(&cluster), cluster.refresh.clone()));
         Ok(cluster)
+    }
+
+    /// A standalone Redis seen as a one-node cluster that owns every slot: stateless requests
+    /// of all clients share its pipelined connection, with no topology to read or refresh.
+    pub fn single(template: UpstreamTarget) -> Arc<Self> {
+        let mut map = SlotMap::empty();
+        if let Some(owner) = node_addr(&template.addr) {
+            for slot in 0..topology::SLOT_COUNT as u16 {
+                map.set_owner(slot, owner.clone());
+            }
+        }
+        Arc::new(Cluster {
+            primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
+            map: RwLock::new(Arc::new(map)),
+            pool: DashMap::new(),
+            seeds: vec![template.addr.clone()],
+            template,
+            refresh: Arc::new(Notify::new()),
+            retry_budget: Duration::ZERO,
+        })
     }
 
     /// The current slot map.
@@ -105,14 +133,25 @@ impl Cluster {
 
     /// Every primary that owns slots, in a stable order.
     pub fn primaries(&self) -> Vec<String> {
-        let mut primaries: Vec<String> = self
-            .map()
-            .primaries()
-            .into_iter()
-            .map(String::from)
-            .collect();
-        primaries.sort();
-        primaries
+        self.primaries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
+    }
+
+    fn first_primary(&self) -> Option<String> {
+        self.primaries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .cloned()
+    }
+
+    /// Installs a new slot map.
+    fn set_map(&self, map: SlotMap) {
+        let primaries = Arc::new(sorted_primaries(&map));
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        *self.primaries.write().unwrap_or_else(|e| e.into_inner()) = primaries;
     }
 
     /// A template for connecting to `addr` with keyward's credentials.
@@ -144,10 +183,9 @@ impl Cluster {
     }
 
     fn address_for(&self, target: &Target) -> Option<String> {
-        let map = self.map();
         match target {
-            Target::Slot(slot) => map.owner(*slot).map(|a| a.to_string()),
-            Target::Any => map.primaries().first().map(|a| a.to_string()),
+            Target::Slot(slot) => self.map().owner(*slot).map(|a| a.to_string()),
+            Target::Any => self.first_primary(),
             Target::Node(addr) => Some(addr.clone()),
         }
     }
@@ -164,7 +202,7 @@ impl Cluster {
     pub async fn submit(&self, target: Target, request: Bytes, resp3: bool) -> Submitted {
         let first = match self.address_for(&target) {
             Some(addr) => match self.shared(&addr, resp3).await {
-                Ok(conn) => conn.submit(request.clone(), 0),
+                Ok(conn) => conn.submit(request.clone(), 0).await,
                 Err(e) => Err(NodeError::NotSent(e)),
             },
             None => Err(NodeError::NotSent("no node serves the slot".into())),
@@ -215,10 +253,13 @@ impl Cluster {
                     // Nothing reached a node (none reachable, or the slot has no owner during a
                     // failover): safe to try again once the map is fresh.
                     self.request_refresh();
-                    if started.elapsed() > RETRY_BUDGET {
+                    if self.retry_budget.is_zero() {
+                        return write::error(&format!("ERR keyward: {e}"));
+                    }
+                    if started.elapsed() > self.retry_budget {
                         return write::error(&format!(
                             "CLUSTERDOWN keyward: {e} (retried for {} ms)",
-                            RETRY_BUDGET.as_millis()
+                            self.retry_budget.as_millis()
                         ));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -251,7 +292,7 @@ impl Cluster {
                 }
                 Some(Redirect::Down) => {
                     self.request_refresh();
-                    if started.elapsed() > RETRY_BUDGET {
+                    if started.elapsed() > self.retry_budget {
                         return frame;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -273,10 +314,9 @@ impl Cluster {
         };
         let owner =
             topology::NodeAddr::new(host.trim_start_matches('[').trim_end_matches(']'), port);
-        let mut guard = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let mut map = (**guard).clone();
+        let mut map = (*self.map()).clone();
         map.set_owner(slot, owner);
-        *guard = Arc::new(map);
+        self.set_map(map);
     }
 
     /// Reads the topology from the known primaries first, then the seeds.
@@ -303,7 +343,7 @@ impl Cluster {
                         "cluster topology changed"
                     );
                 }
-                *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+                self.set_map(map);
                 self.pool.retain(|_, conn| conn.is_alive());
             }
             Err(e) => tracing::warn!(error = %e, "cluster topology refresh failed"),
@@ -322,6 +362,22 @@ async fn refresher(cluster: std::sync::Weak<Cluster>, refresh: Arc<Notify>) {
         drop(strong);
         tokio::time::sleep(MIN_REFRESH_GAP).await;
     }
+}
+
+fn sorted_primaries(map: &SlotMap) -> Vec<String> {
+    let mut primaries: Vec<String> = map.primaries().into_iter().map(String::from).collect();
+    primaries.sort();
+    primaries
+}
+
+/// `host:port` (IPv6 in brackets) as a [`topology::NodeAddr`].
+fn node_addr(addr: &str) -> Option<topology::NodeAddr> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some(topology::NodeAddr::new(
+        host.trim_start_matches('[').trim_end_matches(']'),
+        port,
+    ))
 }
 
 fn auth(template: &UpstreamTarget) -> Option<(Option<String>, String)> {

@@ -101,25 +101,22 @@ impl NodeConn {
         self.wait(rx).await
     }
 
-    /// Queues `bytes` at once, without waiting, so that requests submitted one after the other
-    /// reach the node in that order; the reply comes through [`NodeConn::wait`].
-    pub fn submit(&self, bytes: Bytes, skip: usize) -> Result<Pending, NodeError> {
+    /// Queues `bytes` without waiting for the reply, so that requests submitted one after the
+    /// other reach the node in that order; the reply comes through [`Pending::reply`]. Waits
+    /// only while the connection's queue is full (backpressure).
+    pub async fn submit(&self, bytes: Bytes, skip: usize) -> Result<Pending, NodeError> {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             bytes,
             skip,
             reply: tx,
         };
-        match self.jobs.try_send(job) {
+        match self.jobs.send(job).await {
             Ok(()) => Ok(Pending {
                 rx,
                 addr: self.addr.clone(),
             }),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(NodeError::NotSent(format!(
-                "too many requests queued for {}",
-                self.addr
-            ))),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.closed()),
+            Err(_) => Err(self.closed()),
         }
     }
 

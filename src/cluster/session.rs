@@ -15,7 +15,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -28,18 +27,23 @@ use super::fanout::{self, Plan};
 use super::node::{self, NodeConn};
 use super::topology::slot_of;
 use super::{Cluster, Target};
+use crate::audit::{self, Audit};
 use crate::commands::{self, CommandSpec, Fanout, Role};
 use crate::guard::{GuardPolicy, Verdict};
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
 use crate::session::{SessionContext, write_chunks};
 
-/// Settings shared by every cluster session.
+/// Settings shared by every session of this kind.
 pub struct ClusterContext {
     pub cluster: Arc<Cluster>,
     pub guard: GuardPolicy,
     pub limits: ScanLimits,
     pub close_grace: std::time::Duration,
+    /// The upstream is one standalone Redis ([`Cluster::single`]): stateless requests share its
+    /// connection, and the first request that needs per-connection state (SELECT, MULTI,
+    /// blocking, pub/sub, CLIENT, AUTH, HELLO...) moves the client to a connection of its own.
+    pub standalone: bool,
 }
 
 /// Requests in flight per session before keyward stops reading the client.
@@ -71,6 +75,13 @@ struct Pinned {
     conn: NodeConn,
     slot: Option<u16>,
 }
+
+/// A keyless command queued in a transaction before its node was known, and where to send its
+/// pending reply once it is written.
+type Waiting = (
+    Bytes,
+    oneshot::Sender<Result<node::Pending, node::NodeError>>,
+);
 
 /// A transaction being queued.
 #[derive(Default)]
@@ -280,11 +291,11 @@ impl ClusterSession {
 
         let verdict = self.ctx.guard.check(spec, &request.args);
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
-        let guarded_as = matches!(role, Role::Delete | Role::RemoveKeys)
-            .then(|| String::from_utf8_lossy(&request.args[0]).to_ascii_uppercase());
+        let audit = matches!(role, Role::Delete | Role::RemoveKeys)
+            .then(|| Audit::start(self.peer, &request.args));
         let request = match verdict {
             Verdict::Refuse(refusal) => {
-                audit_refusal(self.peer, &request.args, refusal.rule.name());
+                audit::refused(self.peer, &request.args, refusal.rule.name());
                 if let Some(t) = self.transaction.as_mut() {
                     t.aborted = true;
                 }
@@ -301,6 +312,9 @@ impl ClusterSession {
             Verdict::Forward => request,
         };
 
+        if self.ctx.standalone {
+            return self.dispatch_standalone(spec, role, request, audit).await;
+        }
         match role {
             Role::Subscribe(kind) | Role::Unsubscribe(kind) if self.transaction.is_none() => {
                 let addr = if kind == commands::PubSubKind::Shard && request.args.len() > 1 {
@@ -339,7 +353,7 @@ impl ClusterSession {
         let fanout = spec.map_or(Fanout::Keyless, |s| s.fanout);
         match fanout {
             Fanout::SplitSum if request.args.len() > 1 => {
-                self.split_sum(request, guarded_as).await;
+                self.split_sum(request, audit).await;
             }
             Fanout::SplitMerge if request.args.len() > 1 => {
                 let plan = fanout::plan_split(b"MGET", &request.args[1..]);
@@ -477,11 +491,11 @@ impl ClusterSession {
                 }
                 let conn = self.watch.as_ref().map(|p| p.conn.clone());
                 if let Some(conn) = conn {
-                    self.submit_on(&conn, request.raw.clone());
+                    self.submit_on(&conn, request.raw.clone()).await;
                 }
             }
             b"unwatch" => match self.watch.take() {
-                Some(p) => self.submit_on(&p.conn, request.raw.clone()),
+                Some(p) => self.submit_on(&p.conn, request.raw.clone()).await,
                 None => self.local(write::simple("OK")),
             },
             _ => return None,
@@ -525,55 +539,72 @@ impl ClusterSession {
         Ok(first)
     }
 
-    async fn split_sum(&mut self, request: Request, guarded_as: Option<String>) {
+    async fn split_sum(&mut self, request: Request, audit: Option<Audit>) {
         let plan = fanout::plan_split(&request.args[0], &request.args[1..]);
         let keys = request.args.len() - 1;
-        let peer = self.peer;
-        let started = Instant::now();
         self.run_plan(plan, move |groups, replies| {
             let sum = fanout::sum(groups, replies);
-            let reply = if sum.failures.is_empty() {
-                fanout::integer(sum.total)
-            } else if guarded_as.is_some() {
-                let failed_keys: usize = sum.failures.iter().map(|f| f.1).sum();
-                write::error(&format!(
-                    "ERR keyward: partial delete: removed {} keys; {} of {} keys in {} slot(s) \
-                     failed, first failure (slot {}): {}",
-                    sum.total,
-                    failed_keys,
-                    keys,
-                    sum.failures.len(),
-                    sum.failures[0].0,
-                    sum.failures[0].2
-                ))
-            } else {
-                write::error(&sum.failures[0].2)
-            };
-            if let Some(command) = &guarded_as {
-                let outcome = if sum.failures.is_empty() {
-                    format!("removed {}", sum.total)
-                } else {
-                    format!(
-                        "partial: removed {}, {} slot(s) failed: {}",
+            if sum.failures.is_empty() {
+                if let Some(audit) = &audit {
+                    audit.log(&format!(
+                        "removed {} (in {} slots)",
+                        sum.total,
+                        groups.len()
+                    ));
+                }
+                return fanout::integer(sum.total);
+            }
+            let failed_keys: usize = sum.failures.iter().map(|f| f.1).sum();
+            let (slot, _, first) = &sum.failures[0];
+            match &audit {
+                Some(audit) => {
+                    let message = format!(
+                        "partial delete: removed {} keys; {failed_keys} of {keys} keys in {} \
+                         slot(s) failed, first failure (slot {slot}): {first}",
                         sum.total,
                         sum.failures.len(),
-                        sum.failures[0].2
-                    )
-                };
-                tracing::info!(
-                    target: "keyward::audit",
-                    client = %peer,
-                    command = %command,
-                    keys,
-                    slots = groups.len(),
-                    outcome = %outcome,
-                    duration_us = started.elapsed().as_micros() as u64,
-                    "guard"
-                );
+                    );
+                    audit.log(&message);
+                    write::error(&format!("ERR keyward: {message}"))
+                }
+                None => write::error(first),
             }
-            reply
         })
         .await;
+    }
+
+    /// A standalone upstream: stateless requests go over the shared connection; anything that
+    /// needs state of its own on the connection moves the client to a private one for good.
+    async fn dispatch_standalone(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        role: Role,
+        request: Request,
+        audit: Option<Audit>,
+    ) -> Next {
+        let needs_own_connection = match role {
+            Role::Ordinary | Role::Delete | Role::RemoveKeys => {
+                spec.is_some_and(|s| s.stateful || s.blocking)
+            }
+            _ => true,
+        };
+        if needs_own_connection {
+            let addr = self.ctx.cluster.primaries().into_iter().next();
+            return self.handoff(addr, request.raw);
+        }
+        let cluster = self.cluster();
+        let submitted = cluster.submit(Target::Any, request.raw, false).await;
+        self.push(
+            async move {
+                let frame = submitted.reply(&cluster).await;
+                if let Some(audit) = audit {
+                    audit.answered(&frame);
+                }
+                frame
+            }
+            .boxed(),
+        );
+        Next::Continue
     }
 
     /// Submits every part of a plan now, and queues the combination of their replies.
@@ -666,8 +697,8 @@ impl ClusterSession {
     }
 
     /// Writes `raw` on a pinned connection now and queues its reply.
-    fn submit_on(&mut self, conn: &NodeConn, raw: Bytes) {
-        let pending = conn.submit(raw, 0);
+    async fn submit_on(&mut self, conn: &NodeConn, raw: Bytes) {
+        let pending = conn.submit(raw, 0).await;
         self.push(async move { pending_reply(pending).await }.boxed());
     }
 
@@ -683,7 +714,8 @@ impl ClusterSession {
         match &transaction.pinned {
             Some(p) => {
                 let conn = p.conn.clone();
-                self.submit_on(&conn, write::command::<&[u8]>(b"MULTI", &[]));
+                self.submit_on(&conn, write::command::<&[u8]>(b"MULTI", &[]))
+                    .await;
             }
             None => self.local(write::simple("OK")),
         }
@@ -722,7 +754,7 @@ impl ClusterSession {
         if transaction.pinned.is_none() && slot.is_some() {
             match self.pin(slot).await {
                 Ok(p) => {
-                    open_transaction(&p.conn, &mut transaction.waiting);
+                    open_transaction(&p.conn, &mut transaction.waiting).await;
                     transaction.pinned = Some(p);
                 }
                 Err(e) => {
@@ -737,7 +769,7 @@ impl ClusterSession {
             Some(p) => {
                 let conn = p.conn.clone();
                 self.transaction = Some(transaction);
-                self.submit_on(&conn, request.raw);
+                self.submit_on(&conn, request.raw).await;
             }
             None => {
                 // No key yet: wait until the transaction's node is known.
@@ -766,7 +798,10 @@ impl ClusterSession {
         };
         if transaction.aborted {
             if let Some(p) = &transaction.pinned {
-                let _ = p.conn.submit(write::command::<&[u8]>(b"DISCARD", &[]), 0);
+                let _ = p
+                    .conn
+                    .submit(write::command::<&[u8]>(b"DISCARD", &[]), 0)
+                    .await;
             }
             self.local(if exec {
                 write::error("EXECABORT Transaction discarded because of previous errors.")
@@ -786,7 +821,7 @@ impl ClusterSession {
             }
             match self.pin(None).await {
                 Ok(p) => {
-                    open_transaction(&p.conn, &mut transaction.waiting);
+                    open_transaction(&p.conn, &mut transaction.waiting).await;
                     transaction.pinned = Some(p);
                 }
                 Err(e) => {
@@ -796,7 +831,7 @@ impl ClusterSession {
             }
         }
         if let Some(p) = transaction.pinned {
-            self.submit_on(&p.conn, request.raw.clone());
+            self.submit_on(&p.conn, request.raw.clone()).await;
         }
         Next::Continue
     }
@@ -819,18 +854,11 @@ async fn pin(cluster: Arc<Cluster>, resp3: bool, slot: Option<u16>) -> Result<Pi
 
 /// Sends MULTI (its `+OK` was already given by keyward) and the commands that waited for the
 /// transaction's node.
-fn open_transaction(
-    conn: &NodeConn,
-    waiting: &mut Vec<(
-        Bytes,
-        oneshot::Sender<Result<node::Pending, node::NodeError>>,
-    )>,
-) {
-    if let Ok(multi) = conn.submit(write::command::<&[u8]>(b"MULTI", &[]), 0) {
-        drop(multi);
-    }
+async fn open_transaction(conn: &NodeConn, waiting: &mut Vec<Waiting>) {
+    // MULTI's reply is not wanted: dropping its pending reply discards it.
+    let _ = conn.submit(write::command::<&[u8]>(b"MULTI", &[]), 0).await;
     for (raw, tx) in waiting.drain(..) {
-        let _ = tx.send(conn.submit(raw, 0));
+        let _ = tx.send(conn.submit(raw, 0).await);
     }
 }
 
@@ -840,16 +868,4 @@ async fn pending_reply(pending: Result<node::Pending, node::NodeError>) -> Bytes
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message())))
-}
-
-fn audit_refusal(peer: SocketAddr, args: &[Bytes], rule: &str) {
-    tracing::info!(
-        target: "keyward::audit",
-        client = %peer,
-        command = %String::from_utf8_lossy(&args[0]).to_ascii_uppercase(),
-        keys = args.len() - 1,
-        outcome = %format!("refused: {rule}"),
-        duration_us = 0u64,
-        "guard"
-    );
 }

@@ -21,7 +21,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::Audit;
 use crate::commands::PubSubKind;
 use crate::guard::GuardPolicy;
 use crate::protocol::request::ScanLimits;
@@ -91,15 +92,6 @@ enum ExpectKind {
     Monitor,
     /// RESET: Redis drops subscriptions and monitor mode.
     Reset,
-}
-
-/// What the audit line of a guarded request needs once its reply is in.
-#[derive(Debug)]
-struct Audit {
-    client: SocketAddr,
-    command: String,
-    keys: usize,
-    started: Instant,
 }
 
 /// State both halves read.

@@ -12,9 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::pubsub::{self, Subscriptions};
-use super::{
-    Audit, Expect, ExpectKind, Pending, SessionContext, Shared, upstream_lost, write_chunks,
-};
+use super::{Expect, ExpectKind, Pending, SessionContext, Shared, upstream_lost, write_chunks};
 use crate::protocol::reply::{self, ReplyFramer};
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -286,7 +284,7 @@ impl ReplySide {
                     }
                 };
                 if done && let Some(audit) = expect.audit.take() {
-                    log_audit(&audit, frame);
+                    audit.answered(frame);
                 }
                 self.forward += len;
                 done
@@ -387,31 +385,6 @@ fn is_monitor_line(frame: &[u8]) -> bool {
     };
     let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
     digits > 0 && text.get(digits) == Some(&b'.') && text.windows(2).any(|w| w == b" [")
-}
-
-/// One audit line for a guarded request that went upstream.
-fn log_audit(audit: &Audit, reply_frame: &[u8]) {
-    let outcome = if let Some(n) = reply::integer(reply_frame) {
-        format!("removed {n}")
-    } else if reply::is_error(reply_frame) {
-        format!(
-            "error: {}",
-            String::from_utf8_lossy(&reply_frame[1..]).trim_end()
-        )
-    } else if reply::simple_string(reply_frame) == Some(&b"QUEUED"[..]) {
-        "queued".to_string()
-    } else {
-        "answered".to_string()
-    };
-    tracing::info!(
-        target: "keyward::audit",
-        client = %audit.client,
-        command = %audit.command,
-        keys = audit.keys,
-        outcome = %outcome,
-        duration_us = audit.started.elapsed().as_micros() as u64,
-        "guard"
-    );
 }
 
 #[cfg(test)]

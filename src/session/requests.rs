@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 
-use super::{Audit, Expect, ExpectKind, Pending, SessionContext, Shared, write_chunks};
+use super::{Expect, ExpectKind, Pending, SessionContext, Shared, write_chunks};
+use crate::audit::{self, Audit};
 use crate::commands::{self, Role};
 use crate::guard::Verdict;
 use crate::protocol::request::{Request, RequestScanner};
@@ -209,15 +209,7 @@ impl RequestSide {
         let guarded = matches!(role, Role::Delete | Role::RemoveKeys);
         let bytes = match verdict {
             Verdict::Refuse(refusal) => {
-                tracing::info!(
-                    target: "keyward::audit",
-                    client = %self.peer,
-                    command = %command_name(&request.args[0]),
-                    keys = request.args.len() - 1,
-                    outcome = %format!("refused: {}", refusal.rule.name()),
-                    duration_us = 0u64,
-                    "guard"
-                );
+                audit::refused(self.peer, &request.args, refusal.rule.name());
                 let reply = write::error(&refusal.message);
                 if self.in_multi {
                     self.refuse_in_transaction(reply).await;
@@ -259,14 +251,7 @@ impl RequestSide {
             Role::EndTransaction => self.in_multi = false,
             _ => {}
         }
-        let audit = guarded.then(|| {
-            Box::new(Audit {
-                client: self.peer,
-                command: command_name(&request.args[0]),
-                keys: request.args.len() - 1,
-                started: Instant::now(),
-            })
-        });
+        let audit = guarded.then(|| Box::new(Audit::start(self.peer, &request.args)));
 
         let replies = self.takes_reply(role, &request.args);
         if replies {
@@ -409,9 +394,4 @@ impl RequestSide {
         }
         self.outgoing.clear();
     }
-}
-
-/// The command name for logs: uppercase, lossy for binary names.
-fn command_name(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).to_ascii_uppercase()
 }

@@ -343,6 +343,31 @@ pub fn proxy_toml(listen: &str, upstream: &str, extra: &str) -> String {
     doc.set("guard", "wildcard_chars", "\"*?[\"");
     doc.set("guard", "delete_command", "\"UNLINK\"");
     doc.set("guard", "deny_commands", "[\"FLUSHALL\", \"FLUSHDB\"]");
+    // scripts/test.sh runs the standalone tests twice: with shared upstream connections (the
+    // default) and with KEYWARD_TEST_SHARE_CONNECTIONS=false, one connection per client.
+    if let Ok(share) = std::env::var("KEYWARD_TEST_SHARE_CONNECTIONS") {
+        doc.set("upstream", "share_connections", &share);
+    }
+    doc.merge(extra);
+    doc.render()
+}
+
+/// The proxy.toml of a keyward in front of a Redis Cluster: like [`proxy_toml`], with
+/// `[upstream] mode = "cluster"` and every address of `seeds` in `nodes`.
+pub fn proxy_toml_cluster(listen: &str, seeds: &[String], extra: &str) -> String {
+    assert!(
+        !seeds.is_empty(),
+        "a cluster keyward needs at least one seed"
+    );
+    let mut doc = TomlDoc::default();
+    doc.set("server", "listen", &format!("\"{listen}\""));
+    doc.set("upstream", "mode", "\"cluster\"");
+    let nodes: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    doc.set("upstream", "nodes", &format!("[{}]", nodes.join(", ")));
+    doc.set("guard", "max_keys", "1000");
+    doc.set("guard", "wildcard_chars", "\"*?[\"");
+    doc.set("guard", "delete_command", "\"UNLINK\"");
+    doc.set("guard", "deny_commands", "[\"FLUSHALL\", \"FLUSHDB\"]");
     doc.merge(extra);
     doc.render()
 }
@@ -367,9 +392,26 @@ impl Keyward {
     /// keyward with TOML overrides, e.g. `"max_keys = 3\ndeny_commands = []"` (entries before
     /// any header go to `[guard]`) or `"[server]\nmax_clients = 2"`.
     pub fn start_with(upstream: &str, toml_extra: &str) -> Self {
+        Self::start_config(upstream, |listen| proxy_toml(listen, upstream, toml_extra))
+    }
+
+    /// keyward in front of a Redis Cluster (`[upstream] mode = "cluster"`, `nodes` = every
+    /// address of `seeds`), with TOML overrides as in [`Keyward::start_with`]. `upstream` is then
+    /// the seeds joined with `,`.
+    pub fn start_cluster(seeds: &[String], toml_extra: &str) -> Self {
+        Self::start_config(&seeds.join(","), |listen| {
+            proxy_toml_cluster(listen, seeds, toml_extra)
+        })
+    }
+
+    /// Starts keyward on a free port with the configuration `config(listen address)`, retrying
+    /// on a new port when the one picked was taken meanwhile.
+    fn start_config(upstream: &str, config: impl Fn(&str) -> String) -> Self {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::try_start(free_port(), upstream, toml_extra) {
+            let port = free_port();
+            let text = config(&format!("127.0.0.1:{port}"));
+            match Self::try_start(port, upstream, text) {
                 Ok(k) => return k,
                 Err(e) => last_error = e,
             }
@@ -377,10 +419,9 @@ impl Keyward {
         panic!("keyward did not start after 3 attempts: {last_error}");
     }
 
-    fn try_start(port: u16, upstream: &str, toml_extra: &str) -> Result<Self, String> {
+    fn try_start(port: u16, upstream: &str, config: String) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for keyward");
         let config_path = dir.path().join("proxy.toml");
-        let config = proxy_toml(&format!("127.0.0.1:{port}"), upstream, toml_extra);
         fs::write(&config_path, &config).expect("write proxy.toml");
         let log_path = dir.path().join("keyward.log");
         let log = File::create(&log_path).expect("create keyward log");

@@ -1,0 +1,71 @@
+//! The audit trail: one log line (target `keyward::audit`) per guarded request, whatever path
+//! it took, so that an operator can answer "who deleted what, and who was stopped".
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::protocol::reply;
+
+/// A guarded request on its way upstream; logged once its reply is in.
+#[derive(Debug)]
+pub struct Audit {
+    pub client: SocketAddr,
+    /// The command as the client named it, uppercased (`REMOVEKEYS`, not the `UNLINK` sent).
+    pub command: String,
+    pub keys: usize,
+    pub started: Instant,
+}
+
+impl Audit {
+    /// Starts the record for a request whose arguments are `args` (command name first).
+    pub fn start(client: SocketAddr, args: &[Bytes]) -> Self {
+        Audit {
+            client,
+            command: command_name(&args[0]),
+            keys: args.len() - 1,
+            started: Instant::now(),
+        }
+    }
+
+    /// Logs the outcome read from the reply frame.
+    pub fn answered(&self, reply_frame: &[u8]) {
+        let outcome = if let Some(n) = reply::integer(reply_frame) {
+            format!("removed {n}")
+        } else if reply::is_error(reply_frame) {
+            format!(
+                "error: {}",
+                String::from_utf8_lossy(&reply_frame[1..]).trim_end()
+            )
+        } else if reply::simple_string(reply_frame) == Some(&b"QUEUED"[..]) {
+            "queued".to_string()
+        } else {
+            "answered".to_string()
+        };
+        self.log(&outcome);
+    }
+
+    /// Logs an outcome given in words (a partial cluster delete, for instance).
+    pub fn log(&self, outcome: &str) {
+        tracing::info!(
+            target: "keyward::audit",
+            client = %self.client,
+            command = %self.command,
+            keys = self.keys,
+            outcome = %outcome,
+            duration_us = self.started.elapsed().as_micros() as u64,
+            "guard"
+        );
+    }
+}
+
+/// Logs a request the guard refused; nothing was sent upstream.
+pub fn refused(client: SocketAddr, args: &[Bytes], rule: &str) {
+    Audit::start(client, args).log(&format!("refused: {rule}"));
+}
+
+/// A command name for logs: uppercase, lossy for binary names.
+pub fn command_name(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).to_ascii_uppercase()
+}
