@@ -56,10 +56,24 @@ pub struct Submitted {
     request: Bytes,
     resp3: bool,
     first: Result<node::Pending, NodeError>,
+    /// The connection it was queued on, to flush.
+    conn: Option<NodeConn>,
     started: Instant,
 }
 
 impl Submitted {
+    /// Writes what is queued on this request's connection.
+    pub fn flush(&self) {
+        if let Some(conn) = &self.conn {
+            conn.flush();
+        }
+    }
+
+    /// The connection the request was queued on, if any.
+    pub fn conn(&self) -> Option<&NodeConn> {
+        self.conn.as_ref()
+    }
+
     /// The reply, after following any MOVED / ASK / TRYAGAIN.
     pub async fn reply(self, cluster: &Cluster) -> Bytes {
         cluster.follow(self).await
@@ -193,16 +207,24 @@ impl Cluster {
     /// Sends one request to where `target` says over a shared connection, following
     /// redirections, and returns the reply frame (an error frame when it could not be done).
     pub async fn execute(&self, target: Target, request: Bytes, resp3: bool) -> Bytes {
-        self.submit(target, request, resp3).await.reply(self).await
+        let submitted = self.submit(target, request, resp3).await;
+        submitted.flush();
+        submitted.reply(self).await
     }
 
     /// Queues a request on the shared connection of its node at once, so that a session's
-    /// requests to one node keep their order; the reply (with redirections followed) comes from
+    /// requests to one node keep their order; the caller flushes ([`Submitted::flush`]) once
+    /// it has queued all it has, and the reply (with redirections followed) comes from
     /// [`Submitted::reply`]. Waits only when a connection has to be opened.
     pub async fn submit(&self, target: Target, request: Bytes, resp3: bool) -> Submitted {
+        let mut conn = None;
         let first = match self.address_for(&target) {
             Some(addr) => match self.shared(&addr, resp3).await {
-                Ok(conn) => conn.submit(request.clone(), 0).await,
+                Ok(c) => {
+                    let pending = c.enqueue(request.clone(), 0).await;
+                    conn = Some(c);
+                    pending
+                }
                 Err(e) => Err(NodeError::NotSent(e)),
             },
             None => Err(NodeError::NotSent("no node serves the slot".into())),
@@ -212,6 +234,7 @@ impl Cluster {
             request,
             resp3,
             first,
+            conn,
             started: Instant::now(),
         }
     }
@@ -223,6 +246,7 @@ impl Cluster {
             resp3,
             first,
             started,
+            ..
         } = submitted;
         let mut outcome = Some(first);
         let mut addr = self.address_for(&target);

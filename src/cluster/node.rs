@@ -1,18 +1,25 @@
-//! A pipelined connection to one cluster node, shared by many sessions.
+//! A pipelined connection to one node, shared by many sessions.
 //!
-//! Requests from any number of callers are written in the order they arrive and their replies
-//! are handed back in the same order: Redis answers a connection's requests in order, so a FIFO
-//! of reply slots is all the matching needed. Only stateless requests use a shared connection;
-//! anything that leaves state on a connection (MULTI, blocking commands, subscriptions) gets a
-//! private one.
+//! Requests from any number of callers are written in the order they are submitted and their
+//! replies are handed back in the same order: Redis answers a connection's requests in order,
+//! so a FIFO of reply slots is all the matching needed. Only stateless requests use a shared
+//! connection; anything that leaves state on a connection (MULTI, blocking commands,
+//! subscriptions) gets a private one.
+//!
+//! Writing: the submitting task writes its request to the socket itself when nothing is
+//! queued ahead of it (one system call, no hand-over to another task: this is what keeps a lone
+//! client's latency low). When the socket is busy, requests queue up and a flusher task writes
+//! them out together, many per system call, which is what keeps many busy clients fast.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::protocol::reply::ReplyFramer;
 use crate::upstream::UpstreamTarget;
@@ -37,101 +44,60 @@ impl NodeError {
     }
 }
 
-struct Job {
-    bytes: Bytes,
+/// Bytes queued for writing before submitters wait for the flusher (backpressure).
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+struct Waiting {
     /// Replies to drop before the one that answers (1 after an `ASKING` prefix).
     skip: usize,
     reply: oneshot::Sender<NodeReply>,
 }
 
-struct Waiting {
-    skip: usize,
-    reply: oneshot::Sender<NodeReply>,
+/// What submitters, the flusher and the reader share, under one lock so that the order of
+/// reply slots is always the order of the bytes on the wire.
+#[derive(Default)]
+struct State {
+    waiting: VecDeque<Waiting>,
+    /// Bytes not yet written, in order.
+    queued: VecDeque<Bytes>,
+    queued_bytes: usize,
+    /// Set when the connection failed; no more requests are accepted.
+    failed: Option<String>,
 }
 
-/// Jobs queued per connection before callers wait (backpressure towards sessions).
-const JOB_QUEUE: usize = 4096;
+struct Inner {
+    addr: Arc<str>,
+    writer: OwnedWriteHalf,
+    state: Mutex<State>,
+    /// Wakes the flusher: bytes were queued, or the last user left.
+    flush: Notify,
+    /// Wakes submitters waiting for the queue to drain.
+    drained: Notify,
+    alive: AtomicBool,
+    /// Set when every [`NodeConn`] is gone.
+    abandoned: AtomicBool,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks the connection abandoned when the last [`NodeConn`] clone is dropped.
+struct Handle(Arc<Inner>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.abandoned.store(true, Ordering::Release);
+        self.0.flush.notify_one();
+    }
+}
 
 /// A connection to one node. Cloning shares it.
 #[derive(Clone)]
 pub struct NodeConn {
-    addr: Arc<str>,
-    jobs: mpsc::Sender<Job>,
-    alive: Arc<AtomicBool>,
-}
-
-impl NodeConn {
-    /// Connects (and authenticates, and switches to RESP3 when the target says so) to `target`.
-    pub async fn connect(target: &UpstreamTarget) -> Result<Self, String> {
-        let stream = target.connect().await?;
-        let (reader, writer) = stream.into_split();
-        let (jobs, rx) = mpsc::channel(JOB_QUEUE);
-        let alive = Arc::new(AtomicBool::new(true));
-        let conn = NodeConn {
-            addr: Arc::from(target.addr.as_str()),
-            jobs,
-            alive: alive.clone(),
-        };
-        let waiting = Arc::new(Mutex::new(VecDeque::new()));
-        tokio::spawn(run(reader, writer, rx, waiting, alive, conn.addr.clone()));
-        Ok(conn)
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    /// False once the connection has failed; a pool replaces it.
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
-    }
-
-    /// Sends `bytes` (one or more commands) and waits for the reply that answers it, after
-    /// dropping `skip` replies.
-    pub async fn request(&self, bytes: Bytes, skip: usize) -> NodeReply {
-        let (tx, rx) = oneshot::channel();
-        let job = Job {
-            bytes,
-            skip,
-            reply: tx,
-        };
-        if self.jobs.send(job).await.is_err() {
-            return Err(self.closed());
-        }
-        self.wait(rx).await
-    }
-
-    /// Queues `bytes` without waiting for the reply, so that requests submitted one after the
-    /// other reach the node in that order; the reply comes through [`Pending::reply`]. Waits
-    /// only while the connection's queue is full (backpressure).
-    pub async fn submit(&self, bytes: Bytes, skip: usize) -> Result<Pending, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        let job = Job {
-            bytes,
-            skip,
-            reply: tx,
-        };
-        match self.jobs.send(job).await {
-            Ok(()) => Ok(Pending {
-                rx,
-                addr: self.addr.clone(),
-            }),
-            Err(_) => Err(self.closed()),
-        }
-    }
-
-    async fn wait(&self, rx: oneshot::Receiver<NodeReply>) -> NodeReply {
-        Pending {
-            rx,
-            addr: self.addr.clone(),
-        }
-        .reply()
-        .await
-    }
-
-    fn closed(&self) -> NodeError {
-        NodeError::NotSent(format!("connection to {} is closed", self.addr))
-    }
+    handle: Arc<Handle>,
 }
 
 /// A submitted request whose reply is still to come.
@@ -151,108 +117,246 @@ impl Pending {
     }
 }
 
-async fn run(
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    jobs: mpsc::Receiver<Job>,
-    waiting: Arc<Mutex<VecDeque<Waiting>>>,
-    alive: Arc<AtomicBool>,
-    addr: Arc<str>,
-) {
-    let error = tokio::select! {
-        e = write_loop(writer, jobs, waiting.clone()) => e,
-        e = read_loop(reader, waiting.clone()) => e,
-    };
-    if error.is_empty() {
-        // Every user is gone and every reply delivered: a quiet close.
-        alive.store(false, Ordering::Release);
-        return;
+impl NodeConn {
+    /// Connects (and authenticates, and switches to RESP3 when the target says so) to `target`.
+    pub async fn connect(target: &UpstreamTarget) -> Result<Self, String> {
+        let stream = target.connect().await?;
+        let (reader, writer) = stream.into_split();
+        let inner = Arc::new(Inner {
+            addr: Arc::from(target.addr.as_str()),
+            writer,
+            state: Mutex::new(State::default()),
+            flush: Notify::new(),
+            drained: Notify::new(),
+            alive: AtomicBool::new(true),
+            abandoned: AtomicBool::new(false),
+        });
+        tokio::spawn(run(reader, inner.clone()));
+        Ok(NodeConn {
+            handle: Arc::new(Handle(inner)),
+        })
     }
-    alive.store(false, Ordering::Release);
-    tracing::warn!(node = %addr, %error, "cluster node connection closed");
-    let message = format!("connection to {addr} lost: {error}");
-    let mut waiting = waiting.lock().unwrap_or_else(|e| e.into_inner());
-    for w in waiting.drain(..) {
+
+    fn inner(&self) -> &Inner {
+        &self.handle.0
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.inner().addr
+    }
+
+    /// False once the connection has failed; a pool replaces it.
+    pub fn is_alive(&self) -> bool {
+        self.inner().alive.load(Ordering::Acquire)
+    }
+
+    /// Sends `bytes` (one or more commands) and waits for the reply that answers it, after
+    /// dropping `skip` replies.
+    pub async fn request(&self, bytes: Bytes, skip: usize) -> NodeReply {
+        self.submit(bytes, skip).await?.reply().await
+    }
+
+    /// Puts `bytes` on the wire now (see [`NodeConn::enqueue`]).
+    pub async fn submit(&self, bytes: Bytes, skip: usize) -> Result<Pending, NodeError> {
+        let pending = self.enqueue(bytes, skip).await?;
+        self.flush();
+        Ok(pending)
+    }
+
+    /// Queues `bytes` for writing, so that requests queued one after the other reach the node
+    /// in that order; the reply comes through [`Pending::reply`]. Nothing is written until
+    /// [`NodeConn::flush`] (or another caller's flush): a session queues all the requests of
+    /// one read, then flushes once, so a pipeline costs one system call, not one per request.
+    /// Waits only while too much is queued (backpressure).
+    pub async fn enqueue(&self, bytes: Bytes, skip: usize) -> Result<Pending, NodeError> {
+        let inner = self.inner();
+        loop {
+            let drained = inner.drained.notified();
+            {
+                let state = inner.state();
+                if let Some(e) = &state.failed {
+                    return Err(NodeError::NotSent(e.clone()));
+                }
+                if state.queued_bytes < MAX_QUEUED_BYTES {
+                    break;
+                }
+            }
+            drained.await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut state = inner.state();
+        if let Some(e) = &state.failed {
+            return Err(NodeError::NotSent(e.clone()));
+        }
+        state.waiting.push_back(Waiting { skip, reply: tx });
+        if !bytes.is_empty() {
+            state.queued_bytes += bytes.len();
+            state.queued.push_back(bytes);
+        }
+        Ok(Pending {
+            rx,
+            addr: inner.addr.clone(),
+        })
+    }
+
+    /// Gets what is queued written. Like Nagle's algorithm: when the node owes no earlier
+    /// reply, the calling task writes at once (a lone client waits for nobody); while replies
+    /// are outstanding, the flusher task writes, so requests of many busy clients that arrive
+    /// meanwhile share one system call.
+    pub fn flush(&self) {
+        let inner = self.inner();
+        let mut state = inner.state();
+        if state.queued.is_empty() || state.failed.is_some() {
+            return;
+        }
+        // Every waiting reply belongs to a request still queued: nothing is outstanding.
+        let idle = state.waiting.len() <= state.queued.len();
+        if !idle {
+            inner.flush.notify_one();
+            return;
+        }
+        match write_queued(&inner.writer, &mut state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => state.failed = Some(format!("connection to {} failed: {e}", inner.addr)),
+        }
+        if !state.queued.is_empty() || state.failed.is_some() {
+            inner.flush.notify_one();
+        }
+    }
+
+    /// Whether two handles are the same connection.
+    pub fn same(&self, other: &NodeConn) -> bool {
+        Arc::ptr_eq(&self.handle, &other.handle)
+    }
+}
+
+/// One vectored write of the queue's front; drops what was written.
+fn write_queued(writer: &OwnedWriteHalf, state: &mut State) -> std::io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    let mut n = {
+        let slices: Vec<IoSlice<'_>> = state
+            .queued
+            .iter()
+            .take(MAX_SLICES)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        writer.try_write_vectored(&slices)?
+    };
+    state.queued_bytes -= n;
+    while n > 0 {
+        let Some(front) = state.queued.front_mut() else {
+            break;
+        };
+        if n >= front.len() {
+            n -= front.len();
+            state.queued.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the reader and the flusher until the connection fails or is abandoned, then fails every
+/// reply still owed.
+async fn run(reader: OwnedReadHalf, inner: Arc<Inner>) {
+    let error = tokio::select! {
+        e = flusher(&inner) => e,
+        e = read_loop(reader, &inner) => e,
+    };
+    inner.alive.store(false, Ordering::Release);
+    let owed: Vec<Waiting> = {
+        let mut state = inner.state();
+        if state.failed.is_none() {
+            state.failed = Some(error.clone().unwrap_or_else(|| "connection closed".into()));
+        }
+        state.queued.clear();
+        state.waiting.drain(..).collect()
+    };
+    inner.drained.notify_waiters();
+    let Some(error) = error else {
+        return; // abandoned, nothing owed that anyone waits for
+    };
+    tracing::warn!(node = %inner.addr, %error, "upstream connection closed");
+    let message = format!("connection to {} lost: {error}", inner.addr);
+    for w in owed {
         let _ = w.reply.send(Err(NodeError::Lost(message.clone())));
     }
 }
 
-/// Writes jobs as they come, many per system call when callers are busy. Each job's reply slot
-/// is queued before its bytes are written, so the reader always finds it.
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
-    mut jobs: mpsc::Receiver<Job>,
-    waiting: Arc<Mutex<VecDeque<Waiting>>>,
-) -> String {
-    let mut chunks: Vec<Bytes> = Vec::new();
+/// Writes queued bytes whenever there are some, many chunks per system call. Returns the error
+/// that broke the connection, or None once the connection is abandoned and nobody waits for a
+/// reply any more (a BLPOP whose client left: closing the connection also unblocks Redis).
+async fn flusher(inner: &Inner) -> Option<String> {
     loop {
-        let Some(job) = jobs.recv().await else {
-            // No one can ask anything more; let the reader deliver what is still wanted, then
-            // stop. Replies nobody waits for any more (a blocked BLPOP whose client left) are
-            // not worth keeping the connection for: closing it also unblocks Redis.
-            loop {
-                let nobody_waits = waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .all(|w| w.reply.is_closed());
-                if nobody_waits {
-                    return String::new();
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let notified = inner.flush.notified();
+        let idle = {
+            let state = inner.state();
+            if let Some(e) = &state.failed {
+                return Some(e.clone());
             }
+            if state.queued.is_empty()
+                && inner.abandoned.load(Ordering::Acquire)
+                && state.waiting.iter().all(|w| w.reply.is_closed())
+            {
+                return None;
+            }
+            state.queued.is_empty()
         };
-        let mut next = Some(job);
-        {
-            let mut queue = waiting.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some(job) = next.take() {
-                queue.push_back(Waiting {
-                    skip: job.skip,
-                    reply: job.reply,
-                });
-                chunks.push(job.bytes);
-                if chunks.len() < 256 {
-                    next = jobs.try_recv().ok();
+        if idle {
+            // Also look again now and then: a waiting reply may be abandoned later.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
+            continue;
+        }
+        if let Err(e) = inner.writer.writable().await {
+            return Some(e.to_string());
+        }
+        let mut state = inner.state();
+        match write_queued(&inner.writer, &mut state) {
+            Ok(()) => {
+                if state.queued_bytes < MAX_QUEUED_BYTES {
+                    inner.drained.notify_waiters();
                 }
             }
-        }
-        if let Err(e) = crate::session::write_chunks(&mut writer, &mut chunks).await {
-            return e.to_string();
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Some(e.to_string()),
         }
     }
 }
 
-async fn read_loop(mut reader: OwnedReadHalf, waiting: Arc<Mutex<VecDeque<Waiting>>>) -> String {
-    use tokio::io::AsyncReadExt;
+async fn read_loop(mut reader: OwnedReadHalf, inner: &Inner) -> Option<String> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
     loop {
         match reader.read_buf(&mut buf).await {
-            Ok(0) => return "closed by the node".into(),
+            Ok(0) => return Some("closed by the server".into()),
             Ok(_) => {}
-            Err(e) => return e.to_string(),
+            Err(e) => return Some(e.to_string()),
         }
+        let mut state = inner.state();
         loop {
             let len = match framer.next_frame_len(&buf) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
-                Err(e) => return format!("invalid reply: {}", e.0),
+                Err(e) => return Some(format!("invalid reply: {}", e.0)),
             };
             let frame = buf.split_to(len).freeze();
-            let mut queue = waiting.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(front) = queue.front_mut() else {
+            let Some(front) = state.waiting.front_mut() else {
                 // Shared connections never subscribe, so nothing arrives unasked.
-                return "unexpected reply from the node".into();
+                return Some("unexpected reply from the server".into());
             };
             if front.skip > 0 {
                 front.skip -= 1;
                 continue;
             }
-            if let Some(w) = queue.pop_front() {
+            if let Some(w) = state.waiting.pop_front() {
                 let _ = w.reply.send(Ok(frame));
             }
         }
-        if buf.capacity() < 4096 {
+        drop(state);
+        if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
     }

@@ -106,6 +106,8 @@ struct ClusterSession {
     watch: Option<Pinned>,
     transaction: Option<Transaction>,
     replies: FuturesOrdered<ReplyFuture>,
+    /// Shared connections with requests queued by this read, flushed once it is processed.
+    dirty: Vec<NodeConn>,
 }
 
 /// What the read loop does after a request.
@@ -138,6 +140,7 @@ pub async fn run(
         watch: None,
         transaction: None,
         replies: FuturesOrdered::new(),
+        dirty: Vec::new(),
     };
     let mut scanner = RequestScanner::new(ctx.limits);
     let mut buf = BytesMut::new();
@@ -208,6 +211,8 @@ pub async fn run(
                         }
                     }
                 }
+                // One write per connection for everything this read asked of it.
+                session.flush();
             }
             _ = shutdown.changed(), if reading => { reading = false; }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
@@ -260,6 +265,22 @@ impl ClusterSession {
         }
     }
 
+    /// Remembers the connection a request was queued on, to flush it after this read.
+    fn note(&mut self, submitted: &super::Submitted) {
+        if let Some(conn) = submitted.conn()
+            && !self.dirty.iter().any(|c| c.same(conn))
+        {
+            self.dirty.push(conn.clone());
+        }
+    }
+
+    /// Writes what this read queued on shared connections.
+    fn flush(&mut self) {
+        for conn in self.dirty.drain(..) {
+            conn.flush();
+        }
+    }
+
     fn local(&mut self, reply: Bytes) {
         self.push(async move { reply }.boxed());
     }
@@ -268,6 +289,7 @@ impl ClusterSession {
     async fn forward(&mut self, target: Target, request: Bytes) {
         let cluster = self.cluster();
         let submitted = cluster.submit(target, request, self.resp3).await;
+        self.note(&submitted);
         self.push(async move { submitted.reply(&cluster).await }.boxed());
     }
 
@@ -594,6 +616,7 @@ impl ClusterSession {
         }
         let cluster = self.cluster();
         let submitted = cluster.submit(Target::Any, request.raw, false).await;
+        self.note(&submitted);
         self.push(
             async move {
                 let frame = submitted.reply(&cluster).await;
@@ -614,6 +637,9 @@ impl ClusterSession {
     {
         let cluster = self.cluster();
         let submitted = fanout::submit_all(&cluster, plan.parts, self.resp3).await;
+        for s in &submitted {
+            self.note(s);
+        }
         let groups = plan.groups;
         self.push(
             async move {
@@ -633,6 +659,7 @@ impl ClusterSession {
                 Ok(step) => {
                     let count = primaries.len();
                     let submitted = cluster.submit(step.target, step.request, self.resp3).await;
+                    self.note(&submitted);
                     let node = step.node;
                     self.push(
                         async move {
