@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Load benchmark: direct Redis vs twemproxy vs keyward, in one run.
+#
+#   scripts/bench.sh                 full run (5 rounds; about 10 minutes on 2 cores)
+#   QUICK=1 scripts/bench.sh         smoke run (1 round, small sizes; about 1 minute after the build)
+#
+# Builds keyward in release mode, starts a redis-server (no persistence), a twemproxy
+# (nutcracker, server_connections: 1) in front of it and keyward in front of that, all on free
+# 127.0.0.1 ports, and runs the workloads of issue 4 against all three, the targets taking turns
+# in a rotating order round by round. Prints a table of medians with the ratios keyward/direct
+# and keyward/twemproxy and the issue's targets (PASS/MISS, reported, not enforced), and writes
+# docs/bench/results.{csv,md,svg} plus results-rounds.csv (every single measurement).
+#
+# Knobs (environment):
+#   QUICK=1            small and fast (1 round, short runs, 2,000 connections in W5)
+#   ROUNDS=N           measured rounds of W1-W3 (default 5); W4_ROUNDS defaults to ROUNDS
+#   DURATION=S         seconds one redis-benchmark run (SET then GET) should take (default 2.5)
+#   W1_N, W2_N, W3_N   fixed request counts per test instead of the calibrated ones
+#   W4_KEYS=N          keys per batched delete measurement (default 1000000)
+#   W4_SINGLE_KEYS=N   keys for the one-key-per-call DEL measurement (default 30000)
+#   W5_CONNS=N         idle connections in W5 (default 10000; lowered to fit the fd limit)
+#   MAX_SECONDS=S      hard cap on the measurements (default 2400; QUICK: 600)
+#   OUT_DIR=DIR        where the results go (default docs/bench)
+#   KEEP_WORK=1        keep the work directory (logs, generated configs) for inspection
+#   SKIP_BUILD=1       use target/release/keyward as it is
+#   KEYWARD_REV=REV    build and measure a committed revision (e.g. HEAD) from a clean export
+#                      instead of the working tree (target dir: ~/.cache/keyward-bench/target)
+#   KEYWARD_BIN=PATH   measure this keyward binary instead of building one
+#
+# Needs: cargo, redis-server, redis-cli and redis-benchmark (redis-tools), nutcracker, python3
+# (standard library only).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+repo="$(pwd)"
+
+for tool in cargo redis-server redis-cli redis-benchmark nutcracker python3; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "error: $tool is missing (Debian: apt-get install redis-server redis-tools nutcracker python3)" >&2
+        exit 1
+    fi
+done
+
+out_dir="${OUT_DIR:-docs/bench}"
+quick="${QUICK:-0}"
+if [ "$quick" != "0" ] && [ -n "$quick" ]; then
+    default_max=600
+else
+    default_max=2400
+fi
+max_seconds="${MAX_SECONDS:-$default_max}"
+
+work=""
+bench_pid=""
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM HUP
+    if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+        # timeout passes the TERM on to bench.py, which stops its servers itself.
+        kill -TERM "$bench_pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$bench_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    if [ -n "$work" ] && [ -f "$work/pids" ]; then
+        # Only processes this run started (listed by bench.py), and only while they still run
+        # in the work directory (a recycled pid belongs to someone else).
+        while read -r pid; do
+            [ -n "$pid" ] || continue
+            if [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$work" ]; then
+                kill -TERM "$pid" 2>/dev/null || true
+            fi
+        done <"$work/pids"
+        sleep 0.5
+        while read -r pid; do
+            [ -n "$pid" ] || continue
+            if [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$work" ]; then
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+        done <"$work/pids"
+    fi
+    if [ -n "$work" ] && [ -d "$work" ]; then
+        if [ "${KEEP_WORK:-0}" != "0" ]; then
+            echo "work directory kept: $work" >&2
+        else
+            rm -rf "$work"
+        fi
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+work="$(mktemp -d -t keyward-bench.XXXXXX)"
+work="$(cd "$work" && pwd -P)"
+
+commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "${KEYWARD_BIN:-}" ]; then
+    # A binary built elsewhere (e.g. another revision, for an A/B comparison).
+    bin="$KEYWARD_BIN"
+    commit="unknown"
+    tree="prebuilt binary $KEYWARD_BIN"
+elif [ -n "${KEYWARD_REV:-}" ]; then
+    # A committed revision, built from a clean export (git archive) in the work directory, so
+    # that unfinished edits in the working tree cannot break or change the build.
+    commit="$(git -C "$repo" rev-parse --short "${KEYWARD_REV}^{commit}")"
+    mkdir "$work/src"
+    git -C "$repo" archive "$commit" | tar -x -C "$work/src"
+    cache="${XDG_CACHE_HOME:-$HOME/.cache}/keyward-bench/target"
+    echo "==> cargo build --release of revision $commit (target dir $cache)" >&2
+    CARGO_TARGET_DIR="$cache" timeout --foreground 1800 cargo build --release --bin keyward \
+        --manifest-path "$work/src/Cargo.toml" >&2
+    bin="$cache/release/keyward"
+    tree="committed revision $KEYWARD_REV, built from git archive"
+else
+    if [ "${SKIP_BUILD:-0}" = "0" ]; then
+        echo "==> cargo build --release" >&2
+        timeout --foreground 1800 cargo build --release --bin keyward >&2
+    fi
+    bin="target/release/keyward"
+    changed="$(git -C "$repo" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
+    if [ "$changed" -gt 0 ]; then
+        tree="working tree with $changed uncommitted change(s) under src/ or Cargo.*"
+    else
+        tree="clean working tree"
+    fi
+fi
+if [ ! -x "$bin" ]; then
+    echo "error: no keyward binary at $bin" >&2
+    exit 1
+fi
+# Run a private copy: a rebuild by someone else during the run must not swap the binary.
+cp "$bin" "$work/keyward"
+
+# W5 holds 10,000 connections; keyward needs two descriptors per used client connection.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+rustc_version="$(rustc --version 2>/dev/null || echo unknown)"
+cmd="scripts/bench.sh"
+for knob in QUICK ROUNDS W4_ROUNDS DURATION W1_N W2_N W3_N W4_KEYS W4_SINGLE_KEYS W5_CONNS \
+        KEYWARD_REV KEYWARD_BIN; do
+    if [ -n "${!knob:-}" ]; then
+        cmd="$knob=${!knob} $cmd"
+    fi
+done
+
+echo "==> running the benchmark (work directory $work, at most ${max_seconds}s)" >&2
+status=0
+# In the background with `wait`, so that a signal to this script runs its trap at once.
+timeout -k 20 "$((max_seconds + 60))" \
+    python3 scripts/bench/bench.py --work "$work" --keyward "$work/keyward" --out "$out_dir" \
+        --meta "keyward_commit=$commit" --meta "keyward_tree=$tree" \
+        --meta "rustc=$rustc_version" --meta "command=$cmd" &
+bench_pid=$!
+wait "$bench_pid" || status=$?
+bench_pid=""
+exit "$status"

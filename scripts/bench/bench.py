@@ -1,0 +1,689 @@
+#!/usr/bin/env python3
+"""keyward load benchmark: direct Redis vs twemproxy vs keyward, in one run.
+
+Started by scripts/bench.sh, which builds keyward, raises the file-descriptor limit, makes a work
+directory and kills whatever is left on exit. This script starts a redis-server, a twemproxy
+(nutcracker) in front of it and keyward in front of it, all on free 127.0.0.1 ports, runs the
+workloads W1-W5 against all three targets, alternating the targets round by round in a rotating
+order so that drift on a shared machine falls on every target alike, and reports medians over the
+rounds (see report.py for the outputs).
+
+Standard library only. `bench.py hold PORT N` is the helper process of W5 that holds N idle
+connections open.
+"""
+
+import argparse
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import report  # noqa: E402
+from resp import Client, RespError, encode  # noqa: E402
+
+TARGETS = ("direct", "twemproxy", "keyward")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+class Deadline(Exception):
+    """The whole run took longer than MAX_SECONDS."""
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+def env_int(name, default):
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def env_float(name, default):
+    value = os.environ.get(name, "")
+    return float(value) if value.strip() else default
+
+
+def settings():
+    quick = os.environ.get("QUICK", "") not in ("", "0")
+    s = {
+        "quick": quick,
+        # Measured rounds of W1-W3 (each round runs every target once per workload).
+        "rounds": env_int("ROUNDS", 1 if quick else 5),
+        # Rounds of W4 (each round populates and deletes once per variant).
+        "w4_rounds": env_int("W4_ROUNDS", 1 if quick else env_int("ROUNDS", 5)),
+        # Target wall time of one redis-benchmark run (SET then GET), in seconds.
+        "duration": env_float("DURATION", 0.6 if quick else 2.5),
+        # Fixed request counts per test, overriding the calibration from the warm-up round.
+        "w1_n": env_int("W1_N", 0),
+        "w2_n": env_int("W2_N", 0),
+        "w3_n": env_int("W3_N", 0),
+        # Keys deleted per measurement, batched variants and the one-key-per-call variant.
+        "w4_keys": env_int("W4_KEYS", 200_000 if quick else 1_000_000),
+        "w4_single_keys": env_int("W4_SINGLE_KEYS", 5_000 if quick else 30_000),
+        # Idle connections held open in W5 (lowered if the fd limit cannot take them).
+        "w5_conns": env_int("W5_CONNS", 2_000 if quick else 10_000),
+        # Hard cap on the whole run, in seconds.
+        "max_seconds": env_int("MAX_SECONDS", 600 if quick else 2400),
+    }
+    if s["rounds"] < 1 or s["w4_rounds"] < 1:
+        raise SystemExit("ROUNDS and W4_ROUNDS must be at least 1")
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+class Procs:
+    """Long-lived processes started by this run. Every pid is also written to WORK/pids so that
+    bench.sh can kill what is left if this script itself is killed."""
+
+    def __init__(self, work):
+        self.work = work
+        self.procs = []
+
+    def start(self, name, argv, logfile, **kw):
+        out = open(logfile, "ab")
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=kw.pop("stdin", subprocess.DEVNULL), cwd=self.work, **kw)
+        out.close()
+        with open(os.path.join(self.work, "pids"), "a") as f:
+            f.write("%d\n" % proc.pid)
+        self.procs.append((name, proc))
+        return proc
+
+    @staticmethod
+    def stop(proc, grace=5.0):
+        if proc.poll() is not None:
+            return
+        try:
+            proc.terminate()
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        except OSError:
+            pass
+
+    def stop_all(self):
+        for _, proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def free_ports(count):
+    """Asks the kernel for `count` distinct free loopback ports."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_ready(port, proc, name, logfile, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("%s exited with status %s; its log (%s):\n%s"
+                               % (name, proc.returncode, logfile, tail(logfile)))
+        try:
+            with Client(port, timeout=2.0) as c:
+                if c.call("PING") == "PONG":
+                    return
+        except (OSError, ConnectionError, RespError) as err:
+            last = err
+        time.sleep(0.1)
+    raise RuntimeError("%s did not answer PING on 127.0.0.1:%d within %.0f s (%s); log:\n%s"
+                       % (name, port, timeout, last, tail(logfile)))
+
+
+def tail(path, lines=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds():
+    """CPU seconds spent non-idle by the whole machine (all CPUs) since boot."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    values = [int(v) for v in parts[:8]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / CLK_TCK
+
+
+class Env:
+    """The three targets and everything needed to talk to them."""
+
+    def __init__(self, work, keyward_bin, procs, fd_limit, max_conns):
+        self.work = work
+        self.procs = procs
+        ports = free_ports(5)
+        self.port = {"direct": ports[0], "twemproxy": ports[1], "keyward": ports[2]}
+        self.nc_stats_port = ports[3]
+        maxclients = max(1000, min(20000, fd_limit - 64))
+        self.redis_log = os.path.join(work, "redis.log")
+        self.redis = procs.start("redis-server", [
+            "redis-server", "--port", str(self.port["direct"]), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--maxclients", str(maxclients),
+            "--dir", work, "--daemonize", "no",
+        ], self.redis_log)
+        wait_ready(self.port["direct"], self.redis, "redis-server", self.redis_log)
+
+        self.nc_conf = os.path.join(work, "nutcracker.yml")
+        with open(self.nc_conf, "w") as f:
+            f.write(
+                "bench:\n"
+                "  listen: 127.0.0.1:%d\n"
+                "  redis: true\n"
+                "  hash: fnv1a_64\n"
+                "  distribution: ketama\n"
+                "  server_connections: 1\n"
+                "  preconnect: true\n"
+                "  auto_eject_hosts: false\n"
+                "  servers:\n"
+                "   - 127.0.0.1:%d:1\n" % (self.port["twemproxy"], self.port["direct"]))
+        self.nc_log = os.path.join(work, "nutcracker.log")
+        self.nc = procs.start("nutcracker", [
+            "nutcracker", "-c", self.nc_conf, "-s", str(self.nc_stats_port), "-a", "127.0.0.1",
+            "-o", self.nc_log, "-p", os.path.join(work, "nutcracker.pid"),
+        ], self.nc_log + ".stdout")
+        wait_ready(self.port["twemproxy"], self.nc, "nutcracker", self.nc_log)
+
+        self.kw_conf = os.path.join(work, "keyward.toml")
+        with open(self.kw_conf, "w") as f:
+            f.write(
+                "# Generated by scripts/bench/bench.py: built-in defaults except these.\n"
+                "[server]\n"
+                "listen = \"127.0.0.1:%d\"\n"
+                "max_clients = %d\n"
+                "[upstream]\n"
+                "nodes = [\"127.0.0.1:%d\"]\n" % (self.port["keyward"], max_conns + 1000,
+                                                 self.port["direct"]))
+        self.kw_log = os.path.join(work, "keyward.log")
+        self.kw = procs.start("keyward", [
+            keyward_bin, "--config", self.kw_conf, "--log-level", "warn",
+        ], self.kw_log)
+        wait_ready(self.port["keyward"], self.kw, "keyward", self.kw_log)
+
+        self.pid = {"direct": self.redis.pid, "twemproxy": self.nc.pid, "keyward": self.kw.pid}
+
+    def check_alive(self):
+        for name, proc in (("redis-server", self.redis), ("nutcracker", self.nc),
+                           ("keyward", self.kw)):
+            if proc.poll() is not None:
+                raise RuntimeError("%s died (status %s)" % (name, proc.returncode))
+
+    def redis_call(self, *args):
+        with Client(self.port["direct"], timeout=60.0) as c:
+            return c.call(*args)
+
+
+def rotated(items, r):
+    k = r % len(items)
+    return list(items[k:]) + list(items[:k])
+
+
+# --------------------------------------------------------------------------------------------
+# W1-W3: redis-benchmark
+# --------------------------------------------------------------------------------------------
+
+RB_WORKLOADS = {
+    # name: (clients, pipeline, warm-up request count, minimum request count)
+    "W1": (50, 16, 300_000, 20_000),
+    "W2": (50, 1, 30_000, 5_000),
+    "W3": (1, 1, 3_000, 1_000),
+}
+RB_COLUMNS = ("rps", "avg_latency_ms", "min_latency_ms", "p50_latency_ms", "p95_latency_ms",
+              "p99_latency_ms", "max_latency_ms")
+
+
+def run_redis_benchmark(env, target, workload, n, timeout):
+    clients, pipeline, _, _ = RB_WORKLOADS[workload]
+    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(env.port[target]),
+            "-c", str(clients), "-n", str(n), "-t", "set,get", "--csv"]
+    if pipeline > 1:
+        argv += ["-P", str(pipeline)]
+    pid = env.pid[target]
+    proxy_cpu0 = cpu_seconds(pid) if target != "direct" else 0.0
+    redis_cpu0 = cpu_seconds(env.redis.pid)
+    t0 = time.monotonic()
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log("redis-benchmark %s %s timed out after %.0f s" % (workload, target, timeout))
+        return None
+    wall = time.monotonic() - t0
+    proxy_cpu = (cpu_seconds(pid) - proxy_cpu0) if target != "direct" else 0.0
+    redis_cpu = cpu_seconds(env.redis.pid) - redis_cpu0
+    rows = {}
+    header = None
+    for line in out.stdout.splitlines():
+        cells = [c.strip().strip('"') for c in line.split(",")]
+        if cells and cells[0] == "test":
+            header = cells
+            continue
+        if header and len(cells) == len(header) and cells[0] in ("SET", "GET"):
+            rows[cells[0]] = {h: float(v) for h, v in zip(header[1:], cells[1:])}
+    if set(rows) != {"SET", "GET"} or any(c not in rows["SET"] for c in RB_COLUMNS):
+        log("redis-benchmark %s %s: unexpected output (status %d):\n%s\n%s"
+            % (workload, target, out.returncode, out.stdout[-2000:], out.stderr[-2000:]))
+        return None
+    return {"tests": rows, "wall_s": wall, "proxy_cpu_s": proxy_cpu, "redis_cpu_s": redis_cpu,
+            "n": n}
+
+
+def calibrated_n(workload, result, duration):
+    """Requests per test so that SET + GET together take about `duration` seconds."""
+    _, _, warm_n, min_n = RB_WORKLOADS[workload]
+    if result is None:
+        return warm_n
+    per_request = sum(1.0 / max(result["tests"][t]["rps"], 1.0) for t in ("SET", "GET"))
+    n = int(duration / per_request)
+    step = 1000 if n >= 10_000 else 100
+    return max(min_n, (n // step) * step)
+
+
+def run_rb_workloads(env, s, rows):
+    fixed = {"W1": s["w1_n"], "W2": s["w2_n"], "W3": s["w3_n"]}
+    n_of = {}
+    log("W1-W3 warm-up round (calibrates the request counts; not reported)")
+    for workload in RB_WORKLOADS:
+        for target in TARGETS:
+            warm_n = RB_WORKLOADS[workload][2]
+            res = run_redis_benchmark(env, target, workload, warm_n, timeout=120)
+            n_of[(workload, target)] = fixed[workload] or calibrated_n(workload, res,
+                                                                       s["duration"])
+    log("request counts per test: " + ", ".join(
+        "%s/%s=%d" % (w, t, n) for (w, t), n in sorted(n_of.items())))
+    for r in range(1, s["rounds"] + 1):
+        for workload in RB_WORKLOADS:
+            order = rotated(TARGETS, r - 1 + list(RB_WORKLOADS).index(workload))
+            for pos, target in enumerate(order):
+                env.check_alive()
+                n = n_of[(workload, target)]
+                res = run_redis_benchmark(env, target, workload, n,
+                                          timeout=max(60.0, 20 * s["duration"]))
+                if res is None:
+                    continue
+                for test, cols in res["tests"].items():
+                    rows.append({
+                        "round": r, "order": pos, "workload": workload, "test": test,
+                        "target": target, "n": n, "wall_s": round(res["wall_s"], 3),
+                        "proxy_cpu_s": round(res["proxy_cpu_s"], 3),
+                        "redis_cpu_s": round(res["redis_cpu_s"], 3),
+                        "cpu_us_per_req": round(1e6 * res["proxy_cpu_s"] / (2 * n), 3),
+                        **{c: cols[c] for c in RB_COLUMNS},
+                    })
+                log("round %d %s %-9s SET %10.0f rps  GET %10.0f rps  p50 %.3f/%.3f ms  (n=%d)"
+                    % (r, workload, target, res["tests"]["SET"]["rps"],
+                       res["tests"]["GET"]["rps"], res["tests"]["SET"]["p50_latency_ms"],
+                       res["tests"]["GET"]["p50_latency_ms"], n))
+
+
+# --------------------------------------------------------------------------------------------
+# W4: keys removed per second
+# --------------------------------------------------------------------------------------------
+
+# name: (target, command, keys per call)
+W4_VARIANTS = {
+    "REMOVEKEYS x1000 via keyward": ("keyward", "REMOVEKEYS", 1000),
+    "DEL x1000 direct": ("direct", "DEL", 1000),
+    "DEL x1 direct": ("direct", "DEL", 1),
+    "DEL x1000 via twemproxy": ("twemproxy", "DEL", 1000),
+    "DEL x1000 via keyward": ("keyward", "DEL", 1000),
+    # What keyward sends upstream for REMOVEKEYS (delete_command = "UNLINK", the default).
+    "UNLINK x1000 direct": ("direct", "UNLINK", 1000),
+}
+
+
+def key_name(i):
+    return b"kwbench:key:%08d" % i
+
+
+class KeySets:
+    """Pre-generated population files (for redis-cli --pipe) and pre-encoded delete commands."""
+
+    def __init__(self, work):
+        self.work = work
+        self.files = {}
+        self.commands = {}
+
+    def population_file(self, count):
+        if count not in self.files:
+            path = os.path.join(self.work, "populate-%d.resp" % count)
+            with open(path, "wb") as f:
+                for start in range(0, count, 10_000):
+                    f.write(b"".join(encode(b"SET", key_name(i), b"v")
+                                     for i in range(start, min(count, start + 10_000))))
+            self.files[count] = path
+        return self.files[count]
+
+    def delete_commands(self, command, batch, count):
+        key = (command, batch, count)
+        if key not in self.commands:
+            self.commands[key] = [
+                encode(command, *[key_name(i) for i in range(start, min(count, start + batch))])
+                for start in range(0, count, batch)
+            ]
+        return self.commands[key]
+
+
+def populate(env, keysets, count):
+    env.redis_call("FLUSHALL")
+    path = keysets.population_file(count)
+    with open(path, "rb") as f:
+        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(env.port["direct"]),
+                              "--pipe"], stdin=f, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0 or "errors: 0" not in out.stdout:
+        raise RuntimeError("redis-cli --pipe failed: %s %s" % (out.stdout[-500:],
+                                                                out.stderr[-500:]))
+    size = env.redis_call("DBSIZE")
+    if size != count:
+        raise RuntimeError("populated %d keys but DBSIZE is %d" % (count, size))
+
+
+def run_delete(env, target, commands, expected, timeout):
+    """Sends every command and waits for its reply before the next; returns (removed, seconds)."""
+    with Client(env.port[target], timeout=timeout) as c:
+        if c.call("PING") != "PONG":  # the connection (and keyward's upstream one) is set up
+            raise RuntimeError("no PONG from %s" % target)
+        removed = 0
+        t0 = time.perf_counter()
+        for cmd in commands:
+            c.send(cmd)
+            reply = c.read()
+            if not isinstance(reply, int):
+                raise RuntimeError("%s answered %r" % (target, reply))
+            removed += reply
+        elapsed = time.perf_counter() - t0
+    if removed != expected:
+        raise RuntimeError("%s removed %d keys, expected %d" % (target, removed, expected))
+    return removed, elapsed
+
+
+def run_w4(env, s, rows):
+    keysets = KeySets(env.work)
+    names = list(W4_VARIANTS)
+    for r in range(1, s["w4_rounds"] + 1):
+        for pos, name in enumerate(rotated(names, r - 1)):
+            env.check_alive()
+            target, command, batch = W4_VARIANTS[name]
+            count = s["w4_single_keys"] if batch == 1 else s["w4_keys"]
+            commands = keysets.delete_commands(command, batch, count)
+            populate(env, keysets, count)
+            try:
+                removed, elapsed = run_delete(env, target, commands, count, timeout=120)
+            except (OSError, ConnectionError, RuntimeError) as err:
+                log("W4 %s failed: %s" % (name, err))
+                continue
+            left = env.redis_call("DBSIZE")
+            if left != 0:
+                log("W4 %s: %d keys left after deletion (expected 0)" % (name, left))
+                continue
+            rate = removed / elapsed
+            rows.append({"round": r, "order": pos, "variant": name, "target": target,
+                         "command": command, "batch": batch, "keys": removed,
+                         "calls": len(commands), "seconds": round(elapsed, 4),
+                         "keys_per_s": round(rate, 1),
+                         "us_per_call": round(1e6 * elapsed / len(commands), 2),
+                         "dbsize_after": left})
+            log("round %d W4 %-30s %10.0f keys/s  (%d keys, %.3f s, %.1f us/call)"
+                % (r, name, rate, removed, elapsed, 1e6 * elapsed / len(commands)))
+    env.redis_call("FLUSHALL")
+
+
+# --------------------------------------------------------------------------------------------
+# W6: cluster (not yet)
+# --------------------------------------------------------------------------------------------
+
+def run_w6(env, s, results):
+    """W6, once keyward's cluster backend exists: start a 3-primary Redis Cluster on free ports
+    (redis-server --cluster-enabled yes, then redis-cli --cluster create ... --cluster-replicas 0
+    --cluster-yes), put keyward in front of it in cluster mode, and run
+      - W1 via keyward vs `redis-benchmark --cluster -c 50 -P 16 -t get,set` direct, and
+      - W4 (REMOVEKEYS x1000 via keyward vs DEL grouped by hash slot, direct, per node),
+    alternating the targets round by round as in W1-W4, into results["w6"]; then add its rows
+    to report.summarize and the chart. Until then it is skipped."""
+    results["w6"] = []
+    log("W6 (cluster): skipped, keyward has no cluster backend yet")
+
+
+# --------------------------------------------------------------------------------------------
+# W5: resident memory per idle connection
+# --------------------------------------------------------------------------------------------
+
+def settled_rss(pid, settle=1.0):
+    time.sleep(settle)
+    samples = []
+    for _ in range(3):
+        samples.append(rss_kib(pid))
+        time.sleep(0.3)
+    return statistics.median(samples)
+
+
+def holder_cmd(holder, word, expect, timeout):
+    if word:
+        holder.stdin.write(word + "\n")
+        holder.stdin.flush()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = holder.stdout.readline()
+        if not line:
+            raise RuntimeError("the connection holder exited (status %s)" % holder.poll())
+        if line.startswith(expect):
+            return int(line.split()[1])
+        if line.startswith("ERROR"):
+            raise RuntimeError("connection holder: " + line.strip())
+    raise RuntimeError("connection holder: no %s within %.0f s" % (expect, timeout))
+
+
+def run_w5(env, s, conns, rows):
+    script = os.path.abspath(__file__)
+    for target in ("keyward", "twemproxy", "direct"):
+        env.check_alive()
+        pid = env.pid[target]
+        idle = settled_rss(pid, settle=0.5)
+        holder = subprocess.Popen(
+            [sys.executable, script, "hold", str(env.port[target]), str(conns)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=env.work)
+        with open(os.path.join(env.work, "pids"), "a") as f:
+            f.write("%d\n" % holder.pid)
+        try:
+            opened = holder_cmd(holder, None, "CONNECTED", timeout=180)
+            connected = settled_rss(pid)
+            pinged_n = holder_cmd(holder, "PING", "PINGED", timeout=180)
+            pinged = settled_rss(pid)
+            holder_cmd(holder, "CLOSE", "CLOSED", timeout=60)
+            after = settled_rss(pid)
+        finally:
+            Procs.stop(holder)
+        row = {"target": target, "conns": opened, "rss_idle_kib": idle,
+               "rss_connected_kib": connected, "rss_after_ping_kib": pinged,
+               "rss_after_close_kib": after,
+               "bytes_per_conn_connected": round(1024 * (connected - idle) / opened, 1),
+               "bytes_per_conn_after_ping": round(1024 * (pinged - idle) / pinged_n, 1)}
+        rows.append(row)
+        log("W5 %-9s idle %d KiB, %d conns %d KiB (%.0f B/conn), after PING %d KiB "
+            "(%.0f B/conn), after close %d KiB" % (
+                target, idle, opened, connected, row["bytes_per_conn_connected"], pinged,
+                row["bytes_per_conn_after_ping"], after))
+
+
+def hold(port, count):
+    """Helper process of W5: opens `count` connections and keeps them until told to close.
+
+    Talks on stdin/stdout: prints `CONNECTED n`; on `PING` sends one PING on every connection
+    and reads the replies, prints `PINGED n`; on `CLOSE` (or end of input) closes everything,
+    prints `CLOSED n` and exits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, count + 256, 65536))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass
+    socks = []
+    try:
+        for i in range(count):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except OSError as err:
+                print("ERROR connect %d: %s" % (i, err), flush=True)
+                return 1
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            socks.append(s)
+        print("CONNECTED %d" % len(socks), flush=True)
+        for line in sys.stdin:
+            word = line.strip()
+            if word == "PING":
+                ping = encode("PING")
+                for i, s in enumerate(socks):
+                    s.sendall(ping)
+                    reply = b""
+                    while not reply.endswith(b"\r\n"):
+                        chunk = s.recv(64)
+                        if not chunk:
+                            print("ERROR ping %d: connection closed" % i, flush=True)
+                            return 1
+                        reply += chunk
+                    if reply != b"+PONG\r\n":
+                        print("ERROR ping %d: %r" % (i, reply), flush=True)
+                        return 1
+                print("PINGED %d" % len(socks), flush=True)
+            elif word == "CLOSE":
+                break
+        return 0
+    finally:
+        n = len(socks)
+        for s in socks:
+            s.close()
+        print("CLOSED %d" % n, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "hold":
+        return hold(int(sys.argv[2]), int(sys.argv[3]))
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--keyward", required=True, help="the keyward binary to run")
+    ap.add_argument("--out", required=True, help="directory for results.{csv,md,svg}")
+    ap.add_argument("--meta", action="append", default=[], help="KEY=VALUE for the report")
+    args = ap.parse_args()
+
+    s = settings()
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    def on_alarm(_signum, _frame):
+        raise Deadline("the run exceeded MAX_SECONDS=%d" % s["max_seconds"])
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(s["max_seconds"])
+
+    _, fd_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fd_soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # keyward holds two descriptors per used client connection (client + upstream).
+    w5_conns = max(100, min(s["w5_conns"], (fd_soft - 256) // 2))
+    if w5_conns < s["w5_conns"]:
+        log("W5: %d connections instead of %d: the fd limit (%d) must hold 2 per connection "
+            "in keyward" % (w5_conns, s["w5_conns"], fd_soft))
+
+    meta = dict(m.split("=", 1) for m in args.meta)
+    meta.update(report.machine_info())
+    meta["settings"] = s
+    meta["fd_limit"] = fd_soft
+    meta["w5_conns_requested"] = s["w5_conns"]
+    meta["w5_conns"] = w5_conns
+    meta["loadavg_start"] = open("/proc/loadavg").read().strip()
+
+    procs = Procs(args.work)
+    results = {"rb": [], "w4": [], "w5": []}
+    started = time.monotonic()
+    try:
+        env = Env(args.work, args.keyward, procs, fd_soft, w5_conns)
+        log("redis-server :%d, nutcracker :%d, keyward :%d (work dir %s)" % (
+            env.port["direct"], env.port["twemproxy"], env.port["keyward"], args.work))
+        busy0 = machine_busy_seconds()
+        ours0 = sum(cpu_seconds(p) for p in env.pid.values())
+        self0 = resource.getrusage(resource.RUSAGE_SELF)
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # W5 first, on fresh processes: no allocator memory retained from earlier workloads.
+        log("W5: resident memory with %d idle connections" % w5_conns)
+        run_w5(env, s, w5_conns, results["w5"])
+        run_rb_workloads(env, s, results["rb"])
+        log("W4: keys removed per second")
+        run_w4(env, s, results["w4"])
+        run_w6(env, s, results)
+        env.check_alive()
+        busy = machine_busy_seconds() - busy0
+        ours = sum(cpu_seconds(p) for p in env.pid.values()) - ours0
+        self1 = resource.getrusage(resource.RUSAGE_SELF)
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours += (self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime
+                 + kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime)
+        elapsed = time.monotonic() - started
+        meta["elapsed_s"] = round(elapsed, 1)
+        meta["foreign_cpu_cores"] = round(max(0.0, busy - ours) / max(elapsed, 1e-9), 2)
+        meta["loadavg_end"] = open("/proc/loadavg").read().strip()
+        meta["keyward_log_warnings"] = count_lines(env.kw_log)
+    except Deadline as err:
+        log(str(err))
+        return 3
+    finally:
+        signal.alarm(0)
+        procs.stop_all()
+    report.write_all(results, meta, args.out)
+    return 0
+
+
+def count_lines(path):
+    try:
+        with open(path, errors="replace") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
