@@ -41,6 +41,10 @@ pub fn group_by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<(u16, Vec<usize>)> {
 pub struct Plan {
     pub groups: Vec<(u16, Vec<usize>)>,
     pub parts: Vec<(Target, Bytes)>,
+    /// For commands split by key (`name key...`): the name and the keys, so that a part
+    /// answered TRYAGAIN (its slot is being migrated and its keys are on both sides) can be
+    /// split further into one command per key, each of which follows its own ASK.
+    pub by_key: Option<(Bytes, Vec<Bytes>)>,
 }
 
 /// `name key...` split into one command per slot.
@@ -53,7 +57,11 @@ pub fn plan_split(name: &[u8], keys: &[Bytes]) -> Plan {
             (Target::Slot(*slot), write::command(name, &part))
         })
         .collect();
-    Plan { groups, parts }
+    Plan {
+        groups,
+        parts,
+        by_key: Some((Bytes::copy_from_slice(name), keys.to_vec())),
+    }
 }
 
 /// `MSET k v k v...` split into one `MSET` per slot.
@@ -71,7 +79,11 @@ pub fn plan_mset(pairs: &[Bytes]) -> Plan {
             (Target::Slot(*slot), write::command(b"MSET", &part))
         })
         .collect();
-    Plan { groups, parts }
+    Plan {
+        groups,
+        parts,
+        by_key: None,
+    }
 }
 
 /// The same request for every primary.
@@ -98,6 +110,45 @@ pub async fn submit_all(
 /// Every part's reply, in part order, all awaited in parallel.
 pub async fn replies(cluster: &Cluster, submitted: Vec<Submitted>) -> Vec<Bytes> {
     join_all(submitted.into_iter().map(|s| s.reply(cluster))).await
+}
+
+/// Replaces every TRYAGAIN reply of a split-by-key plan with the combined replies of one
+/// command per key: integers summed, or, for `MGET`, the values in key order.
+pub async fn split_tryagain(
+    cluster: &Cluster,
+    plan_groups: &[(u16, Vec<usize>)],
+    by_key: &(Bytes, Vec<Bytes>),
+    replies: &mut [Bytes],
+    resp3: bool,
+) {
+    let (name, keys) = by_key;
+    let mget = name.eq_ignore_ascii_case(b"MGET");
+    for ((slot, idx), reply) in plan_groups.iter().zip(replies.iter_mut()) {
+        if !reply.starts_with(b"-TRYAGAIN") {
+            continue;
+        }
+        let singles = idx.iter().map(|&i| {
+            let cmd = write::command(name, &[&keys[i]]);
+            cluster.execute(Target::Slot(*slot), cmd, resp3)
+        });
+        let answers = join_all(singles).await;
+        if let Some(error) = answers.iter().find(|a| reply::is_error(a)) {
+            *reply = error.clone();
+        } else if mget {
+            let values: Option<Vec<Bytes>> = answers
+                .iter()
+                .map(|a| elements(a).and_then(|e| e.into_iter().next()))
+                .collect();
+            if let Some(values) = values {
+                *reply = array(&values);
+            }
+        } else {
+            let total: Option<i64> = answers.iter().map(|a| reply::integer(a)).sum();
+            if let Some(total) = total {
+                *reply = integer(total);
+            }
+        }
+    }
 }
 
 /// The outcome of a split-and-sum command.

@@ -29,6 +29,8 @@ const MAX_REDIRECTS: usize = 8;
 /// How long a request keeps retrying while a node is unreachable or its slots have no owner
 /// (a failover in progress), before the client gets the error.
 const RETRY_BUDGET: Duration = Duration::from_secs(6);
+/// TRYAGAIN retries (20 ms apart) before the reply is passed on.
+const MAX_TRYAGAIN: usize = 2;
 /// The map is read again at least this often.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Refreshes asked for by redirects and errors are at most this frequent.
@@ -252,6 +254,7 @@ impl Cluster {
         let mut addr = self.address_for(&target);
         let mut asking = false;
         let mut redirects = 0;
+        let mut tryagain = 0;
         loop {
             let result = match outcome.take() {
                 Some(Ok(pending)) => pending.reply().await,
@@ -312,6 +315,14 @@ impl Cluster {
                     asking = true;
                 }
                 Some(Redirect::TryAgain) => {
+                    // A multi-key command on a slot being migrated, some keys on each side. It
+                    // stays so until the migration ends: retry briefly, then let the caller
+                    // split the command by key (fan-out classes) or hand TRYAGAIN to the
+                    // client, as Redis Cluster clients expect.
+                    tryagain += 1;
+                    if tryagain > MAX_TRYAGAIN {
+                        return frame;
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Some(Redirect::Down) => {

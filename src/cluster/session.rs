@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::FuturesOrdered;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::fanout::{self, Plan};
 use super::node::{self, NodeConn};
@@ -76,23 +76,16 @@ struct Pinned {
     slot: Option<u16>,
 }
 
-/// A keyless command queued in a transaction before its node was known, and where to send its
-/// pending reply once it is written.
-type Waiting = (
-    Bytes,
-    oneshot::Sender<Result<node::Pending, node::NodeError>>,
-);
+/// A keyless command queued in a transaction before its node was known (already answered
+/// QUEUED by keyward).
+type Waiting = Bytes;
 
 /// A transaction being queued.
 #[derive(Default)]
 struct Transaction {
     pinned: Option<Pinned>,
-    /// Keyless commands queued before the node was known, with where to send their pending
-    /// replies once they are written.
-    waiting: Vec<(
-        Bytes,
-        oneshot::Sender<Result<node::Pending, node::NodeError>>,
-    )>,
+    /// Keyless commands queued before the node was known.
+    waiting: Vec<Waiting>,
     /// A command was refused at queue time: EXEC must fail with EXECABORT.
     aborted: bool,
 }
@@ -324,13 +317,7 @@ impl ClusterSession {
                 self.local(write::error(&refusal.message));
                 return Next::Continue;
             }
-            Verdict::Rewrite(delete) => Request {
-                raw: write::command(delete.name().as_bytes(), &request.args[1..]),
-                args: std::iter::once(Bytes::from_static(delete.name().as_bytes()))
-                    .chain(request.args[1..].iter().cloned())
-                    .collect(),
-                inline: request.inline,
-            },
+            Verdict::Rewrite(delete) => request.renamed(delete.name().as_bytes()),
             Verdict::Forward => request,
         };
 
@@ -641,9 +628,14 @@ impl ClusterSession {
             self.note(s);
         }
         let groups = plan.groups;
+        let by_key = plan.by_key;
+        let resp3 = self.resp3;
         self.push(
             async move {
-                let replies = fanout::replies(&cluster, submitted).await;
+                let mut replies = fanout::replies(&cluster, submitted).await;
+                if let Some(by_key) = &by_key {
+                    fanout::split_tryagain(&cluster, &groups, by_key, &mut replies, resp3).await;
+                }
                 combine(&groups, &replies)
             }
             .boxed(),
@@ -677,6 +669,7 @@ impl ClusterSession {
         let plan = Plan {
             groups: Vec::new(),
             parts,
+            by_key: None,
         };
         match name.as_slice() {
             b"dbsize" => self.run_plan(plan, |_, r| fanout::sum_integers(r)).await,
@@ -799,19 +792,12 @@ impl ClusterSession {
                 self.submit_on(&conn, request.raw).await;
             }
             None => {
-                // No key yet: wait until the transaction's node is known.
-                let (tx, rx) = oneshot::channel();
-                transaction.waiting.push((request.raw, tx));
+                // No key yet, so no node: keyward answers QUEUED itself (MULTI's OK was its own
+                // too) and sends the command once the node is known. Should the node reject it
+                // then, EXEC fails with EXECABORT, as Redis would have made it fail.
+                transaction.waiting.push(request.raw);
                 self.transaction = Some(transaction);
-                self.push(
-                    async move {
-                        match rx.await {
-                            Ok(pending) => pending_reply(pending).await,
-                            Err(_) => write::error("ERR keyward: transaction abandoned"),
-                        }
-                    }
-                    .boxed(),
-                );
+                self.local(write::simple("QUEUED"));
             }
         }
     }
@@ -879,13 +865,13 @@ async fn pin(cluster: Arc<Cluster>, resp3: bool, slot: Option<u16>) -> Result<Pi
     Ok(Pinned { conn, slot })
 }
 
-/// Sends MULTI (its `+OK` was already given by keyward) and the commands that waited for the
-/// transaction's node.
+/// Sends MULTI and the commands that waited for the transaction's node.
 async fn open_transaction(conn: &NodeConn, waiting: &mut Vec<Waiting>) {
-    // MULTI's reply is not wanted: dropping its pending reply discards it.
+    // keyward already answered MULTI and the waiting commands: dropping their pending replies
+    // discards what the node says.
     let _ = conn.submit(write::command::<&[u8]>(b"MULTI", &[]), 0).await;
-    for (raw, tx) in waiting.drain(..) {
-        let _ = tx.send(conn.submit(raw, 0).await);
+    for raw in waiting.drain(..) {
+        let _ = conn.submit(raw, 0).await;
     }
 }
 

@@ -61,6 +61,47 @@ pub struct Request {
     pub inline: bool,
 }
 
+impl Request {
+    /// The same request under another command name (`REMOVEKEYS k...` → `UNLINK k...`). The
+    /// arguments after the name are passed on as the client sent them, without re-encoding:
+    /// only the array header and the name are new.
+    pub fn renamed(&self, name: &'static [u8]) -> Request {
+        let header = format!("*{}\r\n${}\r\n", self.args.len(), name.len());
+        let mut raw = BytesMut::with_capacity(self.raw.len() + header.len() + name.len());
+        raw.extend_from_slice(header.as_bytes());
+        raw.extend_from_slice(name);
+        raw.extend_from_slice(b"\r\n");
+        match self.rest_after_name() {
+            Some(rest) => raw.extend_from_slice(rest),
+            None => {
+                // Not a slice of `raw` (cannot happen for scanned requests): encode the rest.
+                for arg in &self.args[1..] {
+                    raw.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                    raw.extend_from_slice(arg);
+                    raw.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        Request {
+            raw: raw.freeze(),
+            // The keys stay slices of the client's bytes; only `raw` is new.
+            args: std::iter::once(Bytes::from_static(name))
+                .chain(self.args[1..].iter().cloned())
+                .collect(),
+            inline: self.inline,
+        }
+    }
+
+    /// The bytes of `raw` after the command name's bulk string, when the name is a slice of it.
+    fn rest_after_name(&self) -> Option<&[u8]> {
+        let base = self.raw.as_ptr() as usize;
+        let name = self.args.first()?;
+        let start = (name.as_ptr() as usize).checked_sub(base)?;
+        let end = start + name.len() + 2;
+        (end <= self.raw.len() && start <= self.raw.len()).then(|| &self.raw[end..])
+    }
+}
+
 /// A protocol violation; the connection is answered with `-{message}` and closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProtocolError {
@@ -564,6 +605,30 @@ fn encode_inline(args: &[Vec<u8>]) -> Request {
         raw,
         args,
         inline: true,
+    }
+}
+
+#[cfg(test)]
+mod rename_tests {
+    use super::*;
+
+    #[test]
+    fn renamed_keeps_the_arguments_bytes() {
+        let mut scanner = RequestScanner::new(ScanLimits::default());
+        for input in [
+            &b"*3\r\n$10\r\nREMOVEKEYS\r\n$1\r\na\r\n$3\r\nb\r\nc\r\n"[..],
+            b"removekeys a \"b\\r\\nc\"\r\n",
+        ] {
+            let mut buf = BytesMut::from(input);
+            let request = scanner.next(&mut buf).unwrap().unwrap();
+            let renamed = request.renamed(b"UNLINK");
+            let mut again = BytesMut::from(&renamed.raw[..]);
+            let rescanned = scanner.next(&mut again).unwrap().unwrap();
+            assert_eq!(rescanned.args[0], &b"UNLINK"[..]);
+            assert_eq!(&rescanned.args[1..], &request.args[1..]);
+            assert_eq!(renamed.args, rescanned.args);
+            assert!(again.is_empty());
+        }
     }
 }
 

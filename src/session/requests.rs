@@ -218,9 +218,7 @@ impl RequestSide {
                 }
                 return Stop::No;
             }
-            Verdict::Rewrite(delete) => {
-                write::command(delete.name().as_bytes(), &request.args[1..])
-            }
+            Verdict::Rewrite(delete) => request.renamed(delete.name().as_bytes()).raw,
             Verdict::Forward => request.raw,
         };
 
