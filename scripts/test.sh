@@ -40,6 +40,7 @@ cargo test --all-targets --no-fail-fast
 # ([upstream] share_connections = false) instead of the default shared connection.
 echo "==> standalone tests again with share_connections = false"
 KEYWARD_TEST_SHARE_CONNECTIONS=false cargo test --no-fail-fast \
-    --test standalone_forwarding --test guard_e2e --test hostile_input --test lifecycle
+    --test standalone_forwarding --test guard_e2e --test hostile_input --test lifecycle \\
+    --test review_regressions
 
 echo "==> all checks and tests passed"

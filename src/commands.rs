@@ -245,6 +245,14 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     stateful(spec("client", Role::Client, KeySpec::NONE, Fanout::Keyless)),
     spec("sync", Role::Replication, KeySpec::NONE, Fanout::Keyless),
     spec("psync", Role::Replication, KeySpec::NONE, Fanout::Keyless),
+    // REPLCONF from a client is answered with silence by Redis, which would shift every reply
+    // on the connection after it.
+    spec(
+        "replconf",
+        Role::Replication,
+        KeySpec::NONE,
+        Fanout::Keyless,
+    ),
     stateful(ordinary("select", KeySpec::NONE)),
     stateful(ordinary("auth", KeySpec::NONE)),
     stateful(ordinary("hello", KeySpec::NONE)),
@@ -296,12 +304,66 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     ordinary("pfcount", ALL),
     ordinary("pfmerge", ALL),
     ordinary("bitop", keys(2, -1, 1)),
-    ordinary("xread", KeySpec::NONE),
+    // XREAD and XREADGROUP block only with BLOCK, but are treated as blocking always: a
+    // connection of their own costs little and never stalls a shared one.
+    blocking(ordinary("xread", KeySpec::NONE)),
     blocking(ordinary("xreadgroup", KeySpec::NONE)),
+    blocking(ordinary("blmpop", KeySpec::NONE)),
+    blocking(ordinary("bzmpop", KeySpec::NONE)),
+    blocking(ordinary("waitaof", KeySpec::NONE)),
+    // Connection state that no role covers: the Lua debugger (SCRIPT DEBUG), the user a
+    // connection is logged in as (ACL WHOAMI...), DEBUG (SLEEP would stall a shared
+    // connection), MIGRATE's and the like are harmless but rare.
+    stateful(ordinary("script", KeySpec::NONE)),
+    stateful(ordinary("acl", KeySpec::NONE)),
+    stateful(ordinary("debug", KeySpec::NONE)),
+    ordinary("object", keys(2, 2, 1)),
+    ordinary("memory", keys(2, 2, 1)),
+    ordinary("xinfo", keys(2, 2, 1)),
+    ordinary("xgroup", keys(2, 2, 1)),
+    // Keys given after a count (numkeys): routed by the first node's MOVED in a cluster.
+    ordinary("zunionstore", KeySpec::NONE),
+    ordinary("zinterstore", KeySpec::NONE),
+    ordinary("zdiffstore", KeySpec::NONE),
+    ordinary("zunion", KeySpec::NONE),
+    ordinary("zinter", KeySpec::NONE),
+    ordinary("zdiff", KeySpec::NONE),
+    ordinary("zintercard", KeySpec::NONE),
+    ordinary("sintercard", KeySpec::NONE),
+    ordinary("lmpop", KeySpec::NONE),
+    ordinary("zmpop", KeySpec::NONE),
+    ordinary("eval_ro", KeySpec::NONE),
+    ordinary("evalsha_ro", KeySpec::NONE),
+    ordinary("fcall_ro", KeySpec::NONE),
+    ordinary("geosearchstore", keys(1, 2, 1)),
+    ordinary("georadius_ro", ONE),
+    ordinary("georadiusbymember_ro", ONE),
     ordinary("eval", KeySpec::NONE),
     ordinary("evalsha", KeySpec::NONE),
     ordinary("fcall", KeySpec::NONE),
     ordinary("publish", KeySpec::NONE),
+    ordinary("pubsub", KeySpec::NONE),
+    ordinary("time", KeySpec::NONE),
+    ordinary("lastsave", KeySpec::NONE),
+    ordinary("command", KeySpec::NONE),
+    ordinary("config", KeySpec::NONE),
+    ordinary("slowlog", KeySpec::NONE),
+    ordinary("latency", KeySpec::NONE),
+    ordinary("lolwut", KeySpec::NONE),
+    ordinary("role", KeySpec::NONE),
+    ordinary("save", KeySpec::NONE),
+    ordinary("bgsave", KeySpec::NONE),
+    ordinary("bgrewriteaof", KeySpec::NONE),
+    ordinary("swapdb", KeySpec::NONE),
+    ordinary("randomkey", KeySpec::NONE),
+    ordinary("function", KeySpec::NONE),
+    ordinary("cluster", KeySpec::NONE),
+    ordinary("shutdown", KeySpec::NONE),
+    ordinary("failover", KeySpec::NONE),
+    ordinary("move", ONE),
+    ordinary("migrate", KeySpec::NONE),
+    ordinary("pfdebug", keys(2, 2, 1)),
+    ordinary("pfselftest", KeySpec::NONE),
     ordinary("spublish", ONE),
 ];
 
@@ -447,8 +509,19 @@ fn table() -> &'static HashMap<&'static str, CommandSpec> {
 /// Longest command name looked up; longer names are not in the table.
 const MAX_NAME_LEN: usize = 32;
 
+/// A command or subcommand name as Redis matches it: Redis compares names with `strcasecmp`,
+/// which stops at the first NUL byte, so `DEL\0xyz` can run as DEL. keyward cuts the name
+/// there too, so that the guard sees what Redis may run.
+pub fn effective_name(name: &[u8]) -> &[u8] {
+    match name.iter().position(|&b| b == 0) {
+        Some(end) => &name[..end],
+        None => name,
+    }
+}
+
 /// Finds a command by name, in any letter case, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let name = effective_name(name);
     if name.len() > MAX_NAME_LEN {
         return None;
     }
@@ -470,6 +543,10 @@ mod tests {
         assert_eq!(lookup(b"REMOVEKEYS").unwrap().role, Role::RemoveKeys);
         assert_eq!(lookup(b"get").unwrap().keys, ONE);
         assert!(lookup(b"no-such-command").is_none());
+        // Redis stops comparing names at a NUL byte; so does keyward.
+        assert_eq!(lookup(b"DEL\x00245").unwrap().role, Role::Delete);
+        assert_eq!(lookup(b"replconf").unwrap().role, Role::Replication);
+        assert!(lookup(b"xread").unwrap().blocking && lookup(b"blmpop").unwrap().blocking);
         assert!(lookup(&[b'a'; 100]).is_none());
         assert!(lookup(b"\xff\xfe").is_none());
     }

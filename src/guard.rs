@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::commands::{CommandSpec, Role};
+use crate::commands::{self, CommandSpec, Role};
 use crate::config::{DeleteCommand, GuardConfig};
 
 /// The guard's settings, prepared once from [`GuardConfig`] so that the per-request check does
@@ -131,11 +131,13 @@ impl GuardPolicy {
     }
 
     fn denied(&self, name: &[u8], first_arg: Option<&Bytes>) -> Option<Refusal> {
+        let name = commands::effective_name(name);
         let entry = self.deny.iter().find(|entry| {
             name.eq_ignore_ascii_case(&entry.command)
                 && match &entry.subcommand {
                     None => true,
-                    Some(sub) => first_arg.is_some_and(|a| a.eq_ignore_ascii_case(sub)),
+                    Some(sub) => first_arg
+                        .is_some_and(|a| commands::effective_name(a).eq_ignore_ascii_case(sub)),
                 }
         })?;
         Some(Refusal {
@@ -350,6 +352,27 @@ mod tests {
         assert_eq!(verdict(&p, &[b"FUNCTION", b"LIST"]), Verdict::Forward);
         assert_eq!(
             refusal(verdict(&p, &[b"eval", b"return 1", b"0"])).rule,
+            Rule::DenyCommands
+        );
+    }
+
+    #[test]
+    fn a_nul_byte_does_not_hide_a_command_from_the_guard() {
+        // Redis compares command names up to the first NUL: `DEL\0245` may run as DEL.
+        let p = policy();
+        assert_eq!(
+            refusal(verdict(&p, &[b"DEL\x00245", b"user:*"])).rule,
+            Rule::Wildcard
+        );
+        assert_eq!(
+            refusal(verdict(&p, &[b"FLUSHALL\x00320"])).rule,
+            Rule::DenyCommands
+        );
+        let mut cfg = Config::default().guard;
+        cfg.deny_commands = vec!["CONFIG SET".into()];
+        let p = GuardPolicy::new(&cfg);
+        assert_eq!(
+            refusal(verdict(&p, &[b"config", b"SET\x004", b"x", b"y"])).rule,
             Rule::DenyCommands
         );
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -20,56 +20,85 @@ use crate::protocol::request::ScanLimits;
 use crate::session::{self, SessionContext};
 use crate::upstream::UpstreamTarget;
 
-/// Runs the proxy until SIGINT or SIGTERM.
+/// Length of the queue of connections waiting to be accepted, as Redis's `tcp-backlog`: the
+/// default of 128 makes bursts of new clients wait a second for a retransmitted SYN.
+const LISTEN_BACKLOG: u32 = 511;
+
+/// Runs the proxy until SIGINT or SIGTERM (a second signal cuts the wait for sessions short).
 pub async fn run(config: Config) -> std::io::Result<()> {
-    let listener = TcpListener::bind(&config.server.listen)
-        .await
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}: {e}", config.server.listen),
-            )
-        })?;
+    let listener = listen(&config.server.listen).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", config.server.listen),
+        )
+    })?;
     tracing::info!(
         "listening on {}, forwarding to {}",
         listener.local_addr()?,
         config.upstream.nodes.join(", ")
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (signals_tx, signals_rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            let count = *signals_tx.borrow() + 1;
+            if count == 1 {
+                tracing::info!("{name} received, shutting down");
+            } else {
+                tracing::info!("{name} received again, closing remaining sessions now");
+            }
+            if signals_tx.send(count).is_err() {
+                return;
+            }
         }
-        Ok::<(), std::io::Error>(())
-    };
-    serve(listener, config, signals, stop_tx, stop_rx).await
+    });
+    serve(listener, config, signals_rx).await
 }
 
-/// Accepts clients until `shutdown` completes, then drains the sessions.
+/// Binds with Redis's backlog rather than the OS default.
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the address resolves to nothing")))
+}
+
+/// Accepts clients until the first signal, then drains the sessions until they are done, the
+/// shutdown timeout passes, or a second signal arrives.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
-    shutdown: impl std::future::Future<Output = std::io::Result<()>>,
-    stop_tx: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
+    mut signals: watch::Receiver<u32>,
 ) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
     let backend = Backend::start(&config).await?;
     let clients = Arc::new(AtomicUsize::new(0));
     let max_clients = config.server.max_clients;
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
 
-    tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            result = &mut shutdown => {
-                result?;
-                break;
-            }
+            _ = signals.wait_for(|&n| n >= 1) => break,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -108,12 +137,16 @@ pub async fn serve(
         tracing::info!(sessions = open, "waiting for sessions to finish");
     }
     let wait = config.server.shutdown_timeout;
-    if tokio::time::timeout(wait, done_rx.recv()).await.is_err() {
-        tracing::warn!(
-            sessions = clients.load(Ordering::Acquire),
-            "shutdown timeout of {} ms reached, closing remaining sessions",
-            wait.as_millis()
-        );
+    tokio::select! {
+        _ = done_rx.recv() => {}
+        _ = tokio::time::sleep(wait) => {
+            tracing::warn!(
+                sessions = clients.load(Ordering::Acquire),
+                "shutdown timeout of {} ms reached, closing remaining sessions",
+                wait.as_millis()
+            );
+        }
+        _ = signals.wait_for(|&n| n >= 2) => {}
     }
     tracing::info!("keyward stopped");
     Ok(())

@@ -46,8 +46,10 @@ pub struct ClusterContext {
     pub standalone: bool,
 }
 
-/// Requests in flight per session before keyward stops reading the client.
-const MAX_IN_FLIGHT: usize = 16 * 1024;
+/// Requests in flight per session before keyward stops reading the client. Replies of shared
+/// connections cannot be left in Redis for a client that does not read (that would stall every
+/// client), so this also bounds what keyward buffers for one client: at most this many replies.
+const MAX_IN_FLIGHT: usize = 512;
 const READ_CHUNK: usize = 16 * 1024;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -354,7 +356,9 @@ impl ClusterSession {
             self.queue_in_transaction(spec, request).await;
             return Next::Continue;
         }
-        if spec.is_some_and(|s| s.blocking) {
+        // Blocking commands, and connection state no case above handles (SCRIPT DEBUG, ACL,
+        // DEBUG): a private connection for this one request, never a shared one.
+        if spec.is_some_and(|s| s.blocking || s.stateful) {
             self.blocking(spec, request).await;
             return Next::Continue;
         }
@@ -390,7 +394,7 @@ impl ClusterSession {
     /// connection's state: SELECT, CLIENT SETNAME/GETNAME/REPLY, AUTH, HELLO, WATCH, UNWATCH...
     async fn session_command(&mut self, request: &Request) -> Option<Next> {
         let args = &request.args;
-        let name = args[0].to_ascii_lowercase();
+        let name = commands::effective_name(&args[0]).to_ascii_lowercase();
         match name.as_slice() {
             b"select" if args.len() == 2 => {
                 if &args[1][..] == b"0" {
@@ -400,7 +404,7 @@ impl ClusterSession {
                 }
             }
             b"client" if args.len() >= 2 => {
-                let sub = args[1].to_ascii_lowercase();
+                let sub = commands::effective_name(&args[1]).to_ascii_lowercase();
                 match (sub.as_slice(), args.len()) {
                     (b"setname", 3) => {
                         if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
@@ -591,9 +595,11 @@ impl ClusterSession {
         request: Request,
         audit: Option<Audit>,
     ) -> Next {
-        let needs_own_connection = match role {
-            Role::Ordinary | Role::Delete | Role::RemoveKeys => {
-                spec.is_some_and(|s| s.stateful || s.blocking)
+        // Only commands keyward knows to be stateless share the connection: anything it does
+        // not know (a module's command, a newer Redis's) might block it or leave state on it.
+        let needs_own_connection = match (role, spec) {
+            (Role::Ordinary | Role::Delete | Role::RemoveKeys, Some(spec)) => {
+                spec.stateful || spec.blocking
             }
             _ => true,
         };

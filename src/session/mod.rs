@@ -90,8 +90,10 @@ enum ExpectKind {
     },
     /// MONITOR: after its `+OK` the connection streams monitor lines.
     Monitor,
-    /// RESET: Redis drops subscriptions and monitor mode.
+    /// RESET: Redis drops subscriptions and monitor mode, and goes back to RESP2.
     Reset,
+    /// HELLO: its reply says which protocol the connection now speaks.
+    Hello,
 }
 
 /// State both halves read.

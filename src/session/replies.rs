@@ -36,6 +36,8 @@ pub(super) struct ReplySide {
     out: Vec<Bytes>,
     subscriptions: Subscriptions,
     monitoring: bool,
+    /// The connection speaks RESP3 (after `HELLO 3`): messages then come as push frames only.
+    resp3: bool,
     /// Set when a Close entry is waiting behind unanswered requests: the latest moment to close.
     close_deadline: Option<Instant>,
 }
@@ -56,6 +58,7 @@ impl ReplySide {
         ctx: Arc<SessionContext>,
         shared: Arc<Shared>,
     ) -> Self {
+        let resp3 = ctx.upstream.resp3;
         ReplySide {
             client,
             queue,
@@ -70,6 +73,7 @@ impl ReplySide {
             out: Vec::new(),
             subscriptions: Subscriptions::default(),
             monitoring: false,
+            resp3,
             close_deadline: None,
         }
     }
@@ -231,7 +235,9 @@ impl ReplySide {
             }
             return Disposition::OutOfBand;
         }
-        if self.subscriptions.active() && pubsub::is_message(frame) {
+        // In RESP2 a message is an ordinary array; in RESP3 it is always a push (above), and an
+        // array that looks like one is a reply, e.g. a list holding "message", "chan", "x".
+        if !self.resp3 && self.subscriptions.active() && pubsub::is_message(frame) {
             return Disposition::OutOfBand;
         }
         if self.monitoring && is_monitor_line(frame) {
@@ -279,6 +285,15 @@ impl ReplySide {
                         if reply::simple_string(frame) == Some(&b"RESET"[..]) {
                             self.subscriptions.clear();
                             self.monitoring = false;
+                            self.resp3 = false;
+                        }
+                        true
+                    }
+                    ExpectKind::Hello => {
+                        match frame.first() {
+                            Some(b'%') => self.resp3 = true,
+                            Some(b'*') => self.resp3 = false,
+                            _ => {}
                         }
                         true
                     }

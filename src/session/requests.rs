@@ -26,6 +26,11 @@ const KEEP_BUFFER: usize = 256 * 1024;
 /// EXECABORT, exactly like a command Redis itself rejects.
 const REFUSED_PLACEHOLDER: &[u8] = b"KEYWARD.REFUSED";
 
+/// A command Redis rejects at once (unknown command) and never runs or shows in MONITOR.
+fn placeholder() -> Bytes {
+    write::command::<&[u8]>(REFUSED_PLACEHOLDER, &[])
+}
+
 /// Whether Redis replies on this connection (`CLIENT REPLY ON|OFF|SKIP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplyMode {
@@ -197,7 +202,7 @@ impl RequestSide {
             }
             Role::Replication => {
                 self.local(write::error(
-                    "ERR keyward: SYNC and PSYNC are not supported through keyward; \
+                    "ERR keyward: SYNC, PSYNC and REPLCONF are not supported through keyward; \
                      replicate from Redis directly",
                 ));
                 return Stop::No;
@@ -242,10 +247,14 @@ impl RequestSide {
             },
             Role::Monitor => ExpectKind::Monitor,
             Role::Reset => ExpectKind::Reset,
+            _ if commands::effective_name(&request.args[0]).eq_ignore_ascii_case(b"hello") => {
+                ExpectKind::Hello
+            }
             _ => ExpectKind::One,
         };
         match role {
-            Role::Multi => self.in_multi = true,
+            // MULTI with arguments is an arity error and starts nothing.
+            Role::Multi if request.args.len() == 1 => self.in_multi = true,
             Role::EndTransaction => self.in_multi = false,
             _ => {}
         }
@@ -271,6 +280,11 @@ impl RequestSide {
 
     /// Whether Redis will reply to this request, following `CLIENT REPLY`.
     fn takes_reply(&mut self, role: Role, args: &[Bytes]) -> bool {
+        if role == Role::Reset && self.reply_mode == ReplyMode::Off {
+            // Redis switches replies back on before it answers RESET.
+            self.reply_mode = ReplyMode::On;
+            return true;
+        }
         if role == Role::Client
             && !self.in_multi
             && args.len() == 3
@@ -308,7 +322,14 @@ impl RequestSide {
         match self.reply_mode {
             ReplyMode::On => self.batch.push(Pending::Local(reply)),
             ReplyMode::Off => {}
-            ReplyMode::SkipNext => self.reply_mode = ReplyMode::On,
+            ReplyMode::SkipNext => {
+                // Redis is waiting to skip one reply. It must skip one that keyward sends it
+                // now, not the next real request's: the placeholder's error is that reply.
+                self.reply_mode = ReplyMode::On;
+                if matches!(self.link, Link::Up { .. }) {
+                    self.outgoing.push(placeholder());
+                }
+            }
         }
     }
 
@@ -317,9 +338,18 @@ impl RequestSide {
         if !self.ensure_upstream().await {
             return;
         }
-        self.batch.push(Pending::Replace(reply));
-        self.outgoing
-            .push(write::command::<&[u8]>(REFUSED_PLACEHOLDER, &[]));
+        let deliver = match self.reply_mode {
+            ReplyMode::On => true,
+            ReplyMode::Off => false,
+            ReplyMode::SkipNext => {
+                self.reply_mode = ReplyMode::On;
+                false
+            }
+        };
+        if deliver {
+            self.batch.push(Pending::Replace(reply));
+        }
+        self.outgoing.push(placeholder());
     }
 
     /// Makes sure there is an upstream connection to write to; when there is none and none can

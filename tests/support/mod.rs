@@ -891,6 +891,12 @@ impl RawConn {
         self.read_reply(IO_TIMEOUT)
     }
 
+    /// Sends one binary command and reads its reply.
+    pub fn request_bytes(&mut self, args: &[&[u8]]) -> Reply {
+        self.cmd_bytes(args);
+        self.read_reply(IO_TIMEOUT)
+    }
+
     /// Bytes received but not consumed yet.
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.start..]

@@ -1,0 +1,239 @@
+//! Regressions found by an adversarial review of the standalone path: each test is one way a
+//! client once got past the guard, desynchronised its replies, or stalled other clients.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Reply, resp_str, start_pair};
+
+const T: Duration = Duration::from_secs(5);
+
+/// Redis compares command names only up to a NUL byte, so `DEL\0NNN` can run as DEL. The guard
+/// must see it as DEL too, whatever follows the NUL.
+#[test]
+fn a_nul_byte_in_the_command_name_does_not_bypass_the_guard() {
+    let (redis, kw) = start_pair("");
+    redis.cli(&["SET", "user:*", "precious"]);
+    let mut c = kw.raw_conn();
+    for n in 0..400 {
+        let name = format!("DEL\0{n}");
+        let reply = c.request_bytes(&[name.as_bytes(), b"user:*"]);
+        assert!(
+            reply
+                .error_text()
+                .is_some_and(|e| e.contains("keyward guard")),
+            "DEL\\0{n} user:* got {reply:?}"
+        );
+    }
+    for n in 0..400 {
+        let name = format!("FLUSHALL\0{n}");
+        let reply = c.request_bytes(&[name.as_bytes()]);
+        assert!(
+            reply
+                .error_text()
+                .is_some_and(|e| e.contains("deny_commands")),
+            "FLUSHALL\\0{n} got {reply:?}"
+        );
+    }
+    assert!(redis.exists(b"user:*"), "the key was deleted");
+}
+
+/// Redis does not answer REPLCONF from a client; forwarding it would shift every later reply.
+#[test]
+fn replconf_is_refused_and_replies_stay_in_step() {
+    let (redis, kw) = start_pair("");
+    redis.cli(&["SET", "victim:secret", "S3CRET"]);
+    redis.cli(&["SET", "pub:a", "public"]);
+    let mut attacker = kw.raw_conn();
+    let mut victim = kw.raw_conn();
+    let reply = attacker.request(&["REPLCONF", "GETACK", "*"]);
+    assert!(reply.is_error(), "{reply:?}");
+    assert_eq!(
+        victim.request(&["GET", "victim:secret"]),
+        Reply::bulk("S3CRET")
+    );
+    assert_eq!(attacker.request(&["GET", "pub:a"]), Reply::bulk("public"));
+}
+
+/// Blocking commands must never hold a connection other clients share.
+#[test]
+fn blocking_reads_do_not_stall_other_clients() {
+    let (_redis, kw) = start_pair("");
+    for blocker in [
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"][..],
+        &["BLMPOP", "0", "1", "l", "LEFT"],
+        &["BZMPOP", "0", "1", "z", "MIN"],
+    ] {
+        let mut b = kw.raw_conn();
+        b.cmd(blocker);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut other = kw.raw_conn();
+        assert_eq!(
+            other.request(&["PING"]),
+            Reply::simple("PONG"),
+            "after {blocker:?}"
+        );
+        drop(b);
+        let mut later = kw.raw_conn();
+        assert_eq!(later.request(&["PING"]), Reply::simple("PONG"));
+    }
+}
+
+/// The Lua debugger is connection state: it must not take over a shared connection.
+#[test]
+fn script_debug_stays_on_its_own_connection() {
+    let (_redis, kw) = start_pair("");
+    let mut debugger = kw.raw_conn();
+    assert_eq!(debugger.request(&["SCRIPT", "DEBUG", "YES"]), Reply::ok());
+    debugger.cmd(&["EVAL", "local x=1\nreturn x", "0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut other = kw.raw_conn();
+    assert_eq!(other.request(&["PING"]), Reply::simple("PONG"));
+    assert_eq!(other.request(&["SET", "k", "v"]), Reply::ok());
+}
+
+/// CLIENT REPLY SKIP makes Redis skip one reply: if keyward answers the next request itself,
+/// Redis must still skip exactly one reply of its own, not the following request's.
+#[test]
+fn client_reply_skip_before_a_refusal_keeps_replies_in_step() {
+    for share in ["true", "false"] {
+        let (redis, kw) = start_pair(&format!("[upstream]\nshare_connections = {share}"));
+        redis.cli(&["SET", "a", "AVAL"]);
+        let mut c = kw.raw_conn();
+        let mut batch = Vec::new();
+        for cmd in [
+            &["CLIENT", "REPLY", "SKIP"][..],
+            &["DEL", "x*"],
+            &["GET", "a"],
+            &["DEL", "y*"],
+            &["PING"],
+        ] {
+            batch.extend(resp_str(cmd));
+        }
+        c.send(&batch);
+        let replies = c.read_n_replies(3, T);
+        assert_eq!(replies[0], Reply::bulk("AVAL"), "share_connections={share}");
+        assert!(
+            replies[1].is_error(),
+            "share_connections={share}: {replies:?}"
+        );
+        assert_eq!(
+            replies[2],
+            Reply::simple("PONG"),
+            "share_connections={share}"
+        );
+        assert!(c.try_read_reply(Duration::from_millis(300)).is_none());
+    }
+}
+
+/// RESET switches replies back on before Redis answers it.
+#[test]
+fn reset_after_client_reply_off_is_answered() {
+    let (_redis, kw) = start_pair("");
+    let mut c = kw.raw_conn();
+    let mut batch = Vec::new();
+    for cmd in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["RESET"],
+        &["DEL", "x*"],
+        &["PING"],
+    ] {
+        batch.extend(resp_str(cmd));
+    }
+    c.send(&batch);
+    let replies = c.read_n_replies(3, T);
+    assert_eq!(replies[0], Reply::simple("RESET"));
+    assert!(replies[1].is_error(), "{replies:?}");
+    assert_eq!(replies[2], Reply::simple("PONG"));
+}
+
+/// A refusal inside MULTI while replies are off still aborts the transaction, and shows
+/// nothing.
+#[test]
+fn refusal_in_multi_with_replies_off_keeps_replies_in_step() {
+    let (redis, kw) = start_pair("");
+    redis.cli(&["SET", "a", "AVAL"]);
+    let mut c = kw.raw_conn();
+    let mut batch = Vec::new();
+    for cmd in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["MULTI"],
+        &["SET", "b", "1"],
+        &["DEL", "x*"],
+        &["EXEC"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "a"],
+        &["PING"],
+    ] {
+        batch.extend(resp_str(cmd));
+    }
+    c.send(&batch);
+    let replies = c.read_n_replies(3, T);
+    assert_eq!(replies[0], Reply::ok());
+    assert_eq!(replies[1], Reply::bulk("AVAL"));
+    assert_eq!(replies[2], Reply::simple("PONG"));
+    assert!(!redis.exists(b"b"), "the aborted transaction ran");
+}
+
+/// In RESP3 messages are pushes: a list that looks like a RESP2 message is a reply.
+#[test]
+fn resp3_subscriber_gets_a_message_shaped_list_as_a_reply() {
+    let (redis, kw) = start_pair("");
+    redis.cli(&["RPUSH", "l", "message", "chan", "payload"]);
+    let mut c = kw.raw_conn();
+    let mut batch = Vec::new();
+    for cmd in [
+        &["HELLO", "3"][..],
+        &["SUBSCRIBE", "c"],
+        &["LRANGE", "l", "0", "-1"],
+        &["DEL", "x*"],
+        &["PING"],
+    ] {
+        batch.extend(resp_str(cmd));
+    }
+    c.send(&batch);
+    let replies = c.read_n_replies(5, T);
+    assert!(matches!(replies[0], Reply::Map(_)), "{replies:?}");
+    assert!(replies[1].is_push(), "{replies:?}");
+    assert_eq!(
+        replies[2],
+        Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("chan"),
+            Reply::bulk("payload")
+        ])
+    );
+    assert!(replies[3].is_error(), "{replies:?}");
+    assert_eq!(replies[4], Reply::simple("PONG"));
+}
+
+/// MULTI with arguments is an arity error and starts no transaction.
+#[test]
+fn a_failed_multi_starts_no_transaction() {
+    let (redis, kw) = start_pair("");
+    redis.cli(&["SET", "a", "AVAL"]);
+    let mut c = kw.raw_conn();
+    let mut batch = Vec::new();
+    for cmd in [
+        &["MULTI", "x"][..],
+        &["CLIENT", "REPLY", "OFF"],
+        &["SET", "a", "AVAL"],
+        &["CLIENT", "REPLY", "ON"],
+        &["DEL", "x*"],
+        &["GET", "a"],
+    ] {
+        batch.extend(resp_str(cmd));
+    }
+    c.send(&batch);
+    let replies = c.read_n_replies(4, T);
+    assert!(replies[0].is_error(), "{replies:?}");
+    assert_eq!(replies[1], Reply::ok());
+    assert!(
+        replies[2]
+            .error_text()
+            .is_some_and(|e| e.contains("keyward guard")),
+        "{replies:?}"
+    );
+    assert_eq!(replies[3], Reply::bulk("AVAL"));
+}
