@@ -103,6 +103,9 @@ pub struct ServerConfig {
     pub listen: String,
     pub max_clients: usize,
     pub shutdown_timeout: Duration,
+    /// Worker threads. One keeps requests of different clients in the order they arrived
+    /// (as Redis, itself single-threaded, sees them when clients talk to it directly).
+    pub threads: usize,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -162,6 +165,7 @@ impl Default for Config {
                 listen: "127.0.0.1:6380".into(),
                 max_clients: 10_000,
                 shutdown_timeout: Duration::from_secs(5),
+                threads: 1,
             },
             upstream: UpstreamConfig {
                 mode: UpstreamMode::Standalone,
@@ -209,6 +213,7 @@ impl Config {
             "shutdown_timeout_ms = {}",
             server.shutdown_timeout.as_millis()
         ));
+        line(format!("threads = {}", server.threads));
         line(String::new());
         line("[upstream]".into());
         line(format!("mode = {}", quote(upstream.mode.name())));
@@ -300,6 +305,7 @@ pub struct ServerFile {
     pub listen: Option<String>,
     pub max_clients: Option<usize>,
     pub shutdown_timeout_ms: Option<u64>,
+    pub threads: Option<usize>,
 }
 
 /// `[upstream]`
@@ -478,6 +484,7 @@ pub fn check_log_level(level: &str) -> Result<(), ConfigError> {
 const SERVER_LISTEN: &str = "server.listen";
 const SERVER_MAX_CLIENTS: &str = "server.max_clients";
 const SERVER_SHUTDOWN_TIMEOUT: &str = "server.shutdown_timeout_ms";
+const SERVER_THREADS: &str = "server.threads";
 const UPSTREAM_MODE: &str = "upstream.mode";
 const UPSTREAM_NODES: &str = "upstream.nodes";
 const UPSTREAM_USERNAME: &str = "upstream.username";
@@ -510,6 +517,7 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.server.shutdown_timeout,
             ms(s.shutdown_timeout_ms),
         );
+        set.value(SERVER_THREADS, &mut c.server.threads, s.threads);
         set.value(UPSTREAM_MODE, &mut c.upstream.mode, u.mode);
         set.value(UPSTREAM_NODES, &mut c.upstream.nodes, u.nodes.clone());
         set.value(
@@ -590,6 +598,12 @@ fn validate(config: &mut Config, origins: &Origins) -> Result<(), ConfigError> {
     }
     if config.server.max_clients < 1 {
         return fail(SERVER_MAX_CLIENTS, "must be at least 1, got 0".into());
+    }
+    if !(1..=1024).contains(&config.server.threads) {
+        return fail(
+            SERVER_THREADS,
+            format!("must be between 1 and 1024, got {}", config.server.threads),
+        );
     }
 
     let upstream = &config.upstream;
@@ -1274,6 +1288,12 @@ mod tests {
             "guard.delete_command",
         );
         assert!(shown.contains("expected \"UNLINK\" or \"DEL\""), "{shown}");
+    }
+
+    #[test]
+    fn threads_must_be_at_least_one() {
+        rejected("[server]\nthreads = 0\n", "server.threads");
+        assert_eq!(merged("[server]\nthreads = 4\n").unwrap().server.threads, 4);
     }
 
     #[test]

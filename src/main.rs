@@ -34,10 +34,17 @@ fn main() -> ExitCode {
         config.describe().trim_end()
     );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread: tokio's current-thread scheduler runs tasks in the order their sockets became
+    // ready. (The multi-thread scheduler's "LIFO slot" runs the last task woken first, so two
+    // clients that write a microsecond apart could reach Redis in the opposite order.)
+    let mut builder = if config.server.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.server.threads);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!("cannot start the tokio runtime: {err}");

@@ -18,7 +18,10 @@ use crate::config::{Config, UpstreamMode};
 use crate::guard::GuardPolicy;
 use crate::protocol::request::ScanLimits;
 use crate::session::{self, SessionContext};
-use crate::upstream::UpstreamTarget;
+use crate::upstream::{UpstreamTarget, WarmPool};
+
+/// Upstream connections kept open ahead of need for clients that get a connection of their own.
+const WARM_CONNECTIONS: usize = 4;
 
 /// Length of the queue of connections waiting to be accepted, as Redis's `tcp-backlog`: the
 /// default of 128 makes bursts of new clients wait a second for a retransmitted SYN.
@@ -175,22 +178,27 @@ impl Backend {
             resp3: false,
         };
         let close_grace = config.server.shutdown_timeout;
+        let private = |upstream: UpstreamTarget, guard: GuardPolicy| {
+            Arc::new(SessionContext {
+                guard,
+                limits,
+                warm: Some(WarmPool::start(upstream.clone(), WARM_CONNECTIONS)),
+                upstream,
+                close_grace,
+            })
+        };
         Ok(match config.upstream.mode {
             UpstreamMode::Standalone if config.upstream.share_connections => {
                 Backend::Cluster(Arc::new(ClusterContext {
-                    cluster: Cluster::single(upstream),
+                    cluster: Cluster::single(upstream.clone()),
+                    pinned: Some(private(upstream, guard.clone())),
                     guard,
                     limits,
                     close_grace,
                     standalone: true,
                 }))
             }
-            UpstreamMode::Standalone => Backend::Standalone(Arc::new(SessionContext {
-                guard,
-                limits,
-                upstream,
-                close_grace,
-            })),
+            UpstreamMode::Standalone => Backend::Standalone(private(upstream, guard)),
             UpstreamMode::Cluster => {
                 let cluster = Cluster::start(config.upstream.nodes.clone(), upstream)
                     .await
@@ -203,6 +211,7 @@ impl Backend {
                     limits,
                     close_grace,
                     standalone: false,
+                    pinned: None,
                 }))
             }
         })

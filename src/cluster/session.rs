@@ -44,6 +44,9 @@ pub struct ClusterContext {
     /// connection, and the first request that needs per-connection state (SELECT, MULTI,
     /// blocking, pub/sub, CLIENT, AUTH, HELLO...) moves the client to a connection of its own.
     pub standalone: bool,
+    /// Standalone mode: the settings of the private sessions that clients move to (with a pool
+    /// of connections opened ahead of need).
+    pub pinned: Option<Arc<SessionContext>>,
 }
 
 /// Requests in flight per session before keyward stops reading the client. Replies of shared
@@ -103,6 +106,8 @@ struct ClusterSession {
     replies: FuturesOrdered<ReplyFuture>,
     /// Shared connections with requests queued by this read, flushed once it is processed.
     dirty: Vec<NodeConn>,
+    /// Blocking commands in flight (their replies may never come).
+    blocking: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What the read loop does after a request.
@@ -136,6 +141,7 @@ pub async fn run(
         transaction: None,
         replies: FuturesOrdered::new(),
         dirty: Vec::new(),
+        blocking: Arc::default(),
     };
     let mut scanner = RequestScanner::new(ctx.limits);
     let mut buf = BytesMut::new();
@@ -144,9 +150,17 @@ pub async fn run(
     let mut closing_at: Option<tokio::time::Instant> = None;
     let mut handoff: Option<(String, BytesMut)> = None;
 
+    // The client closed its end: replies on their way are still delivered (it may only have
+    // half-closed), but blocked commands are not waited for, as Redis drops them on a close.
+    let mut client_gone = false;
     loop {
         if !reading && session.replies.is_empty() {
             break;
+        }
+        if client_gone
+            && session.replies.len() <= session.blocking.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
         }
         if !reading && closing_at.is_none() && handoff.is_none() {
             closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
@@ -172,16 +186,17 @@ pub async fn run(
             ready = reader.readable(), if can_read => {
                 if ready.is_err() {
                     reading = false;
+                    client_gone = true;
                     continue;
                 }
                 if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                     buf.reserve(READ_CHUNK);
                 }
                 match reader.try_read_buf(&mut buf) {
-                    Ok(0) => { reading = false; continue; }
+                    Ok(0) => { reading = false; client_gone = true; continue; }
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => { reading = false; continue; }
+                    Err(_) => { reading = false; client_gone = true; continue; }
                 }
                 loop {
                     match scanner.next(&mut buf) {
@@ -217,12 +232,16 @@ pub async fn run(
         let Ok(stream) = reader.reunite(writer) else {
             return;
         };
-        let standalone = Arc::new(SessionContext {
-            guard: ctx.guard.clone(),
-            limits: ctx.limits,
-            upstream: ctx.cluster.target(&addr, session.resp3),
-            close_grace: ctx.close_grace,
-        });
+        let standalone = match &ctx.pinned {
+            Some(pinned) => pinned.clone(),
+            None => Arc::new(SessionContext {
+                guard: ctx.guard.clone(),
+                limits: ctx.limits,
+                upstream: ctx.cluster.target(&addr, session.resp3),
+                warm: None,
+                close_grace: ctx.close_grace,
+            }),
+        };
         tracing::debug!(client = %peer, node = %addr, "session pinned to a node for pub/sub or MONITOR");
         crate::session::run_with_input(stream, peer, standalone, shutdown, input).await;
     }
@@ -695,8 +714,12 @@ impl ClusterSession {
         };
         let cluster = self.cluster();
         let resp3 = self.resp3;
+        let blocking = self.blocking.clone();
+        blocking.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let done = BlockingDone(blocking);
         self.push(
             async move {
+                let _done = done;
                 let map = cluster.map();
                 let addr = match &target {
                     Target::Slot(s) => map.owner(*s).map(|a| a.to_string()),
@@ -853,6 +876,15 @@ impl ClusterSession {
             self.submit_on(&p.conn, request.raw.clone()).await;
         }
         Next::Continue
+    }
+}
+
+/// Counts a blocking command out of the session's count when its future ends (or is dropped).
+struct BlockingDone(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for BlockingDone {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

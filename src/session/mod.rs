@@ -33,7 +33,7 @@ use crate::audit::Audit;
 use crate::commands::PubSubKind;
 use crate::guard::GuardPolicy;
 use crate::protocol::request::ScanLimits;
-use crate::upstream::UpstreamTarget;
+use crate::upstream::{UpstreamTarget, WarmPool};
 
 /// What every session shares: settings prepared once at start-up.
 #[derive(Debug)]
@@ -41,6 +41,8 @@ pub struct SessionContext {
     pub guard: GuardPolicy,
     pub limits: ScanLimits,
     pub upstream: UpstreamTarget,
+    /// Connections to `upstream` opened ahead of need, when keyward keeps some.
+    pub warm: Option<Arc<WarmPool>>,
     /// How long a closing session waits for replies still owed to its client.
     pub close_grace: Duration,
 }
@@ -64,6 +66,10 @@ enum Pending {
     Swallow,
     /// Close the client connection once everything before this entry has been answered.
     Close,
+    /// The client is gone (end of stream): answer what is already on its way, but do not keep
+    /// the upstream connection open for blocked commands, which Redis would drop on a client's
+    /// close too (and which would otherwise stay blocked and counted in `blocked_clients`).
+    ClientGone,
     /// A new upstream connection (reading half) with its generation number.
     Attach(OwnedReadHalf, u64),
     /// Writing to the current upstream connection failed.
@@ -75,6 +81,8 @@ enum Pending {
 struct Expect {
     kind: ExpectKind,
     audit: Option<Box<Audit>>,
+    /// A blocking command (BLPOP...): its reply may never come.
+    blocking: bool,
 }
 
 #[derive(Debug)]

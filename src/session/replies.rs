@@ -87,9 +87,19 @@ impl ReplySide {
             if close {
                 return;
             }
-            if self.close_deadline.is_none() && matches!(self.pending.back(), Some(Pending::Close))
-            {
-                self.close_deadline = Some(Instant::now() + self.ctx.close_grace);
+            match self.pending.back() {
+                Some(Pending::Close) if self.close_deadline.is_none() => {
+                    self.close_deadline = Some(Instant::now() + self.ctx.close_grace);
+                }
+                Some(Pending::ClientGone) => {
+                    if self.only_blocked_replies_owed() {
+                        return;
+                    }
+                    if self.close_deadline.is_none() {
+                        self.close_deadline = Some(Instant::now() + self.ctx.close_grace);
+                    }
+                }
+                _ => {}
             }
             let deadline = self.close_deadline;
             let reading = self.upstream.is_some();
@@ -156,13 +166,22 @@ impl ReplySide {
                         self.out.push(reply);
                     }
                 }
-                Some(Pending::Close) => {
+                Some(Pending::Close) | Some(Pending::ClientGone) => {
                     self.flush_forward();
                     return true;
                 }
                 _ => return false,
             }
         }
+    }
+
+    /// True when every reply still owed belongs to a blocking command.
+    fn only_blocked_replies_owed(&self) -> bool {
+        self.pending.iter().all(|entry| match entry {
+            Pending::Reply(expect) => expect.blocking,
+            Pending::Replace(_) | Pending::Swallow | Pending::Local(_) => false,
+            _ => true,
+        })
     }
 
     /// Reads what upstream has sent and deals with every complete frame.

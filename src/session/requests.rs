@@ -128,7 +128,7 @@ impl RequestSide {
             tokio::select! {
                 ready = self.client.readable() => {
                     if ready.is_err() {
-                        self.batch.push(Pending::Close);
+                        self.batch.push(Pending::ClientGone);
                         self.send_batch().await;
                         return self;
                     }
@@ -145,7 +145,7 @@ impl RequestSide {
             match self.client.try_read_buf(&mut buf) {
                 Ok(0) => {
                     // End of stream: answer what was asked, then close.
-                    self.batch.push(Pending::Close);
+                    self.batch.push(Pending::ClientGone);
                     self.send_batch().await;
                     return self;
                 }
@@ -153,7 +153,7 @@ impl RequestSide {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::debug!(client = %self.peer, error = %e, "client read failed");
-                    self.batch.push(Pending::Close);
+                    self.batch.push(Pending::ClientGone);
                     self.send_batch().await;
                     return self;
                 }
@@ -262,7 +262,11 @@ impl RequestSide {
 
         let replies = self.takes_reply(role, &request.args);
         if replies {
-            self.batch.push(Pending::Reply(Expect { kind, audit }));
+            self.batch.push(Pending::Reply(Expect {
+                kind,
+                audit,
+                blocking: spec.is_some_and(|s| s.blocking),
+            }));
         }
         self.outgoing.push(bytes);
 
@@ -382,7 +386,11 @@ impl RequestSide {
     async fn connect(&mut self) {
         // Replies still owed on an older connection are failed by the reply side.
         self.send_batch().await;
-        match self.ctx.upstream.connect().await {
+        let connected = match &self.ctx.warm {
+            Some(pool) => pool.connect().await,
+            None => self.ctx.upstream.connect().await,
+        };
+        match connected {
             Ok(stream) => {
                 self.generation += 1;
                 let (reader, writer) = stream.into_split();
