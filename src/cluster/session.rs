@@ -32,7 +32,7 @@ use crate::commands::{self, CommandSpec, Fanout, Role};
 use crate::guard::{GuardPolicy, Verdict};
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
-use crate::session::{SessionContext, write_chunks};
+use crate::session::{SessionContext, read_some, write_all_chunks};
 
 /// Settings shared by every session of this kind.
 pub struct ClusterContext {
@@ -130,7 +130,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = stream.into_split();
+    let client = stream;
     let mut session = ClusterSession {
         ctx: ctx.clone(),
         peer,
@@ -179,11 +179,11 @@ pub async fn run(
                     }
                     next = session.replies.next().now_or_never().flatten();
                 }
-                if write_chunks(&mut writer, &mut out).await.is_err() || close {
+                if write_all_chunks(&client, &mut out).await.is_err() || close {
                     return;
                 }
             }
-            ready = reader.readable(), if can_read => {
+            ready = client.readable(), if can_read => {
                 if ready.is_err() {
                     reading = false;
                     client_gone = true;
@@ -192,7 +192,7 @@ pub async fn run(
                 if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                     buf.reserve(READ_CHUNK);
                 }
-                match reader.try_read_buf(&mut buf) {
+                match read_some(&client, &mut buf) {
                     Ok(0) => { reading = false; client_gone = true; continue; }
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -229,9 +229,7 @@ pub async fn run(
         }
     }
     if let Some((addr, input)) = handoff {
-        let Ok(stream) = reader.reunite(writer) else {
-            return;
-        };
+        let stream = client;
         let standalone = match &ctx.pinned {
             Some(pinned) => pinned.clone(),
             None => Arc::new(SessionContext {

@@ -158,6 +158,73 @@ pub async fn run_with_input(
     tracing::debug!(client = %peer, "session closed");
 }
 
+/// Reads what `stream` has into `buf` without waiting; `Ok(0)` is the end of the stream.
+///
+/// A read that fills less than the space offered has drained the socket, and tokio is told so
+/// at once (a `WouldBlock` returned from inside `try_io` clears its readiness flag), instead of
+/// finding out with a second read that fails: one system call per request saved on a client
+/// that sends one request at a time. tokio only clears the flag if no new readiness event came
+/// in meanwhile, so nothing that arrives later is missed.
+pub(crate) fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let offered = buf.capacity() - buf.len();
+    let mut read = None;
+    let result = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        read = Some(n);
+        if n > 0 && n < offered {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match (result, read) {
+        (_, Some(n)) => Ok(n),
+        (Err(e), None) => Err(e),
+        (Ok(n), None) => Ok(n),
+    }
+}
+
+/// Writes every chunk to `stream`, in order, waiting for the socket when it is full.
+pub(crate) async fn write_all_chunks(
+    stream: &TcpStream,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    const MAX_SLICES: usize = 64;
+    let mut first = 0;
+    while first < chunks.len() {
+        let written = {
+            let slices: Vec<IoSlice<'_>> = chunks[first..]
+                .iter()
+                .take(MAX_SLICES)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            stream.try_write_vectored(&slices)
+        };
+        let n = match written {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut left = n;
+        while left > 0 {
+            let chunk = &mut chunks[first];
+            if left >= chunk.len() {
+                left -= chunk.len();
+                first += 1;
+            } else {
+                chunk.advance(left);
+                left = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
+}
+
 /// Writes every chunk, in order, with as few system calls as the kernel allows.
 pub(crate) async fn write_chunks<W: AsyncWriteExt + Unpin>(
     writer: &mut W,
