@@ -36,10 +36,10 @@ cargo clippy --all-targets -- -D warnings
 echo "==> cargo test --all-targets --no-fail-fast"
 cargo test --all-targets --no-fail-fast
 
-# The standalone tests once more with one upstream connection per client
-# ([upstream] share_connections = false) instead of the default shared connection.
-echo "==> standalone tests again with share_connections = false"
-KEYWARD_TEST_SHARE_CONNECTIONS=false cargo test --no-fail-fast \
+# The standalone tests once more with the shared pipelined upstream connection
+# ([upstream] share_connections = true) instead of the default one connection per client.
+echo "==> standalone tests again with share_connections = true"
+KEYWARD_TEST_SHARE_CONNECTIONS=true cargo test --no-fail-fast \
     --test standalone_forwarding --test guard_e2e --test hostile_input --test lifecycle \\
     --test review_regressions
 

@@ -173,7 +173,7 @@ impl Default for Config {
                 username: None,
                 password: None,
                 connect_timeout: Duration::from_secs(2),
-                share_connections: true,
+                share_connections: false,
             },
             guard: GuardConfig {
                 max_keys: 1000,

@@ -178,11 +178,15 @@ impl Backend {
             resp3: false,
         };
         let close_grace = config.server.shutdown_timeout;
-        let private = |upstream: UpstreamTarget, guard: GuardPolicy| {
+        // Clients that move off the shared connection take one opened ahead of need, so that
+        // the move costs no TCP handshake (during which another client's later request could
+        // overtake theirs). Without sharing, every client connects as it arrives, as it would
+        // to Redis: Redis then counts exactly the clients it would count without keyward.
+        let private = |upstream: UpstreamTarget, guard: GuardPolicy, warm: usize| {
             Arc::new(SessionContext {
                 guard,
                 limits,
-                warm: Some(WarmPool::start(upstream.clone(), WARM_CONNECTIONS)),
+                warm: (warm > 0).then(|| WarmPool::start(upstream.clone(), warm)),
                 upstream,
                 close_grace,
             })
@@ -191,14 +195,14 @@ impl Backend {
             UpstreamMode::Standalone if config.upstream.share_connections => {
                 Backend::Cluster(Arc::new(ClusterContext {
                     cluster: Cluster::single(upstream.clone()),
-                    pinned: Some(private(upstream, guard.clone())),
+                    pinned: Some(private(upstream, guard.clone(), WARM_CONNECTIONS)),
                     guard,
                     limits,
                     close_grace,
                     standalone: true,
                 }))
             }
-            UpstreamMode::Standalone => Backend::Standalone(private(upstream, guard)),
+            UpstreamMode::Standalone => Backend::Standalone(private(upstream, guard, 0)),
             UpstreamMode::Cluster => {
                 let cluster = Cluster::start(config.upstream.nodes.clone(), upstream)
                     .await

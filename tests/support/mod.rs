@@ -343,8 +343,9 @@ pub fn proxy_toml(listen: &str, upstream: &str, extra: &str) -> String {
     doc.set("guard", "wildcard_chars", "\"*?[\"");
     doc.set("guard", "delete_command", "\"UNLINK\"");
     doc.set("guard", "deny_commands", "[\"FLUSHALL\", \"FLUSHDB\"]");
-    // scripts/test.sh runs the standalone tests twice: with shared upstream connections (the
-    // default) and with KEYWARD_TEST_SHARE_CONNECTIONS=false, one connection per client.
+    // scripts/test.sh runs the standalone tests twice: with the default (one upstream
+    // connection per client) and with KEYWARD_TEST_SHARE_CONNECTIONS=true (the shared
+    // pipelined connection).
     if let Ok(share) = std::env::var("KEYWARD_TEST_SHARE_CONNECTIONS") {
         doc.set("upstream", "share_connections", &share);
     }
