@@ -32,7 +32,7 @@ use crate::commands::{self, CommandSpec, Fanout, Role};
 use crate::guard::{GuardPolicy, Verdict};
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
-use crate::session::{SessionContext, read_some, write_all_chunks};
+use crate::session::{ReplyMode, SessionContext, read_some, write_all_chunks};
 
 /// Settings shared by every session of this kind.
 pub struct ClusterContext {
@@ -67,13 +67,6 @@ enum Out {
 }
 
 type ReplyFuture = BoxFuture<'static, Out>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReplyMode {
-    On,
-    Off,
-    SkipNext,
-}
 
 /// A private connection pinned to one node for WATCH / MULTI.
 struct Pinned {
@@ -259,14 +252,7 @@ impl ClusterSession {
 
     /// Whether the reply to the request being dispatched goes to the client.
     fn deliver(&mut self) -> bool {
-        match self.reply_mode {
-            ReplyMode::On => true,
-            ReplyMode::Off => false,
-            ReplyMode::SkipNext => {
-                self.reply_mode = ReplyMode::On;
-                false
-            }
-        }
+        self.reply_mode.take_delivery()
     }
 
     fn push(&mut self, future: BoxFuture<'static, Bytes>) {

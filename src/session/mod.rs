@@ -51,6 +51,29 @@ pub struct SessionContext {
 /// reading the client (backpressure for clients that write without reading).
 const BATCH_QUEUE: usize = 1024;
 
+/// Whether Redis replies on a connection (`CLIENT REPLY ON|OFF|SKIP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyMode {
+    On,
+    Off,
+    /// The next command gets no reply.
+    SkipNext,
+}
+
+impl ReplyMode {
+    /// Whether the next request's reply reaches the client; a SKIP is used up by it.
+    pub(crate) fn take_delivery(&mut self) -> bool {
+        match *self {
+            ReplyMode::On => true,
+            ReplyMode::Off => false,
+            ReplyMode::SkipNext => {
+                *self = ReplyMode::On;
+                false
+            }
+        }
+    }
+}
+
 /// One entry in the session's reply queue, in request order.
 #[derive(Debug)]
 enum Pending {
@@ -200,29 +223,31 @@ pub(crate) async fn write_all_chunks(
                 .collect();
             stream.try_write_vectored(&slices)
         };
-        let n = match written {
+        match written {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                stream.writable().await?;
-                continue;
-            }
+            Ok(n) => first = consume(chunks, first, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
             Err(e) => return Err(e),
-        };
-        let mut left = n;
-        while left > 0 {
-            let chunk = &mut chunks[first];
-            if left >= chunk.len() {
-                left -= chunk.len();
-                first += 1;
-            } else {
-                chunk.advance(left);
-                left = 0;
-            }
         }
     }
     chunks.clear();
     Ok(())
+}
+
+/// Drops `n` written bytes from `chunks[first..]`; returns the index of the first chunk with
+/// bytes left.
+fn consume(chunks: &mut [Bytes], mut first: usize, mut n: usize) -> usize {
+    while n > 0 {
+        let chunk = &mut chunks[first];
+        if n >= chunk.len() {
+            n -= chunk.len();
+            first += 1;
+        } else {
+            chunk.advance(n);
+            n = 0;
+        }
+    }
+    first
 }
 
 /// Writes every chunk, in order, with as few system calls as the kernel allows.
@@ -244,17 +269,7 @@ pub(crate) async fn write_chunks<W: AsyncWriteExt + Unpin>(
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        let mut left = n;
-        while left > 0 {
-            let chunk = &mut chunks[first];
-            if left >= chunk.len() {
-                left -= chunk.len();
-                first += 1;
-            } else {
-                chunk.advance(left);
-                left = 0;
-            }
-        }
+        first = consume(chunks, first, n);
     }
     chunks.clear();
     Ok(())

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 
-use super::{Expect, ExpectKind, Pending, SessionContext, Shared, write_chunks};
+use super::{Expect, ExpectKind, Pending, ReplyMode, SessionContext, Shared, write_chunks};
 use crate::audit::{self, Audit};
 use crate::commands::{self, Role};
 use crate::guard::Verdict;
@@ -29,15 +29,6 @@ const REFUSED_PLACEHOLDER: &[u8] = b"KEYWARD.REFUSED";
 /// A command Redis rejects at once (unknown command) and never runs or shows in MONITOR.
 fn placeholder() -> Bytes {
     write::command::<&[u8]>(REFUSED_PLACEHOLDER, &[])
-}
-
-/// Whether Redis replies on this connection (`CLIENT REPLY ON|OFF|SKIP`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReplyMode {
-    On,
-    Off,
-    /// The next command gets no reply.
-    SkipNext,
 }
 
 /// The state of this session's upstream connection, as the request side sees it.
@@ -311,14 +302,7 @@ impl RequestSide {
                 return true;
             }
         }
-        match self.reply_mode {
-            ReplyMode::On => true,
-            ReplyMode::Off => false,
-            ReplyMode::SkipNext => {
-                self.reply_mode = ReplyMode::On;
-                false
-            }
-        }
+        self.reply_mode.take_delivery()
     }
 
     /// Queues a reply made by keyward, unless the client asked Redis not to reply.
@@ -342,15 +326,7 @@ impl RequestSide {
         if !self.ensure_upstream().await {
             return;
         }
-        let deliver = match self.reply_mode {
-            ReplyMode::On => true,
-            ReplyMode::Off => false,
-            ReplyMode::SkipNext => {
-                self.reply_mode = ReplyMode::On;
-                false
-            }
-        };
-        if deliver {
+        if self.reply_mode.take_delivery() {
             self.batch.push(Pending::Replace(reply));
         }
         self.outgoing.push(placeholder());
