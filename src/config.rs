@@ -115,6 +115,9 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// How long a request may wait for its reply from a Redis that has stopped answering
+    /// before the connection is given up (blocking commands excepted); zero waits forever.
+    pub reply_timeout: Duration,
     /// Standalone mode: stateless requests of all clients share one pipelined upstream
     /// connection; a client gets its own connection once it needs per-connection state. When
     /// false, every client gets its own upstream connection from the start.
@@ -130,6 +133,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<set>"))
             .field("connect_timeout", &self.connect_timeout)
+            .field("reply_timeout", &self.reply_timeout)
             .field("share_connections", &self.share_connections)
             .finish()
     }
@@ -173,6 +177,7 @@ impl Default for Config {
                 username: None,
                 password: None,
                 connect_timeout: Duration::from_secs(2),
+                reply_timeout: Duration::from_secs(30),
                 share_connections: false,
             },
             guard: GuardConfig {
@@ -317,6 +322,7 @@ pub struct UpstreamFile {
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout_ms: Option<u64>,
+    pub reply_timeout_ms: Option<u64>,
     pub share_connections: Option<bool>,
 }
 
@@ -329,6 +335,7 @@ impl fmt::Debug for UpstreamFile {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<set>"))
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("reply_timeout_ms", &self.reply_timeout_ms)
             .field("share_connections", &self.share_connections)
             .finish()
     }
@@ -491,6 +498,7 @@ const UPSTREAM_USERNAME: &str = "upstream.username";
 const UPSTREAM_PASSWORD: &str = "upstream.password";
 const UPSTREAM_CONNECT_TIMEOUT: &str = "upstream.connect_timeout_ms";
 const UPSTREAM_SHARE_CONNECTIONS: &str = "upstream.share_connections";
+const UPSTREAM_REPLY_TIMEOUT: &str = "upstream.reply_timeout_ms";
 const GUARD_MAX_KEYS: &str = "guard.max_keys";
 const GUARD_WILDCARD_CHARS: &str = "guard.wildcard_chars";
 const GUARD_DELETE_COMMAND: &str = "guard.delete_command";
@@ -534,6 +542,11 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             UPSTREAM_CONNECT_TIMEOUT,
             &mut c.upstream.connect_timeout,
             ms(u.connect_timeout_ms),
+        );
+        set.value(
+            UPSTREAM_REPLY_TIMEOUT,
+            &mut c.upstream.reply_timeout,
+            ms(u.reply_timeout_ms),
         );
         set.value(
             UPSTREAM_SHARE_CONNECTIONS,

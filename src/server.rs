@@ -175,6 +175,7 @@ impl Backend {
             username: config.upstream.username.clone(),
             password: config.upstream.password.clone(),
             connect_timeout: config.upstream.connect_timeout,
+            reply_timeout: config.upstream.reply_timeout,
             resp3: false,
         };
         let close_grace = config.server.shutdown_timeout;

@@ -21,6 +21,8 @@ pub struct UpstreamTarget {
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// Longest wait for a reply to a non-blocking request; zero: no limit.
+    pub reply_timeout: Duration,
     /// Switch the connection to RESP3 (`HELLO 3`) before use.
     pub resp3: bool,
 }

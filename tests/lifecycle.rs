@@ -169,3 +169,55 @@ fn harness_builds_proxy_toml_with_overrides() {
     assert!(!text.contains("FLUSHALL"));
     assert_eq!(text.matches("max_keys").count(), 1);
 }
+
+/// A Redis that stops answering (SIGSTOP) gives the waiting client an error naming it after
+/// `reply_timeout_ms`, never a hang, and keyward serves again once Redis is back (SIGCONT).
+#[test]
+fn a_stalled_upstream_times_out_then_recovers() {
+    let redis = RedisServer::start();
+    let kw = Keyward::start_with(&redis.addr(), "[upstream]\nreply_timeout_ms = 500");
+    let mut c = kw.raw_conn();
+    assert_eq!(c.request(&["SET", "k", "v"]), Reply::ok());
+
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &redis.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("STOP");
+    let started = Instant::now();
+    c.cmd(&["GET", "k"]);
+    let reply = c.read_reply(Duration::from_secs(5));
+    let waited = started.elapsed();
+    signal("CONT");
+    let text = reply.error_text().unwrap_or_default().to_string();
+    assert!(text.contains("no reply within 500 ms"), "{reply:?}");
+    assert!(text.contains(&redis.addr()), "{reply:?}");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+
+    // Back: a new client (and the old one, if its session had no state) is served.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let mut n = kw.raw_conn();
+        n.request(&["GET", "k"]) == Reply::bulk("v")
+    }));
+}
+
+/// Blocking commands wait as long as they asked to, whatever the reply timeout.
+#[test]
+fn blocking_commands_are_not_cut_by_the_reply_timeout() {
+    let redis = RedisServer::start();
+    let kw = Keyward::start_with(&redis.addr(), "[upstream]\nreply_timeout_ms = 300");
+    let mut c = kw.raw_conn();
+    let started = Instant::now();
+    let reply = c.request(&["BLPOP", "nothing", "1"]);
+    assert!(
+        matches!(reply, Reply::NilArray | Reply::Nil | Reply::Null),
+        "{reply:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}

@@ -195,7 +195,12 @@ impl Cluster {
 
     /// A private connection to `addr` (blocking commands, transactions, AUTH checks).
     pub async fn private(&self, addr: &str, resp3: bool) -> Result<NodeConn, String> {
-        NodeConn::connect(&self.target(addr, resp3)).await
+        // Private connections carry blocking commands and transactions: no reply timeout.
+        let target = UpstreamTarget {
+            reply_timeout: Duration::ZERO,
+            ..self.target(addr, resp3)
+        };
+        NodeConn::connect(&target).await
     }
 
     fn address_for(&self, target: &Target) -> Option<String> {

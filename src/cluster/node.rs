@@ -63,10 +63,15 @@ struct State {
     queued_bytes: usize,
     /// Set when the connection failed; no more requests are accepted.
     failed: Option<String>,
+    /// When a reply last arrived, or the first request was queued while none was owed.
+    progress: Option<std::time::Instant>,
 }
 
 struct Inner {
     addr: Arc<str>,
+    /// Longest wait for a reply while any is owed; zero for private connections, which may
+    /// carry blocking commands.
+    reply_timeout: std::time::Duration,
     writer: OwnedWriteHalf,
     state: Mutex<State>,
     /// Wakes the flusher: bytes were queued, or the last user left.
@@ -124,6 +129,7 @@ impl NodeConn {
         let (reader, writer) = stream.into_split();
         let inner = Arc::new(Inner {
             addr: Arc::from(target.addr.as_str()),
+            reply_timeout: target.reply_timeout,
             writer,
             state: Mutex::new(State::default()),
             flush: Notify::new(),
@@ -187,6 +193,9 @@ impl NodeConn {
         let mut state = inner.state();
         if let Some(e) = &state.failed {
             return Err(NodeError::NotSent(e.clone()));
+        }
+        if state.waiting.is_empty() {
+            state.progress = Some(std::time::Instant::now());
         }
         state.waiting.push_back(Waiting { skip, reply: tx });
         if !bytes.is_empty() {
@@ -265,6 +274,7 @@ async fn run(reader: OwnedReadHalf, inner: Arc<Inner>) {
     let error = tokio::select! {
         e = flusher(&inner) => e,
         e = read_loop(reader, &inner) => e,
+        e = watchdog(&inner) => e,
     };
     inner.alive.store(false, Ordering::Release);
     let owed: Vec<Waiting> = {
@@ -326,6 +336,25 @@ async fn flusher(inner: &Inner) -> Option<String> {
     }
 }
 
+/// Gives the connection up when replies are owed and none has come for `reply_timeout`: a
+/// stopped or unreachable server must not hang every client that shares the connection.
+async fn watchdog(inner: &Inner) -> Option<String> {
+    let timeout = inner.reply_timeout;
+    if timeout.is_zero() {
+        return std::future::pending().await;
+    }
+    let tick = (timeout / 4).max(std::time::Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(tick).await;
+        let state = inner.state();
+        if let (false, Some(since)) = (state.waiting.is_empty(), state.progress)
+            && since.elapsed() > timeout
+        {
+            return Some(format!("no reply within {} ms", timeout.as_millis()));
+        }
+    }
+}
+
 async fn read_loop(mut reader: OwnedReadHalf, inner: &Inner) -> Option<String> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
@@ -336,6 +365,7 @@ async fn read_loop(mut reader: OwnedReadHalf, inner: &Inner) -> Option<String> {
             Err(e) => return Some(e.to_string()),
         }
         let mut state = inner.state();
+        state.progress = Some(std::time::Instant::now());
         loop {
             let len = match framer.next_frame_len(&buf) {
                 Ok(Some(len)) => len,

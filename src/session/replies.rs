@@ -40,6 +40,9 @@ pub(super) struct ReplySide {
     resp3: bool,
     /// Set when a Close entry is waiting behind unanswered requests: the latest moment to close.
     close_deadline: Option<Instant>,
+    /// Since when the front request has waited for upstream without any byte arriving (None
+    /// while nothing is owed, or the front is a blocking command that may wait for ever).
+    waiting_since: Option<Instant>,
 }
 
 /// What to do with one upstream frame.
@@ -75,6 +78,7 @@ impl ReplySide {
             monitoring: false,
             resp3,
             close_deadline: None,
+            waiting_since: None,
         }
     }
 
@@ -103,6 +107,7 @@ impl ReplySide {
             }
             let deadline = self.close_deadline;
             let reading = self.upstream.is_some();
+            let reply_deadline = self.reply_deadline();
             tokio::select! {
                 biased;
                 batch = self.queue.recv() => match batch {
@@ -119,6 +124,10 @@ impl ReplySide {
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     tracing::debug!(client = %self.peer, "closing with replies still owed");
                     return;
+                }
+                _ = sleep_until(reply_deadline), if reply_deadline.is_some() => {
+                    let waited = self.ctx.upstream.reply_timeout.as_millis();
+                    self.fail_upstream(&format!("no reply within {waited} ms"));
                 }
             }
         }
@@ -175,6 +184,24 @@ impl ReplySide {
         }
     }
 
+    /// When the front request's wait for upstream becomes a failure (`reply_timeout_ms`).
+    fn reply_deadline(&mut self) -> Option<Instant> {
+        let timeout = self.ctx.upstream.reply_timeout;
+        let owed = self.upstream.is_some()
+            && !timeout.is_zero()
+            && match self.pending.front() {
+                Some(Pending::Reply(expect)) => !expect.blocking,
+                Some(Pending::Replace(_)) | Some(Pending::Swallow) => true,
+                _ => false,
+            };
+        if !owed {
+            self.waiting_since = None;
+            return None;
+        }
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        Some(since + timeout)
+    }
+
     /// True when every reply still owed belongs to a blocking command.
     fn only_blocked_replies_owed(&self) -> bool {
         self.pending.iter().all(|entry| match entry {
@@ -202,7 +229,7 @@ impl ReplySide {
                 self.fail_upstream("closed by the upstream");
                 return;
             }
-            Ok(_) => {}
+            Ok(_) => self.waiting_since = None,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => {
                 self.fail_upstream(&e.to_string());

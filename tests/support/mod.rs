@@ -129,6 +129,11 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// The process id (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A plain Redis on a free port.
     pub fn start() -> Self {
         Self::start_with(&[])
