@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Load benchmark: direct Redis vs twemproxy vs keyward, in one run.
+# Load benchmark: direct Redis vs twemproxy vs keyward (both modes), in one run.
 #
-#   scripts/bench.sh                 full run (5 rounds; about 10 minutes on 2 cores)
+#   scripts/bench.sh                 full run (5 rounds; about 4-8 minutes on 2 cores)
 #   QUICK=1 scripts/bench.sh         smoke run (1 round, small sizes; about 1 minute after the build)
 #
 # Builds keyward in release mode, starts a redis-server (no persistence), a twemproxy
-# (nutcracker, server_connections: 1) in front of it and keyward in front of that, all on free
-# 127.0.0.1 ports, and runs the workloads of issue 4 against all three, the targets taking turns
-# in a rotating order round by round. Prints a table of medians with the ratios keyward/direct
-# and keyward/twemproxy and the issue's targets (PASS/MISS, reported, not enforced), and writes
-# docs/bench/results.{csv,md,svg} plus results-rounds.csv (every single measurement).
+# (nutcracker, server_connections: 1) in front of it and two keyward processes from the same
+# binary in front of that, all on free 127.0.0.1 ports: "keyward" (default configuration,
+# [upstream] share_connections = false: one upstream connection per client) and "keyward-shared"
+# (the same configuration except share_connections = true: stateless requests of all clients
+# share one pipelined upstream connection). Runs the workloads of issue 4 against all four
+# targets, taking turns in a rotating order round by round. Prints a table of medians with the
+# ratios keyward/direct, keyward/twemproxy, keyward-shared/direct and keyward-shared/twemproxy
+# and the issue's targets for both keyward modes (PASS/MISS, reported, not enforced), and writes
+# docs/bench/results.{csv,md,svg}, targets.csv and results-rounds.csv (every single measurement).
 #
 # Knobs (environment):
 #   QUICK=1            small and fast (1 round, short runs, 2,000 connections in W5)
@@ -135,7 +139,7 @@ fi
 # Run a private copy: a rebuild by someone else during the run must not swap the binary.
 cp "$bin" "$work/keyward"
 
-# W5 holds 10,000 connections; keyward needs two descriptors per used client connection.
+# W5 holds 10,000 connections; keyward (default mode) needs two descriptors per client connection.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 rustc_version="$(rustc --version 2>/dev/null || echo unknown)"

@@ -12,15 +12,30 @@ import platform
 import statistics
 import subprocess
 
-TARGETS = ("direct", "twemproxy", "keyward")
-COLORS = {"direct": "#7f7f7f", "twemproxy": "#e69f00", "keyward": "#0072b2"}
+TARGETS = ("direct", "twemproxy", "keyward", "keyward-shared")
+# The two keyward processes (same binary): the default mode and share_connections = true.
+KEYWARDS = ("keyward", "keyward-shared")
+# (numerator, denominator) of the ratio columns.
+RATIOS = (("keyward", "direct"), ("keyward", "twemproxy"),
+          ("keyward-shared", "direct"), ("keyward-shared", "twemproxy"))
+COLORS = {"direct": "#7f7f7f", "twemproxy": "#e69f00", "keyward": "#0072b2",
+          "keyward-shared": "#56b4e9"}
+MODES_SENTENCE = (
+    "keyward runs as two processes from the same binary with identical configurations except "
+    "`[upstream] share_connections`: \"keyward\" is the default (`false`: every client gets an "
+    "upstream connection of its own, opened when it connects) and \"keyward-shared\" sets "
+    "`true` (stateless requests of all clients share one pipelined upstream connection, "
+    "twemproxy-style; a client that needs per-connection state moves to a connection of its "
+    "own); both run with the default `[server] threads = 1`.")
 W4_NAMES = {
     "direct": "DEL x1000 direct",
     "twemproxy": "DEL x1000 via twemproxy",
     "keyward": "REMOVEKEYS x1000 via keyward",
+    "keyward-shared": "REMOVEKEYS x1000 via keyward-shared",
 }
 W4_SINGLE = "DEL x1 direct"
-W4_KW_DEL = "DEL x1000 via keyward"
+W4_KW_DEL = {"keyward": "DEL x1000 via keyward",
+             "keyward-shared": "DEL x1000 via keyward-shared"}
 W4_UNLINK = "UNLINK x1000 direct"
 WORKLOAD_TITLES = {
     "W1": "W1 50 clients, pipeline 16",
@@ -98,15 +113,15 @@ def summarize(results, meta):
                   if per_target.get(t) else (None, None, 0) for t in TARGETS}
         row = {"workload": workload, "test": test, "metric": metric, "unit": unit,
                "better": better, "values": vals, "spread": spread,
-               "kw_direct": ratio(vals["keyward"], vals["direct"]),
-               "kw_twem": ratio(vals["keyward"], vals["twemproxy"])}
+               "ratio": {(a, b): ratio(vals[a], vals[b]) for a, b in RATIOS},
+               "paired": {}}
         # Ratios within each round (the targets ran back to back there), then their median
         # and range: robust to drift between rounds.
-        for key, other in (("kw_direct", "direct"), ("kw_twem", "twemproxy")):
-            kw, ot = by_round.get("keyward", {}), by_round.get(other, {})
-            paired = [kw[r] / ot[r] for r in kw if r in ot and ot[r]]
-            row[key + "_paired"] = ((median(paired), min(paired), max(paired))
-                                    if paired else (None, None, None))
+        for a, b in RATIOS:
+            num_, den = by_round.get(a, {}), by_round.get(b, {})
+            paired = [num_[r] / den[r] for r in num_ if r in den and den[r]]
+            row["paired"][(a, b)] = ((median(paired), min(paired), max(paired))
+                                     if paired else (None, None, None))
         row["by_round"] = by_round
         if extra:
             row.update(extra)
@@ -140,12 +155,13 @@ def summarize(results, meta):
     per = {t: [(r["round"], r["keys_per_s"]) for r in w4 if r["variant"] == W4_NAMES[t]]
            for t in TARGETS}
     add("W4", "delete 1000 keys per call", "keys removed", "keys/s", "higher", per,
-        {"labels": {"direct": "DEL x1000", "twemproxy": "DEL x1000", "keyward": "REMOVEKEYS"}})
+        {"labels": {"direct": "DEL x1000", "twemproxy": "DEL x1000", "keyward": "REMOVEKEYS",
+                    "keyward-shared": "REMOVEKEYS"}})
     single = [(r["round"], r["keys_per_s"]) for r in w4 if r["variant"] == W4_SINGLE]
     add("W4", "DEL one key per call", "keys removed", "keys/s", "higher", {"direct": single})
-    kw_del = [(r["round"], r["keys_per_s"]) for r in w4 if r["variant"] == W4_KW_DEL]
-    add("W4", "plain DEL x1000 (reference)", "keys removed", "keys/s", "higher",
-        {"keyward": kw_del})
+    kw_del = {t: [(r["round"], r["keys_per_s"]) for r in w4 if r["variant"] == name]
+              for t, name in W4_KW_DEL.items()}
+    add("W4", "plain DEL x1000 (reference)", "keys removed", "keys/s", "higher", kw_del)
     unlink = [(r["round"], r["keys_per_s"]) for r in w4 if r["variant"] == W4_UNLINK]
     add("W4", "UNLINK x1000 (reference)", "keys removed", "keys/s", "higher",
         {"direct": unlink})
@@ -169,38 +185,17 @@ def find(rows, workload, test, metric):
 
 
 def targets(rows):
-    """The targets of issue 4: (label, measured ratio or value, comparison, threshold, kind,
-    range of the same ratio taken round by round)."""
+    """The targets of issue 4, for each keyward mode: (label, measured ratio or value,
+    comparison, threshold, kind, range of the same ratio taken round by round, keyward target).
+    The two modes' checks of the same target are adjacent."""
     out = []
 
-    def rng(r, key):
+    def rng(r, a, b):
         if not r:
             return ""
-        _, lo, hi = r.get(key + "_paired", (None, None, None))
+        _, lo, hi = r["paired"].get((a, b), (None, None, None))
         return "" if lo is None else "%.2f-%.2fx" % (lo, hi)
 
-    for workload in ("W1", "W2"):
-        for test in ("SET", "GET"):
-            r = find(rows, workload, test, "throughput")
-            out.append(("%s %s throughput keyward/twemproxy" % (workload, test),
-                        r and r["kw_twem"], ">=", 1.0, "target", rng(r, "kw_twem")))
-    for test in ("SET", "GET"):
-        r = find(rows, "W1", test, "throughput")
-        out.append(("W1 %s throughput keyward/direct" % test, r and r["kw_direct"], ">=", 0.8,
-                    "aim", rng(r, "kw_direct")))
-    for test in ("SET", "GET"):
-        r = find(rows, "W3", test, "p50 latency")
-        out.append(("W3 %s p50 latency keyward/direct" % test, r and r["kw_direct"], "<=", 1.3,
-                    "target", rng(r, "kw_direct")))
-    for test in ("SET", "GET"):
-        r = find(rows, "W3", test, "mean latency (1/throughput)")
-        out.append(("W3 %s mean latency keyward/direct (finer check)" % test,
-                    r and r["kw_direct"], "<=", 1.3, "extra", rng(r, "kw_direct")))
-    batch = find(rows, "W4", "delete 1000 keys per call", "keys removed")
-    single = find(rows, "W4", "DEL one key per call", "keys removed")
-    kw = batch and batch["values"]["keyward"]
-    out.append(("W4 REMOVEKEYS / direct DEL x1000 (keys/s)", batch and batch["kw_direct"], ">=",
-                0.8, "target", rng(batch, "kw_direct")))
     def rng2(a, ta, b, tb):
         if not a or not b:
             return ""
@@ -208,17 +203,51 @@ def targets(rows):
         paired = [x[r] / y[r] for r in x if r in y and y[r]]
         return "%.2f-%.2fx" % (min(paired), max(paired)) if paired else ""
 
-    out.append(("W4 REMOVEKEYS / direct DEL x1 per call (keys/s)",
-                ratio(kw, single and single["values"]["direct"]), ">=", 20.0, "target",
-                rng2(batch, "keyward", single, "direct")))
+    def both(make):
+        for kw in KEYWARDS:
+            out.append(make(kw) + (kw,))
+
+    def vs(r, kw, other):
+        return r and r["ratio"][(kw, other)]
+
+    for workload in ("W1", "W2"):
+        for test in ("SET", "GET"):
+            r = find(rows, workload, test, "throughput")
+            both(lambda kw: ("%s %s throughput %s/twemproxy" % (workload, test, kw),
+                             vs(r, kw, "twemproxy"), ">=", 1.0, "target",
+                             rng(r, kw, "twemproxy")))
+    for test in ("SET", "GET"):
+        r = find(rows, "W1", test, "throughput")
+        both(lambda kw: ("W1 %s throughput %s/direct" % (test, kw), vs(r, kw, "direct"), ">=",
+                         0.8, "aim", rng(r, kw, "direct")))
+    for test in ("SET", "GET"):
+        r = find(rows, "W3", test, "p50 latency")
+        both(lambda kw: ("W3 %s p50 latency %s/direct" % (test, kw), vs(r, kw, "direct"), "<=",
+                         1.3, "target", rng(r, kw, "direct")))
+    for test in ("SET", "GET"):
+        r = find(rows, "W3", test, "mean latency (1/throughput)")
+        both(lambda kw: ("W3 %s mean latency %s/direct (finer check)" % (test, kw),
+                         vs(r, kw, "direct"), "<=", 1.3, "extra", rng(r, kw, "direct")))
+    batch = find(rows, "W4", "delete 1000 keys per call", "keys removed")
+    single = find(rows, "W4", "DEL one key per call", "keys removed")
     unlink = find(rows, "W4", "UNLINK x1000 (reference)", "keys removed")
-    out.append(("W4 REMOVEKEYS / direct UNLINK x1000, what it sends",
-                ratio(kw, unlink and unlink["values"]["direct"]), ">=", 0.8, "extra",
-                rng2(batch, "keyward", unlink, "direct")))
+
+    def removekeys(kw):
+        return batch and batch["values"][kw]
+
+    both(lambda kw: ("W4 REMOVEKEYS via %s / direct DEL x1000 (keys/s)" % kw,
+                     vs(batch, kw, "direct"), ">=", 0.8, "target", rng(batch, kw, "direct")))
+    both(lambda kw: ("W4 REMOVEKEYS via %s / direct DEL x1 per call (keys/s)" % kw,
+                     ratio(removekeys(kw), single and single["values"]["direct"]), ">=", 20.0,
+                     "target", rng2(batch, kw, single, "direct")))
+    both(lambda kw: ("W4 REMOVEKEYS via %s / direct UNLINK x1000, what it sends" % kw,
+                     ratio(removekeys(kw), unlink and unlink["values"]["direct"]), ">=", 0.8,
+                     "extra", rng2(batch, kw, unlink, "direct")))
     for metric in ("per connection, connected", "per connection, after 1 PING"):
         r = next((x for x in rows if x["workload"] == "W5" and x["metric"] == metric), None)
-        out.append(("W5 keyward bytes %s" % metric.replace("per connection, ", "per conn, "),
-                    r and r["values"]["keyward"], "<", 16384.0, "target", ""))
+        both(lambda kw: ("W5 %s bytes %s" % (kw, metric.replace("per connection, ",
+                                                                 "per conn, ")),
+                         r and r["values"][kw], "<", 16384.0, "target", ""))
     return out
 
 
@@ -252,32 +281,42 @@ def fmt_ratio(v):
 def fmt_target_value(v, threshold):
     if v is None:
         return "-"
-    return "{:,.0f} B".format(v) if threshold > 100 else "%.2fx" % v
+    if threshold > 100:
+        return "{:,.0f} B".format(v)
+    if "%.2f" % v == "%.2f" % threshold and v != threshold:
+        # 0.996x would print as 1.00x next to a MISS of ">= 1.0x": one more digit.
+        return "%.3fx" % v
+    return "%.2fx" % v
 
 
 def table_lines(rows, markdown):
-    head = ["workload", "test", "metric", "unit", "direct", "twemproxy", "keyward",
-            "keyward/direct", "keyward/twemproxy"]
+    head = ["workload", "test", "metric", "unit", *TARGETS,
+            *["%s/%s" % (a, b) for a, b in RATIOS]]
     body = []
     for r in rows:
         vals = [fmt_value(r["values"][t], r["unit"]) for t in TARGETS]
         labels = r.get("labels")
-        if labels:
+        if labels and markdown:
+            # On stdout a note under the table says which command each W4 column sent.
             vals = ["%s %s" % (v, "(%s)" % labels[t]) if v != "-" else v
                     for v, t in zip(vals, TARGETS)]
         body.append([r["workload"], r["test"], r["metric"], r["unit"], *vals,
-                     fmt_ratio(r["kw_direct"]), fmt_ratio(r["kw_twem"])])
+                     *[fmt_ratio(r["ratio"][k]) for k in RATIOS]])
     if markdown:
         lines = ["| " + " | ".join(head) + " |",
-                 "|" + "|".join(["---"] * 4 + ["---:"] * 5) + "|"]
+                 "|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|"]
         lines += ["| " + " | ".join(b) + " |" for b in body]
         return lines
-    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    # Ratio headers on two lines ("keyward-shared" over "/twemproxy"), to keep the table narrow.
+    head1 = [h.split("/")[0] if "/" in h else "" for h in head]
+    head2 = ["/" + h.split("/")[1] if "/" in h else h for h in head]
+    widths = [max(len(x[i]) for x in [head1, head2] + body) for i in range(len(head))]
+
     def line(cells):
         return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     sep = "  ".join("-" * w for w in widths)
-    out = [line(head), sep]
+    out = [line(head1), line(head2), sep]
     last = None
     for b in body:
         if last is not None and b[0] != last:
@@ -292,7 +331,9 @@ def target_lines(checks, markdown):
     if markdown:
         out += ["| target | measured (median) | per round | goal | result |",
                 "|---|---:|---:|---|---|"]
-    for label, value, op, threshold, kind, spread in checks:
+    width = max([len(c[0]) for c in checks] + [10])
+    swidth = max([len(c[5]) + 2 for c in checks] + [15])
+    for label, value, op, threshold, kind, spread, _proxy in checks:
         goal = "%s %s%s" % (op, ("{:,.0f} B".format(threshold) if threshold > 100
                                  else "%.1fx" % threshold),
                             {"aim": " (aim)", "extra": " (extra)"}.get(kind, ""))
@@ -301,8 +342,8 @@ def target_lines(checks, markdown):
             out.append("| %s | %s | %s | %s | **%s** |" % (
                 label, fmt_target_value(value, threshold), spread or "-", goal, result))
         else:
-            out.append("  %-52s %10s  %-15s  %-16s %s" % (
-                label, fmt_target_value(value, threshold),
+            out.append("  %-*s %10s  %-*s  %-16s %s" % (
+                width, label, fmt_target_value(value, threshold), swidth,
                 "(%s)" % spread if spread else "", goal, result))
     return out
 
@@ -311,37 +352,43 @@ def target_lines(checks, markdown):
 # Files
 # --------------------------------------------------------------------------------------------
 
+def col(name):
+    return name.replace("-", "_")
+
+
 def write_csv(rows, checks, path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["workload", "test", "metric", "unit", "better",
-                    "direct", "twemproxy", "keyward",
-                    "direct_min", "direct_max", "twemproxy_min", "twemproxy_max",
-                    "keyward_min", "keyward_max", "rounds",
-                    "keyward_over_direct", "keyward_over_twemproxy",
-                    "paired_keyward_over_direct_median", "paired_keyward_over_direct_min",
-                    "paired_keyward_over_direct_max", "paired_keyward_over_twemproxy_median",
-                    "paired_keyward_over_twemproxy_min", "paired_keyward_over_twemproxy_max"])
+        head = ["workload", "test", "metric", "unit", "better", *[col(t) for t in TARGETS]]
+        for t in TARGETS:
+            head += [col(t) + "_min", col(t) + "_max"]
+        head.append("rounds")
+        head += ["%s_over_%s" % (col(a), col(b)) for a, b in RATIOS]
+        for a, b in RATIOS:
+            head += ["paired_%s_over_%s_%s" % (col(a), col(b), x)
+                     for x in ("median", "min", "max")]
+        w.writerow(head)
         for r in rows:
             spread = []
             for t in TARGETS:
                 lo, hi, _ = r["spread"][t]
                 spread += [lo, hi]
             rounds = max(r["spread"][t][2] for t in TARGETS)
+            paired = []
+            for k in RATIOS:
+                paired += [num(x, 4) for x in r["paired"][k]]
             w.writerow([r["workload"], r["test"], r["metric"], r["unit"], r["better"],
                         *[num(r["values"][t]) for t in TARGETS], *[num(x) for x in spread],
-                        rounds, num(r["kw_direct"], 4), num(r["kw_twem"], 4),
-                        *[num(x, 4) for x in r["kw_direct_paired"]],
-                        *[num(x, 4) for x in r["kw_twem_paired"]]])
+                        rounds, *[num(r["ratio"][k], 4) for k in RATIOS], *paired])
 
 
 def write_targets_csv(checks, path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["target", "measured", "comparison", "threshold", "kind", "result",
-                    "per_round_range"])
-        for label, value, op, threshold, kind, spread in checks:
-            w.writerow([label, num(value, 4), op, threshold, kind,
+        w.writerow(["target", "keyward_target", "measured", "comparison", "threshold", "kind",
+                    "result", "per_round_range"])
+        for label, value, op, threshold, kind, spread, proxy in checks:
+            w.writerow([label, proxy, num(value, 4), op, threshold, kind,
                         verdict(value, op, threshold), spread])
 
 
@@ -390,8 +437,11 @@ def machine_lines(meta):
         ("redis", meta.get("redis")),
         ("redis-benchmark", meta.get("redis_benchmark")),
         ("twemproxy", meta.get("nutcracker")),
-        ("keyward", "git %s (%s), %s" % (meta.get("keyward_commit"), meta.get("keyward_tree"),
-                                          meta.get("rustc"))),
+        ("keyward", "git %s (%s), %s; two processes of this binary: keyward "
+                    "(share_connections = false, the default) and keyward-shared "
+                    "(share_connections = true), both threads = 1" % (
+                        meta.get("keyward_commit"), meta.get("keyward_tree"),
+                        meta.get("rustc"))),
         ("settings", "QUICK=%s ROUNDS=%s W4_ROUNDS=%s DURATION=%ss W4_KEYS=%s "
                      "W4_SINGLE_KEYS=%s W5 connections=%s (asked %s, fd limit %s)" % (
                          int(bool(s.get("quick"))), s.get("rounds"), s.get("w4_rounds"),
@@ -402,23 +452,31 @@ def machine_lines(meta):
                  "about %s cores on average; run took %s s" % (
                      meta.get("loadavg_start"), meta.get("loadavg_end"),
                      meta.get("foreign_cpu_cores"), meta.get("elapsed_s"))),
-        ("logs", "keyward wrote %s line(s) at --log-level warn during the run" % (
+        ("logs", "at --log-level warn during the run: %s" % log_counts(
             meta.get("keyward_log_warnings"))),
     ]
 
 
+def log_counts(counts):
+    if not isinstance(counts, dict):
+        return "keyward wrote %s line(s)" % counts
+    return ", ".join("%s wrote %s line(s)" % (name, n) for name, n in counts.items())
+
+
 def write_markdown(rows, checks, meta, path):
-    lines = ["# keyward load benchmark: direct Redis vs twemproxy vs keyward", "",
+    lines = ["# keyward load benchmark: direct Redis vs twemproxy vs keyward (both modes)", "",
              "Generated by `scripts/bench.sh` (`%s`). Every value is the median over the "
-             "measured rounds; the three targets take turns in a rotating order inside every "
+             "measured rounds; the four targets take turns in a rotating order inside every "
              "round. Per-round values: [results-rounds.csv](results-rounds.csv); summary: "
-             "[results.csv](results.csv); targets: [targets.csv](targets.csv)." % meta.get("command", "scripts/bench.sh"), "",
+             "[results.csv](results.csv); targets: [targets.csv](targets.csv)."
+             % meta.get("command", "scripts/bench.sh"), "",
+             MODES_SENTENCE, "",
              "![throughput, latency, deletes and memory per connection](results.svg)", "",
              "## Machine", "", "| | |", "|---|---|"]
     lines += ["| %s | %s |" % (k, v) for k, v in machine_lines(meta)]
     lines += ["", "## Results", ""]
     lines += table_lines(rows, markdown=True)
-    lines += ["", "## Targets (issue 4)", ""]
+    lines += ["", "## Targets (issue 4), for each keyward mode", ""]
     lines += target_lines(checks, markdown=True)
     lines += ["", "## How to read it", "",
               "- W1-W3 run `redis-benchmark -t set,get` (SET, then GET, one fixed key) with "
@@ -435,6 +493,8 @@ def write_markdown(rows, checks, meta, path):
               "lowest to highest: when that range straddles the goal, the verdict is within "
               "the noise of this machine. results.csv has the median and range of these "
               "per-round ratios (paired_* columns).",
+              "- Each keyward mode is its own process with its own CPU and memory, measured "
+              "exactly like the other targets; only one target is under load at a time.",
               "- proxy CPU per request: user+system CPU time of the proxy process during the "
               "run (from /proc/PID/stat) divided by the requests of the run. On a shared "
               "2-core machine this is steadier than throughput.",
@@ -443,14 +503,16 @@ def write_markdown(rows, checks, meta, path):
               "`redis-cli --pipe` before each measurement and DBSIZE is checked to be 0 "
               "afterwards. keyward's REMOVEKEYS becomes UNLINK upstream (its default); for "
               "these small string values UNLINK frees at once, like DEL. twemproxy splits a "
-              "multi-key DEL into fragments and sums the counts. The \"DEL x1000 via keyward\" "
-              "row is a reference: a plain DEL forwarded by keyward; \"UNLINK x1000 direct\" is what "
-              "keyward sends upstream for a REMOVEKEYS, sent directly, so that the gap between "
-              "REMOVEKEYS and DEL splits into Redis's share and keyward's.",
+              "multi-key DEL into fragments and sums the counts. The keyward and keyward-shared "
+              "columns of the first W4 row are REMOVEKEYS x1000; the \"plain DEL x1000 "
+              "(reference)\" row is a plain DEL forwarded by each keyward mode; \"UNLINK x1000 "
+              "direct\" is what keyward sends upstream for a REMOVEKEYS, sent directly, so that "
+              "the gap between REMOVEKEYS and DEL splits into Redis's share and keyward's.",
               "- W5 runs first, on fresh processes: VmRSS of the process idle, with N idle "
-              "client connections open, and after one PING on each (so that every session "
-              "has set up whatever it needs to forward a request; keyward opens upstream "
-              "connections lazily). bytes per connection = (RSS with - RSS "
+              "client connections open, and after one PING on each. keyward in its default "
+              "mode opens each client's upstream connection when the client connects, so "
+              "\"connected\" already includes it; keyward-shared opens none per client (its "
+              "shared connection is set up once). bytes per connection = (RSS with - RSS "
               "idle) / N. The direct column is redis-server itself, for reference.",
               "- W6 (W1 and W4 through keyward in front of a 3-primary cluster, against "
               "`redis-benchmark --cluster` going direct) is not measured yet: it waits for the "
@@ -577,14 +639,15 @@ def legend(svg, x, y, items):
 
 
 def write_svg(rows, meta, path):
-    svg = Svg(1200, 1040)
-    svg.text(30, 34, "keyward vs twemproxy vs direct Redis (medians of %s rounds, %s)" % (
+    svg = Svg(1200, 1080)
+    svg.text(30, 34, "keyward (2 modes) vs twemproxy vs direct Redis (medians of %s rounds, %s)" % (
         meta.get("settings", {}).get("rounds"), meta.get("date")), size=19, weight="bold")
     svg.text(30, 56, "%s CPUs, %s, Linux %s; %s; %s" % (
         meta.get("nproc"), meta.get("cpu"), meta.get("kernel"), meta.get("redis"),
         meta.get("nutcracker")), size=12, fill="#555")
     legend(svg, 30, 84, [("direct", "direct Redis"), ("twemproxy", "twemproxy (nutcracker)"),
-                         ("keyward", "keyward")])
+                         ("keyward", "keyward (default: connection per client)"),
+                         ("keyward-shared", "keyward-shared (share_connections = true)")])
 
     # Panel 1: throughput relative to direct Redis.
     groups = []
@@ -640,13 +703,17 @@ def write_svg(rows, meta, path):
              ("UNLINK x1000 direct", unlink and unlink["values"]["direct"], "direct"),
              ("DEL x1000 twemproxy", batch and batch["values"]["twemproxy"], "twemproxy"),
              ("DEL x1000 keyward", kwdel and kwdel["values"]["keyward"], "keyward"),
-             ("REMOVEKEYS keyward", batch and batch["values"]["keyward"], "keyward")]
+             ("REMOVEKEYS keyward", batch and batch["values"]["keyward"], "keyward"),
+             ("DEL x1000 keyward-shared", kwdel and kwdel["values"]["keyward-shared"],
+              "keyward-shared"),
+             ("REMOVEKEYS keyward-shared", batch and batch["values"]["keyward-shared"],
+              "keyward-shared")]
     for label, v, t in items:
         top = max(top, v or 0)
     svg.text(680, 472, "W4 keys removed per second (1 call at a time)", size=15, weight="bold")
     svg.text(680, 490, "Higher is better.", size=11, fill="#555")
     xmax = nice_max(top * 1.2)
-    bx0, bw, by0, bh = 840, 300, 505, 32
+    bx0, bw, by0, bh = 840, 300, 505, 26
     for i, (label, v, t) in enumerate(items):
         y = by0 + i * (bh + 6)
         svg.text(bx0 - 8, y + bh / 2 + 4, label, size=12, anchor="end")
@@ -654,11 +721,14 @@ def write_svg(rows, meta, path):
             svg.rect(bx0, y, bw * v / xmax, bh, COLORS[t], title="%s: %.0f keys/s" % (label, v))
             svg.text(bx0 + bw * v / xmax + 4, y + bh / 2 + 4, short(v), size=11)
     svg.line(bx0, by0 - 4, bx0, by0 + len(items) * (bh + 6), stroke="#333")
-    kw, single = items[-1][1], items[0][1]
-    if kw and single:
+    single = items[0][1]
+    kws = [(t, batch and batch["values"][t]) for t in KEYWARDS]
+    if single and all(v for _, v in kws):
         svg.text(680, by0 + len(items) * (bh + 6) + 18,
-                 "REMOVEKEYS x1000 removes %.0fx the keys/s of a one-DEL-per-key loop"
-                 % (kw / single), size=12, fill="#333")
+                 "REMOVEKEYS x1000 removes %s" % " and ".join(
+                     "%.0fx (%s)" % (v / single, t) for t, v in kws), size=12, fill="#333")
+        svg.text(680, by0 + len(items) * (bh + 6) + 34,
+                 "the keys/s of a one-DEL-per-key loop", size=12, fill="#333")
 
     # Panel 4: W5 bytes per connection.
     groups = []
@@ -673,7 +743,7 @@ def write_svg(rows, meta, path):
             vals["_label_" + t] = "%.1f KiB" % (vals[t] / 1024)
         top = max([top] + [v for k, v in vals.items() if not k.startswith("_")])
         groups.append((label, vals))
-    bar_panel(svg, 90, 830, 960, 150,
+    bar_panel(svg, 90, 870, 960, 150,
               "W5 resident memory per idle client connection (%s connections; direct = "
               "redis-server itself)" % meta.get("w5_conns"), groups, TARGETS,
               top * 1.1, lambda v: "%.0f KiB" % (v / 1024),
@@ -695,12 +765,16 @@ def write_all(results, meta, out_dir):
     for line in table_lines(rows, markdown=False):
         print(line)
     print()
-    print("W4: the direct and twemproxy columns use DEL with 1000 keys, the keyward column "
-          "REMOVEKEYS with 1000 keys.")
+    print("keyward: share_connections = false (default, one upstream connection per client); "
+          "keyward-shared: share_connections = true")
+    print("(stateless requests of all clients share one pipelined upstream connection); same "
+          "binary, otherwise identical configs.")
+    print("W4 'delete 1000 keys per call': the direct and twemproxy columns use DEL with 1000 "
+          "keys, both keyward columns REMOVEKEYS with 1000 keys.")
     print("W5: the direct column is redis-server's own memory, for reference.")
     print()
-    print("Targets from issue 4 (reported, not enforced; in brackets: the same ratio taken "
-          "within each round, lowest-highest):")
+    print("Targets from issue 4 for both keyward modes (reported, not enforced; in brackets: "
+          "the same ratio taken within each round, lowest-highest):")
     for line in target_lines(checks, markdown=False):
         print(line)
     write_csv(rows, checks, os.path.join(out_dir, "results.csv"))
