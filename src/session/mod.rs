@@ -24,9 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::Audit;
@@ -93,8 +91,8 @@ enum Pending {
     /// the upstream connection open for blocked commands, which Redis would drop on a client's
     /// close too (and which would otherwise stay blocked and counted in `blocked_clients`).
     ClientGone,
-    /// A new upstream connection (reading half) with its generation number.
-    Attach(OwnedReadHalf, u64),
+    /// A new upstream connection (the reply side reads it) with its generation number.
+    Attach(Arc<TcpStream>, u64),
     /// Writing to the current upstream connection failed.
     Broken(String),
 }
@@ -158,12 +156,16 @@ pub async fn run_with_input(
     input: BytesMut,
 ) {
     let _ = stream.set_nodelay(true);
-    let (client_read, client_write) = stream.into_split();
+    // Both sides hold the socket: the request side reads it, the reply side writes it. It
+    // closes when both are done (never half-closed early, which Redis-side would read as the
+    // client leaving).
+    let client = Arc::new(stream);
     let (tx, rx) = mpsc::channel(BATCH_QUEUE);
     let shared = Arc::new(Shared::default());
 
-    let requests = requests::RequestSide::new(client_read, tx, peer, ctx.clone(), shared.clone());
-    let replies = replies::ReplySide::new(client_write, rx, peer, ctx.clone(), shared);
+    let requests =
+        requests::RequestSide::new(client.clone(), tx, peer, ctx.clone(), shared.clone());
+    let replies = replies::ReplySide::new(client, rx, peer, ctx.clone(), shared);
 
     let request_task = requests.run(shutdown, input);
     let reply_task = replies.run();
@@ -248,31 +250,6 @@ fn consume(chunks: &mut [Bytes], mut first: usize, mut n: usize) -> usize {
         }
     }
     first
-}
-
-/// Writes every chunk, in order, with as few system calls as the kernel allows.
-pub(crate) async fn write_chunks<W: AsyncWriteExt + Unpin>(
-    writer: &mut W,
-    chunks: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
-    const MAX_SLICES: usize = 64;
-    let mut first = 0;
-    while first < chunks.len() {
-        let n = {
-            let slices: Vec<IoSlice<'_>> = chunks[first..]
-                .iter()
-                .take(MAX_SLICES)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            writer.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        first = consume(chunks, first, n);
-    }
-    chunks.clear();
-    Ok(())
 }
 
 fn upstream_lost(ctx: &SessionContext, reason: &str) -> Bytes {

@@ -7,26 +7,28 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::pubsub::{self, Subscriptions};
-use super::{Expect, ExpectKind, Pending, SessionContext, Shared, upstream_lost, write_chunks};
+use super::{
+    Expect, ExpectKind, Pending, SessionContext, Shared, read_some, upstream_lost, write_all_chunks,
+};
 use crate::protocol::reply::{self, ReplyFramer};
 
 const READ_CHUNK: usize = 16 * 1024;
 const KEEP_BUFFER: usize = 256 * 1024;
 
 pub(super) struct ReplySide {
-    client: OwnedWriteHalf,
+    client: Arc<TcpStream>,
     queue: mpsc::Receiver<Vec<Pending>>,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
     shared: Arc<Shared>,
     /// Entries in request order; the front is the next request to answer.
     pending: VecDeque<Pending>,
-    upstream: Option<(OwnedReadHalf, u64)>,
+    upstream: Option<(Arc<TcpStream>, u64)>,
     /// Upstream bytes read and not yet passed on. `buf[..forward]` has been framed and is to be
     /// forwarded as it is; framing resumes at `forward`.
     buf: BytesMut,
@@ -55,7 +57,7 @@ enum Disposition {
 
 impl ReplySide {
     pub(super) fn new(
-        client: OwnedWriteHalf,
+        client: Arc<TcpStream>,
         queue: mpsc::Receiver<Vec<Pending>>,
         peer: SocketAddr,
         ctx: Arc<SessionContext>,
@@ -85,7 +87,7 @@ impl ReplySide {
     pub(super) async fn run(mut self) {
         loop {
             let close = self.answer_local();
-            if write_chunks(&mut self.client, &mut self.out).await.is_err() {
+            if write_all_chunks(&self.client, &mut self.out).await.is_err() {
                 return;
             }
             if close {
@@ -224,7 +226,7 @@ impl ReplySide {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
-        match reader.try_read_buf(&mut self.buf) {
+        match read_some(reader, &mut self.buf) {
             Ok(0) => {
                 self.fail_upstream("closed by the upstream");
                 return;
@@ -425,7 +427,7 @@ impl ReplySide {
     }
 }
 
-async fn readable(upstream: &Option<(OwnedReadHalf, u64)>) -> std::io::Result<()> {
+async fn readable(upstream: &Option<(Arc<TcpStream>, u64)>) -> std::io::Result<()> {
     match upstream {
         Some((reader, _)) => reader.readable().await,
         None => std::future::pending().await,

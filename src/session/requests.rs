@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::{Expect, ExpectKind, Pending, ReplyMode, SessionContext, Shared, write_chunks};
+use super::{
+    Expect, ExpectKind, Pending, ReplyMode, SessionContext, Shared, read_some, write_all_chunks,
+};
 use crate::audit::{self, Audit};
 use crate::commands::{self, Role};
 use crate::guard::Verdict;
@@ -34,7 +36,7 @@ fn placeholder() -> Bytes {
 /// The state of this session's upstream connection, as the request side sees it.
 enum Link {
     Up {
-        writer: OwnedWriteHalf,
+        writer: Arc<TcpStream>,
         generation: u64,
     },
     /// Not connected; the error from the last attempt, if any.
@@ -42,7 +44,7 @@ enum Link {
 }
 
 pub(super) struct RequestSide {
-    client: OwnedReadHalf,
+    client: Arc<TcpStream>,
     queue: mpsc::Sender<Vec<Pending>>,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
@@ -69,7 +71,7 @@ enum Stop {
 
 impl RequestSide {
     pub(super) fn new(
-        client: OwnedReadHalf,
+        client: Arc<TcpStream>,
         queue: mpsc::Sender<Vec<Pending>>,
         peer: SocketAddr,
         ctx: Arc<SessionContext>,
@@ -93,10 +95,9 @@ impl RequestSide {
         }
     }
 
-    /// Runs until the client leaves, QUITs, breaks the protocol or keyward shuts down. Returns
-    /// itself so that the caller keeps the upstream connection open until the reply side has
-    /// delivered what is still owed: dropping the writing half would half-close the connection,
-    /// and Redis drops a client that half-closes, with its blocked commands.
+    /// Runs until the client leaves, QUITs, breaks the protocol or keyward shuts down, having
+    /// queued a closing entry for the reply side, which finishes answering. Returns itself: the
+    /// caller drops it only once the reply side is done.
     pub(super) async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
@@ -133,7 +134,7 @@ impl RequestSide {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            match self.client.try_read_buf(&mut buf) {
+            match read_some(&self.client, &mut buf) {
                 Ok(0) => {
                     // End of stream: answer what was asked, then close.
                     self.batch.push(Pending::ClientGone);
@@ -369,8 +370,9 @@ impl RequestSide {
         match connected {
             Ok(stream) => {
                 self.generation += 1;
-                let (reader, writer) = stream.into_split();
-                self.batch.push(Pending::Attach(reader, self.generation));
+                let writer = Arc::new(stream);
+                self.batch
+                    .push(Pending::Attach(writer.clone(), self.generation));
                 self.link = Link::Up {
                     writer,
                     generation: self.generation,
@@ -395,7 +397,7 @@ impl RequestSide {
             return;
         }
         if let Link::Up { writer, .. } = &mut self.link
-            && let Err(e) = write_chunks(writer, &mut self.outgoing).await
+            && let Err(e) = write_all_chunks(writer, &mut self.outgoing).await
         {
             let _ = self.queue.send(vec![Pending::Broken(e.to_string())]).await;
             self.link = Link::Down(Some(format!(
