@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Load benchmark: direct Redis vs twemproxy vs keyward (both modes), in one run.
+# Load benchmark: direct Redis vs twemproxy vs keyward (both modes), in one run, and keyward in
+# front of a Redis Cluster.
 #
-#   scripts/bench.sh                 full run (5 rounds; about 4-8 minutes on 2 cores)
-#   QUICK=1 scripts/bench.sh         smoke run (1 round, small sizes; about 1 minute after the build)
+#   scripts/bench.sh                 full run, W1-W6 (5 rounds; about 5-10 minutes on 2 cores)
+#   QUICK=1 scripts/bench.sh         smoke run (1 round, small sizes; 1-2 minutes after the build)
+#   W6_ONLY=1 scripts/bench.sh       only W6, the cluster (about 2 minutes; QUICK=1: 40 seconds)
 #
 # Builds keyward in release mode, starts a redis-server (no persistence), a twemproxy
 # (nutcracker, server_connections: 1) in front of it and two keyward processes from the same
@@ -15,6 +17,14 @@
 # and the issue's targets for both keyward modes (PASS/MISS, reported, not enforced), and writes
 # docs/bench/results.{csv,md,svg}, targets.csv and results-rounds.csv (every single measurement).
 #
+# W6, last: a 3-primary Redis Cluster (no replicas) on free ports, and keyward --cluster in front
+# of it. W6a: W1 through keyward vs `redis-benchmark --cluster` going direct; W6b: REMOVEKEYS of
+# 1000 keys per call through keyward vs a cluster-aware client deleting the same keys with one
+# DEL per hash slot, directly on the primaries. Written to docs/bench/w6.{md,csv,svg} and
+# w6-rounds.csv, and as the W6 rows/section of results.csv, results-rounds.csv and results.md.
+# With W6_ONLY=1 only W6 runs (still after the build; nutcracker is not needed) and only the W6
+# parts of those files are replaced: the W1-W5 results of an earlier full run stay as they are.
+#
 # Knobs (environment):
 #   QUICK=1            small and fast (1 round, short runs, 2,000 connections in W5)
 #   ROUNDS=N           measured rounds of W1-W3 (default 5); W4_ROUNDS defaults to ROUNDS
@@ -23,6 +33,10 @@
 #   W4_KEYS=N          keys per batched delete measurement (default 1000000)
 #   W4_SINGLE_KEYS=N   keys for the one-key-per-call DEL measurement (default 30000)
 #   W5_CONNS=N         idle connections in W5 (default 10000; lowered to fit the fd limit)
+#   W6_ONLY=1          run W6 only (see above)
+#   W6_ROUNDS=N        rounds of W6a and W6b (default ROUNDS, i.e. 5; QUICK: 1)
+#   W6_N=N             fixed request count per W6a test instead of the calibrated ones
+#   W6_KEYS=N          keys per W6b measurement (default 1000000; QUICK: 200000)
 #   MAX_SECONDS=S      hard cap on the measurements (default 2400; QUICK: 600)
 #   OUT_DIR=DIR        where the results go (default docs/bench)
 #   KEEP_WORK=1        keep the work directory (logs, generated configs) for inspection
@@ -31,14 +45,18 @@
 #                      instead of the working tree (target dir: ~/.cache/keyward-bench/target)
 #   KEYWARD_BIN=PATH   measure this keyward binary instead of building one
 #
-# Needs: cargo, redis-server, redis-cli and redis-benchmark (redis-tools), nutcracker, python3
-# (standard library only).
+# Needs: cargo, redis-server (Redis 7 or later, for W6's --cluster-port), redis-cli and
+# redis-benchmark (redis-tools), nutcracker (not for W6_ONLY=1), python3 (standard library only).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 
-for tool in cargo redis-server redis-cli redis-benchmark nutcracker python3; do
+tools="cargo redis-server redis-cli redis-benchmark python3"
+if [ "${W6_ONLY:-0}" = "0" ]; then
+    tools="$tools nutcracker"
+fi
+for tool in $tools; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "error: $tool is missing (Debian: apt-get install redis-server redis-tools nutcracker python3)" >&2
         exit 1
@@ -145,7 +163,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 rustc_version="$(rustc --version 2>/dev/null || echo unknown)"
 cmd="scripts/bench.sh"
 for knob in QUICK ROUNDS W4_ROUNDS DURATION W1_N W2_N W3_N W4_KEYS W4_SINGLE_KEYS W5_CONNS \
-        KEYWARD_REV KEYWARD_BIN; do
+        W6_ONLY W6_ROUNDS W6_N W6_KEYS KEYWARD_REV KEYWARD_BIN; do
     if [ -n "${!knob:-}" ]; then
         cmd="$knob=${!knob} $cmd"
     fi

@@ -11,6 +11,10 @@ connection). It runs the workloads W1-W5 against all four targets, alternating t
 by round in a rotating order so that drift on a shared machine falls on every target alike, and
 reports medians over the rounds (see report.py for the outputs).
 
+W6 comes last (or alone, with W6_ONLY=1): a 3-primary Redis Cluster and keyward in cluster mode
+in front of it, W1 and W4 through keyward against going direct with a cluster-aware client (see
+run_w6; report_w6.py for the outputs).
+
 Standard library only. `bench.py hold PORT N` is the helper process of W5 that holds N idle
 connections open.
 """
@@ -29,6 +33,7 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import report  # noqa: E402
+import report_w6  # noqa: E402
 from resp import Client, RespError, encode  # noqa: E402
 
 TARGETS = ("direct", "twemproxy", "keyward", "keyward-shared")
@@ -80,9 +85,18 @@ def settings():
         "w5_conns": env_int("W5_CONNS", 2_000 if quick else 10_000),
         # Hard cap on the whole run, in seconds.
         "max_seconds": env_int("MAX_SECONDS", 600 if quick else 2400),
+        # W6 (keyward in front of a 3-primary Redis Cluster) alone, without W1-W5.
+        "w6_only": os.environ.get("W6_ONLY", "") not in ("", "0"),
+        # Rounds of W6a and W6b; fixed request count per W6a test (0: calibrated); keys per
+        # W6b measurement.
+        "w6_rounds": env_int("W6_ROUNDS", 1 if quick else env_int("ROUNDS", 5)),
+        "w6_n": env_int("W6_N", 0),
+        "w6_keys": env_int("W6_KEYS", 200_000 if quick else 1_000_000),
     }
-    if s["rounds"] < 1 or s["w4_rounds"] < 1:
-        raise SystemExit("ROUNDS and W4_ROUNDS must be at least 1")
+    if s["rounds"] < 1 or s["w4_rounds"] < 1 or s["w6_rounds"] < 1:
+        raise SystemExit("ROUNDS, W4_ROUNDS and W6_ROUNDS must be at least 1")
+    if s["w6_keys"] < 1000:
+        raise SystemExit("W6_KEYS must be at least 1000")
     return s
 
 
@@ -290,20 +304,28 @@ def run_redis_benchmark(env, target, workload, n, timeout):
             "-c", str(clients), "-n", str(n), "-t", "set,get", "--csv"]
     if pipeline > 1:
         argv += ["-P", str(pipeline)]
-    pid = env.pid[target]
-    proxy_cpu0 = cpu_seconds(pid) if target != "direct" else 0.0
-    redis_cpu0 = cpu_seconds(env.redis.pid)
+    return timed_redis_benchmark(argv, "%s %s" % (workload, target), n, timeout,
+                                 [env.pid[target]] if target != "direct" else [],
+                                 [env.redis.pid])
+
+
+def timed_redis_benchmark(argv, label, n, timeout, proxy_pids, redis_pids):
+    """Runs one redis-benchmark (SET and GET with --csv) and returns its SET and GET rows with
+    the wall time and the CPU time the proxy and Redis processes spent meanwhile, or None."""
+    proxy_cpu0 = sum(cpu_seconds(p) for p in proxy_pids)
+    redis_cpu0 = sum(cpu_seconds(p) for p in redis_pids)
     t0 = time.monotonic()
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        log("redis-benchmark %s %s timed out after %.0f s" % (workload, target, timeout))
+        log("redis-benchmark %s timed out after %.0f s" % (label, timeout))
         return None
     wall = time.monotonic() - t0
-    proxy_cpu = (cpu_seconds(pid) - proxy_cpu0) if target != "direct" else 0.0
-    redis_cpu = cpu_seconds(env.redis.pid) - redis_cpu0
+    proxy_cpu = sum(cpu_seconds(p) for p in proxy_pids) - proxy_cpu0
+    redis_cpu = sum(cpu_seconds(p) for p in redis_pids) - redis_cpu0
     rows = {}
     header = None
+    # In --cluster mode redis-benchmark first lists the primaries; those lines are skipped.
     for line in out.stdout.splitlines():
         cells = [c.strip().strip('"') for c in line.split(",")]
         if cells and cells[0] == "test":
@@ -312,8 +334,8 @@ def run_redis_benchmark(env, target, workload, n, timeout):
         if header and len(cells) == len(header) and cells[0] in ("SET", "GET"):
             rows[cells[0]] = {h: float(v) for h, v in zip(header[1:], cells[1:])}
     if set(rows) != {"SET", "GET"} or any(c not in rows["SET"] for c in RB_COLUMNS):
-        log("redis-benchmark %s %s: unexpected output (status %d):\n%s\n%s"
-            % (workload, target, out.returncode, out.stdout[-2000:], out.stderr[-2000:]))
+        log("redis-benchmark %s: unexpected output (status %d):\n%s\n%s"
+            % (label, out.returncode, out.stdout[-2000:], out.stderr[-2000:]))
         return None
     return {"tests": rows, "wall_s": wall, "proxy_cpu_s": proxy_cpu, "redis_cpu_s": redis_cpu,
             "n": n}
@@ -433,21 +455,29 @@ def populate(env, keysets, count):
 
 def run_delete(env, target, commands, expected, timeout):
     """Sends every command and waits for its reply before the next; returns (removed, seconds)."""
-    with Client(env.port[target], timeout=timeout) as c:
+    removed, elapsed, _ = delete_loop(env.port[target], target, commands, expected, timeout)
+    return removed, elapsed
+
+
+def delete_loop(port, label, commands, expected, timeout):
+    """run_delete on a port; returns (removed, seconds, CPU seconds of this client)."""
+    with Client(port, timeout=timeout) as c:
         if c.call("PING") != "PONG":  # the connection (and keyward's upstream one) is set up
-            raise RuntimeError("no PONG from %s" % target)
+            raise RuntimeError("no PONG from %s" % label)
         removed = 0
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         for cmd in commands:
             c.send(cmd)
             reply = c.read()
             if not isinstance(reply, int):
-                raise RuntimeError("%s answered %r" % (target, reply))
+                raise RuntimeError("%s answered %r" % (label, reply))
             removed += reply
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
     if removed != expected:
-        raise RuntimeError("%s removed %d keys, expected %d" % (target, removed, expected))
-    return removed, elapsed
+        raise RuntimeError("%s removed %d keys, expected %d" % (label, removed, expected))
+    return removed, elapsed, cpu
 
 
 def run_w4(env, s, rows):
@@ -482,19 +512,432 @@ def run_w4(env, s, rows):
 
 
 # --------------------------------------------------------------------------------------------
-# W6: cluster (not yet)
+# W6: keyward in front of a 3-primary Redis Cluster
 # --------------------------------------------------------------------------------------------
 
-def run_w6(env, s, results):
-    """W6, once keyward's cluster backend exists: start a 3-primary Redis Cluster on free ports
-    (redis-server --cluster-enabled yes, then redis-cli --cluster create ... --cluster-replicas 0
-    --cluster-yes), put keyward in front of it in cluster mode, and run
-      - W1 via keyward vs `redis-benchmark --cluster -c 50 -P 16 -t get,set` direct, and
-      - W4 (REMOVEKEYS x1000 via keyward vs DEL grouped by hash slot, direct, per node),
-    alternating the targets round by round as in W1-W4, into results["w6"]; then add its rows
-    to report.summarize and the chart. Until then it is skipped."""
-    results["w6"] = []
-    log("W6 (cluster): skipped, keyward has no cluster backend yet")
+CLUSTER_PRIMARIES = 3
+CLUSTER_SLOTS = 16384
+# W6a: the clients and pipeline depth of W1.
+W6A_CLIENTS, W6A_PIPELINE = 50, 16
+# W6a targets, in the order of round 1:
+#   direct-cluster          redis-benchmark --cluster against the primaries themselves: it
+#                           reads the slot map and every client talks straight to one primary;
+#   keyward-cluster         plain redis-benchmark against keyward --cluster, exactly W1;
+#   keyward-cluster-spread  the same with -r W6A_RANDOM_KEYS: keys over all slots, so that every
+#                           pipelined batch of 16 is split over the three primaries (reference).
+W6A_TARGETS = ("direct-cluster", "keyward-cluster", "keyward-cluster-spread")
+W6A_RANDOM_KEYS = 100_000
+# W6b: name -> target. Both delete the same keys, 1000 per call, one call at a time.
+W6B_VARIANTS = {
+    "REMOVEKEYS x1000 via keyward-cluster": "keyward-cluster",
+    "DEL per slot group direct (1000 keys per call)": "direct-cluster",
+}
+
+
+def _crc16_table():
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return table
+
+
+CRC16_TABLE = _crc16_table()
+
+
+def crc16(data, crc=0):
+    """CRC-16/XMODEM (polynomial 0x1021, initial value 0, no reflection), the checksum Redis
+    Cluster hashes keys with. `crc` continues the checksum of a prefix."""
+    table = CRC16_TABLE
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ table[(crc >> 8) ^ b]
+    return crc
+
+
+def hash_tag(key):
+    """The part of a key that Redis Cluster hashes: the text between the first `{` and the first
+    `}` after it, if that is not empty; otherwise the whole key."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
+def key_slot(key):
+    return crc16(hash_tag(key)) % CLUSTER_SLOTS
+
+
+def bench_key_slots(indexes):
+    """[key_slot(key_name(i)) for i in indexes], faster: key_name(i) is a fixed prefix without
+    a hash tag and then 8 digits, so the checksum of the prefix is computed once."""
+    prefix = b"kwbench:key:"
+    if key_name(12345) != prefix + b"00012345" or b"{" in prefix:
+        raise RuntimeError("bench_key_slots does not match key_name")
+    base = crc16(prefix)
+    return [crc16(b"%08d" % i, base) % CLUSTER_SLOTS for i in indexes]
+
+
+def node_call(port, *args, timeout=60.0):
+    with Client(port, timeout=timeout) as c:
+        return c.call(*args)
+
+
+class ClusterEnv:
+    """Three cluster-enabled redis-servers made into one cluster (no replicas) and keyward in
+    cluster mode in front of them, on free 127.0.0.1 ports. The cluster bus ports are set with
+    --cluster-port (Redis 7), so that they are free ports too rather than port + 10000."""
+
+    def __init__(self, work, keyward_bin, procs):
+        self.work = work
+        ports = free_ports(2 * CLUSTER_PRIMARIES + 1)
+        self.ports = ports[:CLUSTER_PRIMARIES]
+        bus_ports = ports[CLUSTER_PRIMARIES:2 * CLUSTER_PRIMARIES]
+        self.kw_port = ports[-1]
+        self.nodes = []
+        self.node_logs = []
+        for port, bus in zip(self.ports, bus_ports):
+            logfile = os.path.join(work, "cluster-node-%d.log" % port)
+            self.node_logs.append(logfile)
+            self.nodes.append(procs.start("cluster node %d" % port, [
+                "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", os.path.join(work, "nodes-%d.conf" % port),
+                "--cluster-node-timeout", "5000", "--cluster-port", str(bus),
+                "--save", "", "--appendonly", "no", "--dir", work, "--daemonize", "no",
+            ], logfile))
+        self.kw = None
+        for port, proc, logfile in zip(self.ports, self.nodes, self.node_logs):
+            wait_ready(port, proc, "cluster node :%d" % port, logfile)
+        self.create()
+        self.wait_ok(timeout=60.0)
+        self.owner = self.slot_owners()
+        self.check_slots()
+
+        self.kw_conf = os.path.join(work, "keyward-cluster.toml")
+        with open(self.kw_conf, "w") as f:
+            f.write(
+                "# Generated by scripts/bench/bench.py: built-in defaults except these.\n"
+                "[server]\n"
+                "listen = \"127.0.0.1:%d\"\n"
+                "[upstream]\n"
+                "mode = \"cluster\"\n"
+                "nodes = [%s]\n" % (self.kw_port, ", ".join(
+                    "\"127.0.0.1:%d\"" % p for p in self.ports)))
+        self.kw_log = os.path.join(work, "keyward-cluster.log")
+        self.kw = procs.start("keyward-cluster", [
+            keyward_bin, "--config", self.kw_conf, "--log-level", "warn"], self.kw_log)
+        wait_ready(self.kw_port, self.kw, "keyward-cluster", self.kw_log)
+
+    def create(self):
+        argv = ["redis-cli", "--cluster", "create",
+                *["127.0.0.1:%d" % p for p in self.ports],
+                "--cluster-replicas", "0", "--cluster-yes"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+        with open(os.path.join(self.work, "cluster-create.log"), "w") as f:
+            f.write(out.stdout + out.stderr)
+        if out.returncode != 0 or "All 16384 slots covered" not in out.stdout:
+            raise RuntimeError("redis-cli --cluster create failed (status %d):\n%s\n%s"
+                               % (out.returncode, out.stdout[-2000:], out.stderr[-2000:]))
+
+    def wait_ok(self, timeout):
+        """Until every node says cluster_state:ok, all slots served, all primaries known."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            self.check_alive()
+            ready = True
+            for port in self.ports:
+                info = node_call(port, "CLUSTER", "INFO").decode()
+                fields = dict(line.split(":", 1) for line in info.split("\r\n") if ":" in line)
+                if (fields.get("cluster_state") != "ok"
+                        or fields.get("cluster_slots_ok") != str(CLUSTER_SLOTS)
+                        or fields.get("cluster_known_nodes") != str(CLUSTER_PRIMARIES)
+                        or fields.get("cluster_size") != str(CLUSTER_PRIMARIES)):
+                    ready = False
+                    last = ":%d %s" % (port, {k: fields.get(k) for k in (
+                        "cluster_state", "cluster_slots_ok", "cluster_known_nodes",
+                        "cluster_size")})
+                    break
+            if ready:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the cluster did not reach cluster_state:ok within %.0f s (%s)"
+                           % (timeout, last))
+
+    def slot_owners(self):
+        """For every slot, the index in self.ports of the primary that serves it, as every node
+        sees it (they must agree)."""
+        maps = []
+        for port in self.ports:
+            owner = [None] * CLUSTER_SLOTS
+            for entry in node_call(port, "CLUSTER", "SLOTS"):
+                start, end, primary = entry[0], entry[1], entry[2]
+                index = self.ports.index(int(primary[1]))
+                for slot in range(start, end + 1):
+                    owner[slot] = index
+            maps.append(owner)
+        if any(m != maps[0] for m in maps) or None in maps[0]:
+            raise RuntimeError("the nodes disagree on the slot map, or a slot has no owner")
+        return maps[0]
+
+    def check_slots(self):
+        """The CRC16 here must agree with Redis: a sample of keys against CLUSTER KEYSLOT."""
+        indexes = list(range(0, 1_000_000, 16_661))
+        fast = dict(zip(indexes, bench_key_slots(indexes)))
+        sample = [(key_name(i), fast[i]) for i in indexes]
+        sample += [(key, None) for key in (b"foo", b"{user1000}.following", b"foo{}{bar}",
+                                           b"foo{{bar}}zap", b"{}x")]
+        with Client(self.ports[0]) as c:
+            for key, quick in sample:
+                want = c.call("CLUSTER", "KEYSLOT", key)
+                if key_slot(key) != want or quick not in (None, want):
+                    raise RuntimeError("slot of %r: %d (%s) here, %d in Redis"
+                                       % (key, key_slot(key), quick, want))
+
+    def pids(self):
+        return [p.pid for p in self.nodes]
+
+    def check_alive(self):
+        for port, proc in zip(self.ports, self.nodes):
+            if proc.poll() is not None:
+                raise RuntimeError("cluster node :%d died (status %s)" % (port, proc.returncode))
+        if self.kw is not None and self.kw.poll() is not None:
+            raise RuntimeError("keyward-cluster died (status %s)" % self.kw.returncode)
+
+    def dbsize(self):
+        return sum(node_call(p, "DBSIZE") for p in self.ports)
+
+    def stop(self):
+        if self.kw is not None:
+            Procs.stop(self.kw)
+        for proc in self.nodes:
+            Procs.stop(proc)
+
+
+def w6a_argv(cl, target, n):
+    common = ["-c", str(W6A_CLIENTS), "-P", str(W6A_PIPELINE), "-n", str(n), "-t", "set,get",
+              "--csv"]
+    if target == "direct-cluster":
+        return ["redis-benchmark", "--cluster", "-h", "127.0.0.1", "-p", str(cl.ports[0]),
+                *common]
+    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(cl.kw_port), *common]
+    if target == "keyward-cluster-spread":
+        argv += ["-r", str(W6A_RANDOM_KEYS)]
+    return argv
+
+
+def run_w6a(cl, s, rows, info):
+    def bench(target, n, timeout):
+        return timed_redis_benchmark(
+            w6a_argv(cl, target, n), "W6a %s" % target, n, timeout,
+            [cl.kw.pid] if target != "direct-cluster" else [], cl.pids())
+
+    info["random_keys"] = W6A_RANDOM_KEYS
+    log("W6a warm-up round (calibrates the request counts; not reported)")
+    n_of = {}
+    for target in W6A_TARGETS:
+        res = bench(target, RB_WORKLOADS["W1"][2], timeout=120)
+        n_of[target] = s["w6_n"] or calibrated_n("W1", res, s["duration"])
+    info["n"] = n_of
+    log("W6a request counts per test: " + ", ".join("%s=%d" % kv for kv in n_of.items()))
+    for r in range(1, s["w6_rounds"] + 1):
+        for pos, target in enumerate(rotated(W6A_TARGETS, r - 1)):
+            cl.check_alive()
+            n = n_of[target]
+            res = bench(target, n, timeout=max(60.0, 20 * s["duration"]))
+            if res is None:
+                continue
+            for test, cols in res["tests"].items():
+                rows.append({
+                    "round": r, "order": pos, "workload": "W6a", "test": test, "target": target,
+                    "n": n, "wall_s": round(res["wall_s"], 3),
+                    "proxy_cpu_s": round(res["proxy_cpu_s"], 3),
+                    "redis_cpu_s": round(res["redis_cpu_s"], 3),
+                    "cpu_us_per_req": round(1e6 * res["proxy_cpu_s"] / (2 * n), 3),
+                    **{c: cols[c] for c in RB_COLUMNS},
+                })
+            log("round %d W6a %-22s SET %10.0f rps  GET %10.0f rps  p50 %.3f/%.3f ms  (n=%d)"
+                % (r, target, res["tests"]["SET"]["rps"], res["tests"]["GET"]["rps"],
+                   res["tests"]["SET"]["p50_latency_ms"], res["tests"]["GET"]["p50_latency_ms"],
+                   n))
+
+
+class ClusterKeys:
+    """The W6b keys key_name(0..count-1), located on the cluster: population files per primary,
+    REMOVEKEYS commands of 1000 keys for keyward, and for the direct client the same 1000-key
+    calls grouped by hash slot, one DEL per slot, each primary's DELs in one write."""
+
+    def __init__(self, work, cl, count):
+        slots = bench_key_slots(range(count))
+        owner = cl.owner
+        self.count = count
+        self.per_node = [0] * len(cl.ports)
+        self.files = []
+        node_keys = [[] for _ in cl.ports]
+        for i, slot in enumerate(slots):
+            node_keys[owner[slot]].append(i)
+        for index, keys in enumerate(node_keys):
+            path = os.path.join(work, "populate-cluster-%d-%d.resp" % (index, count))
+            with open(path, "wb") as f:
+                for start in range(0, len(keys), 10_000):
+                    f.write(b"".join(encode(b"SET", key_name(i), b"v")
+                                     for i in keys[start:start + 10_000]))
+            self.files.append(path)
+            self.per_node[index] = len(keys)
+        self.removekeys = []
+        # Per call: [(node index, DELs of that node's slot groups as one buffer, DEL count)].
+        self.direct = []
+        self.direct_commands = 0
+        for start in range(0, count, 1000):
+            idx = range(start, min(count, start + 1000))
+            self.removekeys.append(encode(b"REMOVEKEYS", *[key_name(i) for i in idx]))
+            groups = {}
+            for i in idx:
+                groups.setdefault(slots[i], []).append(key_name(i))
+            per_node = {}
+            for slot, keys in groups.items():
+                per_node.setdefault(owner[slot], []).append(encode(b"DEL", *keys))
+            self.direct.append([(node, b"".join(cmds), len(cmds))
+                                for node, cmds in sorted(per_node.items())])
+            self.direct_commands += len(groups)
+
+
+def populate_cluster(cl, ck):
+    for port in cl.ports:
+        node_call(port, "FLUSHALL")
+    for port, path in zip(cl.ports, ck.files):
+        with open(path, "rb") as f:
+            out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--pipe"],
+                                 stdin=f, capture_output=True, text=True, timeout=300)
+        if out.returncode != 0 or "errors: 0" not in out.stdout:
+            raise RuntimeError("redis-cli --pipe to :%d failed: %s %s"
+                               % (port, out.stdout[-500:], out.stderr[-500:]))
+    sizes = [node_call(p, "DBSIZE") for p in cl.ports]
+    if sizes != ck.per_node:
+        raise RuntimeError("populated %s keys per primary but DBSIZE says %s"
+                           % (ck.per_node, sizes))
+
+
+def cluster_delete_loop(cl, calls, expected, timeout):
+    """The careful cluster-aware application: for each call, one DEL per slot group, every
+    primary's DELs written at once (all primaries first, so that they work in parallel), then
+    every reply read. Returns (removed, seconds, CPU seconds of this client)."""
+    clients = []
+    try:
+        for port in cl.ports:
+            clients.append(Client(port, timeout=timeout))
+            if clients[-1].call("PING") != "PONG":
+                raise RuntimeError("no PONG from :%d" % port)
+        removed = 0
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        for call in calls:
+            for node, payload, _ in call:
+                clients[node].send(payload)
+            for node, _, count in call:
+                removed += clients[node].read_integer_sum(count)
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    finally:
+        for c in clients:
+            c.close()
+    if removed != expected:
+        raise RuntimeError("the direct cluster client removed %d keys, expected %d"
+                           % (removed, expected))
+    return removed, elapsed, cpu
+
+
+def run_w6b(cl, s, rows, info, work):
+    count = s["w6_keys"]
+    log("W6b: locating %d keys on the cluster and encoding the deletes" % count)
+    ck = ClusterKeys(work, cl, count)
+    info["keys_per_primary"] = ck.per_node
+    info["direct_dels_per_call"] = round(ck.direct_commands / len(ck.direct), 1)
+    names = list(W6B_VARIANTS)
+    for r in range(1, s["w6_rounds"] + 1):
+        for pos, name in enumerate(rotated(names, r - 1)):
+            cl.check_alive()
+            target = W6B_VARIANTS[name]
+            populate_cluster(cl, ck)
+            try:
+                if target == "keyward-cluster":
+                    command, calls = "REMOVEKEYS", len(ck.removekeys)
+                    removed, elapsed, cpu = delete_loop(cl.kw_port, target, ck.removekeys,
+                                                        count, timeout=120)
+                else:
+                    command, calls = "DEL", len(ck.direct)
+                    removed, elapsed, cpu = cluster_delete_loop(cl, ck.direct, count,
+                                                                timeout=120)
+            except (OSError, ConnectionError, RuntimeError, RespError) as err:
+                log("W6b %s failed: %s" % (name, err))
+                continue
+            left = cl.dbsize()
+            if left != 0:
+                log("W6b %s: %d keys left after deletion (expected 0)" % (name, left))
+                continue
+            rate = removed / elapsed
+            commands = calls if target == "keyward-cluster" else ck.direct_commands
+            rows.append({"round": r, "order": pos, "variant": name, "target": target,
+                         "command": command, "keys": removed, "calls": calls,
+                         "commands": commands, "seconds": round(elapsed, 4),
+                         "keys_per_s": round(rate, 1),
+                         "us_per_call": round(1e6 * elapsed / calls, 2),
+                         "client_cpu_us_per_call": round(1e6 * cpu / calls, 2),
+                         "dbsize_after": left})
+            log("round %d W6b %-46s %10.0f keys/s  (%d keys, %.3f s, %.1f us/call, client CPU "
+                "%.1f us/call)" % (r, name, rate, removed, elapsed, 1e6 * elapsed / calls,
+                                   1e6 * cpu / calls))
+    for port in cl.ports:
+        node_call(port, "FLUSHALL")
+
+
+def run_w6(work, keyward_bin, procs, s, other_pids=()):
+    """W6: W1 and W4 through keyward in front of a 3-primary Redis Cluster, against going direct
+    with a cluster-aware client. Starts the cluster and keyward-cluster, runs W6a and W6b, stops
+    them again and returns {"a": rows, "b": rows, "info": {...}}. `other_pids`: processes of
+    this run that stay idle meanwhile, not counted as foreign load."""
+    info = {"loadavg_start": open("/proc/loadavg").read().strip(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = {"a": [], "b": [], "info": info}
+    started = time.monotonic()
+    busy0 = machine_busy_seconds()
+    others0 = sum(cpu_seconds(p) for p in other_pids)
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    log("W6: starting a %d-primary Redis Cluster and keyward --cluster" % CLUSTER_PRIMARIES)
+    cl = ClusterEnv(work, keyward_bin, procs)
+    try:
+        ranges = []
+        for index in range(len(cl.ports)):
+            slots = [i for i, o in enumerate(cl.owner) if o == index]
+            ranges.append("%d-%d" % (slots[0], slots[-1]) if slots else "none")
+        info["slot_ranges"] = ranges
+        log("cluster primaries :%s (slots %s), keyward-cluster :%d"
+            % (", :".join(str(p) for p in cl.ports), ", ".join(ranges), cl.kw_port))
+        run_w6a(cl, s, out["a"], info)
+        log("W6b: keys removed per second on the cluster")
+        run_w6b(cl, s, out["b"], info, work)
+        cl.check_alive()
+        info["keyward_log_lines"] = count_lines(cl.kw_log)
+    finally:
+        cl.stop()
+    # The stopped (and reaped) cluster processes now count in RUSAGE_CHILDREN.
+    busy = machine_busy_seconds() - busy0
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours = (self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime
+            + kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+            + sum(cpu_seconds(p) for p in other_pids) - others0)
+    elapsed = time.monotonic() - started
+    info["elapsed_s"] = round(elapsed, 1)
+    info["foreign_cpu_cores"] = round(max(0.0, busy - ours) / max(elapsed, 1e-9), 2)
+    info["loadavg_end"] = open("/proc/loadavg").read().strip()
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,8 +1079,10 @@ def main():
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(s["max_seconds"])
 
-    _, fd_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     fd_soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    procs = Procs(args.work)
+    if s["w6_only"]:
+        return main_w6_only(args, s, procs)
     # keyward in its default mode holds two descriptors per client connection (client +
     # upstream); keyward-shared gets the same number of connections, for a like comparison.
     w5_conns = max(100, min(s["w5_conns"], (fd_soft - 256) // 2))
@@ -653,8 +1098,7 @@ def main():
     meta["w5_conns"] = w5_conns
     meta["loadavg_start"] = open("/proc/loadavg").read().strip()
 
-    procs = Procs(args.work)
-    results = {"rb": [], "w4": [], "w5": []}
+    results = {"rb": [], "w4": [], "w5": [], "w6": None}
     started = time.monotonic()
     try:
         env = Env(args.work, args.keyward, procs, fd_soft, w5_conns)
@@ -671,7 +1115,14 @@ def main():
         run_rb_workloads(env, s, results["rb"])
         log("W4: keys removed per second")
         run_w4(env, s, results["w4"])
-        run_w6(env, s, results)
+        try:
+            results["w6"] = run_w6(args.work, args.keyward, procs, s,
+                                   other_pids=list(env.pid.values()))
+        except (OSError, ConnectionError, RuntimeError, RespError,
+                subprocess.SubprocessError) as err:
+            # W1-W5 are still reported; the W6 section says what went wrong.
+            log("W6 failed: %s" % err)
+            results["w6"] = {"error": str(err).splitlines()[0] if str(err) else repr(err)}
         env.check_alive()
         busy = machine_busy_seconds() - busy0
         ours = sum(cpu_seconds(p) for p in env.pid.values()) - ours0
@@ -692,6 +1143,31 @@ def main():
         signal.alarm(0)
         procs.stop_all()
     report.write_all(results, meta, args.out)
+    report_w6.write(results["w6"], meta, args.out)
+    return 0
+
+
+def main_w6_only(args, s, procs):
+    """W6_ONLY=1: only W6; its outputs replace the W6 parts of the files in --out."""
+    meta = dict(m.split("=", 1) for m in args.meta)
+    meta.update(report.machine_info())
+    meta["settings"] = s
+    try:
+        w6 = run_w6(args.work, args.keyward, procs, s)
+    except Deadline as err:
+        log(str(err))
+        return 3
+    except (OSError, ConnectionError, RuntimeError, RespError,
+            subprocess.SubprocessError) as err:
+        log("W6 failed: %s" % err)
+        return 1
+    finally:
+        signal.alarm(0)
+        procs.stop_all()
+    if not (w6["a"] and w6["b"]):
+        log("W6 has no W6a or no W6b measurement; %s/ left as it was" % args.out)
+        return 1
+    report_w6.write(w6, meta, args.out)
     return 0
 
 

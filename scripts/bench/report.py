@@ -1,5 +1,6 @@
 """Outputs of the load benchmark: the table on stdout, results.csv, results-rounds.csv,
-results.md and results.svg (a hand-written SVG chart).
+results.md and results.svg (a hand-written SVG chart), for W1-W5. W6 (the cluster) is added to
+results.csv, results-rounds.csv and results.md by report_w6.py, which also writes its own files.
 
 Every number in the table is a median over the measured rounds; results-rounds.csv keeps every
 single measurement, so the spread can be checked.
@@ -19,7 +20,10 @@ KEYWARDS = ("keyward", "keyward-shared")
 RATIOS = (("keyward", "direct"), ("keyward", "twemproxy"),
           ("keyward-shared", "direct"), ("keyward-shared", "twemproxy"))
 COLORS = {"direct": "#7f7f7f", "twemproxy": "#e69f00", "keyward": "#0072b2",
-          "keyward-shared": "#56b4e9"}
+          "keyward-shared": "#56b4e9",
+          # W6 (report_w6.py): the cluster targets.
+          "direct-cluster": "#7f7f7f", "keyward-cluster": "#0072b2",
+          "keyward-cluster-spread": "#009e73"}
 MODES_SENTENCE = (
     "keyward runs as two processes from the same binary with identical configurations except "
     "`[upstream] share_connections`: \"keyward\" is the default (`false`: every client gets an "
@@ -37,6 +41,17 @@ W4_SINGLE = "DEL x1 direct"
 W4_KW_DEL = {"keyward": "DEL x1000 via keyward",
              "keyward-shared": "DEL x1000 via keyward-shared"}
 W4_UNLINK = "UNLINK x1000 direct"
+# results.md gets its W6 section from report_w6.py, between these markers; this module writes
+# them with a placeholder, so that the section can be replaced on its own (W6_ONLY=1).
+W6_MD_BEGIN = "<!-- W6 begin: this section is written by scripts/bench/report_w6.py -->"
+W6_MD_END = "<!-- W6 end -->"
+W6_READ_BULLET = (
+    "- W6 (W1 and W4 through keyward in cluster mode in front of a 3-primary Redis Cluster, "
+    "against a cluster-aware client going direct) has its own section above and its own report, "
+    "[w6.md](w6.md), with chart w6.svg; its rows are the ones with workload W6 in results.csv "
+    "and section W6 in results-rounds.csv. `W6_ONLY=1 scripts/bench.sh` runs W6 alone and "
+    "replaces only these W6 parts, so the W6 section can be newer than the rest of this file: "
+    "it says when it was measured.")
 WORKLOAD_TITLES = {
     "W1": "W1 50 clients, pipeline 16",
     "W2": "W2 50 clients, no pipelining",
@@ -478,6 +493,8 @@ def write_markdown(rows, checks, meta, path):
     lines += table_lines(rows, markdown=True)
     lines += ["", "## Targets (issue 4), for each keyward mode", ""]
     lines += target_lines(checks, markdown=True)
+    lines += ["", W6_MD_BEGIN, "## W6: keyward in front of a 3-primary Redis Cluster", "",
+              "W6 has not been written into this file yet.", W6_MD_END]
     lines += ["", "## How to read it", "",
               "- W1-W3 run `redis-benchmark -t set,get` (SET, then GET, one fixed key) with "
               "`-c 50 -P 16`, `-c 50` and `-c 1`. A warm-up round calibrates the request "
@@ -514,9 +531,7 @@ def write_markdown(rows, checks, meta, path):
               "\"connected\" already includes it; keyward-shared opens none per client (its "
               "shared connection is set up once). bytes per connection = (RSS with - RSS "
               "idle) / N. The direct column is redis-server itself, for reference.",
-              "- W6 (W1 and W4 through keyward in front of a 3-primary cluster, against "
-              "`redis-benchmark --cluster` going direct) is not measured yet: it waits for the "
-              "cluster backend (see `run_w6` in scripts/bench/bench.py).",
+              W6_READ_BULLET,
               "- twemproxy answers redis-benchmark's initial `CONFIG GET` with an error (it does "
               "not support CONFIG); redis-benchmark prints a warning and goes on."]
     with open(path, "w") as f:

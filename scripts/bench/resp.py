@@ -1,9 +1,9 @@
 """A minimal, blocking RESP2 client over a raw TCP socket (standard library only).
 
 The load benchmark uses it to time deletions one command at a time (send a command, wait for its
-whole reply, then send the next), to populate and check the keyspace, and to hold idle
-connections open. Commands are encoded ahead of time with `encode` so that the timed loop does no
-encoding work.
+whole reply, then send the next; W6's direct cluster client sends a batch of DELs per node and
+reads all their replies), to populate and check the keyspace, and to hold idle connections open.
+Commands are encoded ahead of time with `encode` so that the timed loop does no encoding work.
 """
 
 import socket
@@ -94,6 +94,31 @@ class Client:
                 return None
             return [self.read() for _ in range(count)]
         raise ConnectionError("unexpected reply line: %r" % line[:80])
+
+    def read_integer_sum(self, count):
+        """Reads `count` replies that must all be integers (as DEL's) and returns their sum.
+
+        For many small replies at once (W6's direct cluster client reads about 330 per primary
+        and call): one scan of the buffer instead of one read() per reply, so that the Python
+        client costs little next to the servers. Raises RespError if any reply is not an
+        integer, ConnectionError if more lines arrive than replies were expected."""
+        if count <= 0:
+            return 0
+        while self.buf.count(b"\r\n", self.pos) < count:
+            self._fill()
+        block = bytes(self.buf[self.pos:])
+        self.buf = bytearray()
+        self.pos = 0
+        if block.count(b"\r\n") != count or not block.endswith(b"\r\n"):
+            raise ConnectionError("more reply lines than the %d expected: %r"
+                                  % (count, block[:200]))
+        # Every reply is one line; all of them start with ':' exactly when the first does and
+        # every line break but the last is followed by ':'.
+        if block[:1] != b":" or block.count(b"\r\n:") != count - 1:
+            bad = next((line for line in block[:-2].split(b"\r\n")
+                        if not line.startswith(b":")), block[:80])
+            raise RespError("not an integer reply: %s" % bad.decode(errors="replace"))
+        return sum(map(int, block[1:-2].split(b"\r\n:")))
 
     def call(self, *args):
         """Sends one command, returns its reply; raises RespError on an error reply."""
