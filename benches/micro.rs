@@ -3,7 +3,6 @@
 //!
 //! Run with `cargo bench --bench micro`.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
@@ -81,16 +80,7 @@ fn guarding(c: &mut Criterion) {
 fn slot_grouping(c: &mut Criterion) {
     let keys: Vec<Bytes> = keys(1000).into_iter().map(Bytes::from).collect();
     c.bench_function("group 1000 keys by hash slot", |b| {
-        b.iter(|| {
-            let mut groups: HashMap<u16, Vec<&Bytes>> = HashMap::new();
-            for key in black_box(&keys) {
-                groups
-                    .entry(redis_protocol::redis_keyslot(key))
-                    .or_default()
-                    .push(key);
-            }
-            groups.len()
-        })
+        b.iter(|| keyward::cluster::fanout::group_by_slot(black_box(&keys)).len())
     });
 }
 

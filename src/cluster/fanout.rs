@@ -11,27 +11,38 @@
 //! Keys are grouped by hash slot, not only by node: Redis refuses a multi-key command whose keys
 //! span slots (CROSSSLOT) even when one node owns them all.
 
-use std::collections::HashMap;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use super::{Cluster, Submitted, Target, topology::slot_of};
+use super::topology::{SLOT_COUNT, slot_of};
+use super::{Cluster, Submitted, Target};
 use crate::protocol::reply::{self, ReplyFramer};
 use crate::protocol::write;
 
 /// Key indexes grouped by slot, slots in order of first appearance, keys in request order.
 pub fn group_by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<(u16, Vec<usize>)> {
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    let mut index: HashMap<u16, usize> = HashMap::new();
+    if keys.len() <= 8 {
+        // A few keys: a linear search beats setting up the slot table.
+        for (i, key) in keys.iter().enumerate() {
+            let slot = slot_of(key.as_ref());
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        return groups;
+    }
+    // Slot -> position in `groups` (+1; 0 is "none yet").
+    let mut index = vec![0u32; SLOT_COUNT];
     for (i, key) in keys.iter().enumerate() {
         let slot = slot_of(key.as_ref());
-        match index.get(&slot) {
-            Some(&g) => groups[g].1.push(i),
-            None => {
-                index.insert(slot, groups.len());
+        match index[usize::from(slot)] {
+            0 => {
                 groups.push((slot, vec![i]));
+                index[usize::from(slot)] = groups.len() as u32;
             }
+            g => groups[g as usize - 1].1.push(i),
         }
     }
     groups
@@ -352,6 +363,22 @@ mod tests {
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0], (slot_of(b"a"), vec![0, 2, 4]));
         assert_eq!(groups[1], (slot_of(b"b"), vec![1, 3]));
+    }
+
+    #[test]
+    fn grouping_many_keys_matches_a_plain_map() {
+        let keys: Vec<Vec<u8>> = (0..3000)
+            .map(|i| format!("{{t{}}}:{i}", i % 37).into_bytes())
+            .collect();
+        let groups = group_by_slot(&keys);
+        let mut expected: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (i, k) in keys.iter().enumerate() {
+            expected.entry(slot_of(k)).or_default().push(i);
+        }
+        assert_eq!(groups.len(), expected.len());
+        for (slot, idx) in &groups {
+            assert_eq!(&expected[slot], idx);
+        }
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub struct Cluster {
     /// keyless requests need one on every call and deriving it walks all 16384 slots.
     primaries: RwLock<Arc<Vec<String>>>,
     /// Shared connections, per (node address, RESP3).
-    pool: DashMap<(String, bool), NodeConn>,
+    /// Shared connections by node address: `[0]` RESP2, `[1]` RESP3.
+    pool: [DashMap<String, NodeConn>; 2],
     seeds: Vec<String>,
     template: UpstreamTarget,
     refresh: Arc<Notify>,
@@ -107,7 +108,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
-            pool: DashMap::new(),
+            pool: [DashMap::new(), DashMap::new()],
             seeds,
             template,
             refresh: Arc::new(Notify::new()),
@@ -129,7 +130,7 @@ impl Cluster {
         Arc::new(Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
-            pool: DashMap::new(),
+            pool: [DashMap::new(), DashMap::new()],
             seeds: vec![template.addr.clone()],
             template,
             refresh: Arc::new(Notify::new()),
@@ -181,15 +182,15 @@ impl Cluster {
 
     /// The shared connection to `addr`, opened when missing or dead.
     async fn shared(&self, addr: &str, resp3: bool) -> Result<NodeConn, String> {
-        let key = (addr.to_string(), resp3);
-        if let Some(conn) = self.pool.get(&key)
+        let pool = &self.pool[usize::from(resp3)];
+        if let Some(conn) = pool.get(addr)
             && conn.is_alive()
         {
             return Ok(conn.clone());
         }
         let conn = NodeConn::connect(&self.target(addr, resp3)).await?;
         // Another session may have connected meanwhile: keep one, the newest is as good.
-        self.pool.insert(key, conn.clone());
+        pool.insert(addr.to_string(), conn.clone());
         Ok(conn)
     }
 
@@ -225,8 +226,19 @@ impl Cluster {
     /// [`Submitted::reply`]. Waits only when a connection has to be opened.
     pub async fn submit(&self, target: Target, request: Bytes, resp3: bool) -> Submitted {
         let mut conn = None;
-        let first = match self.address_for(&target) {
-            Some(addr) => match self.shared(&addr, resp3).await {
+        // The owner's address is borrowed from the map: no allocation on this per-request path.
+        let map = self.map();
+        let first_primary;
+        let addr = match &target {
+            Target::Slot(slot) => map.owner(*slot).map(|a| a.as_str()),
+            Target::Any => {
+                first_primary = self.first_primary();
+                first_primary.as_deref()
+            }
+            Target::Node(addr) => Some(addr.as_str()),
+        };
+        let first = match addr {
+            Some(addr) => match self.shared(addr, resp3).await {
                 Ok(c) => {
                     let pending = c.enqueue(request.clone(), 0).await;
                     conn = Some(c);
@@ -256,7 +268,8 @@ impl Cluster {
             ..
         } = submitted;
         let mut outcome = Some(first);
-        let mut addr = self.address_for(&target);
+        // Where to send a retry: set by a redirection, else looked up again when needed.
+        let mut addr: Option<String> = None;
         let mut asking = false;
         let mut redirects = 0;
         let mut tryagain = 0;
@@ -264,7 +277,7 @@ impl Cluster {
             let result = match outcome.take() {
                 Some(Ok(pending)) => pending.reply().await,
                 Some(Err(e)) => Err(e),
-                None => match addr.clone() {
+                None => match addr.clone().or_else(|| self.address_for(&target)) {
                     Some(node) => match self.shared(&node, resp3).await {
                         Ok(conn) => {
                             let (bytes, skip) = if asking {
@@ -384,7 +397,9 @@ impl Cluster {
                     );
                 }
                 self.set_map(map);
-                self.pool.retain(|_, conn| conn.is_alive());
+                for pool in &self.pool {
+                    pool.retain(|_, conn| conn.is_alive());
+                }
             }
             Err(e) => tracing::warn!(error = %e, "cluster topology refresh failed"),
         }
