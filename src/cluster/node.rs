@@ -44,9 +44,6 @@ impl NodeError {
     }
 }
 
-/// Requests up to this size are copied into one buffer with their neighbours.
-const COALESCE_MAX: usize = 1024;
-
 /// Bytes queued for writing before submitters wait for the flusher (backpressure).
 const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
@@ -63,13 +60,7 @@ struct State {
     waiting: VecDeque<Waiting>,
     /// Bytes not yet written, in order.
     queued: VecDeque<Bytes>,
-    /// Small requests, copied together so that a thousand of them make one buffer, not a
-    /// thousand slices to hand to the kernel; moved to `queued` before each write.
-    tail: BytesMut,
-    /// Bytes in `queued` and `tail`.
     queued_bytes: usize,
-    /// Requests queued since the queue was last empty (an upper bound of those not written).
-    queued_requests: usize,
     /// Set when the connection failed; no more requests are accepted.
     failed: Option<String>,
     /// When a reply last arrived, or the first request was queued while none was owed.
@@ -207,15 +198,8 @@ impl NodeConn {
             state.progress = Some(std::time::Instant::now());
         }
         state.waiting.push_back(Waiting { skip, reply: tx });
-        state.queued_requests += 1;
-        state.queued_bytes += bytes.len();
-        if bytes.len() <= COALESCE_MAX {
-            state.tail.extend_from_slice(&bytes);
-        } else {
-            let tail = state.tail.split().freeze();
-            if !tail.is_empty() {
-                state.queued.push_back(tail);
-            }
+        if !bytes.is_empty() {
+            state.queued_bytes += bytes.len();
             state.queued.push_back(bytes);
         }
         Ok(Pending {
@@ -231,11 +215,11 @@ impl NodeConn {
     pub fn flush(&self) {
         let inner = self.inner();
         let mut state = inner.state();
-        if state.queued_bytes == 0 || state.failed.is_some() {
+        if state.queued.is_empty() || state.failed.is_some() {
             return;
         }
         // Every waiting reply belongs to a request still queued: nothing is outstanding.
-        let idle = state.waiting.len() <= state.queued_requests;
+        let idle = state.waiting.len() <= state.queued.len();
         if !idle {
             inner.flush.notify_one();
             return;
@@ -245,7 +229,7 @@ impl NodeConn {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => state.failed = Some(format!("connection to {} failed: {e}", inner.addr)),
         }
-        if state.queued_bytes > 0 || state.failed.is_some() {
+        if !state.queued.is_empty() || state.failed.is_some() {
             inner.flush.notify_one();
         }
     }
@@ -259,10 +243,6 @@ impl NodeConn {
 /// One vectored write of the queue's front; drops what was written.
 fn write_queued(writer: &OwnedWriteHalf, state: &mut State) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
-    if !state.tail.is_empty() {
-        let tail = state.tail.split().freeze();
-        state.queued.push_back(tail);
-    }
     let mut n = {
         let slices: Vec<IoSlice<'_>> = state
             .queued
@@ -273,9 +253,6 @@ fn write_queued(writer: &OwnedWriteHalf, state: &mut State) -> std::io::Result<(
         writer.try_write_vectored(&slices)?
     };
     state.queued_bytes -= n;
-    if state.queued_bytes == 0 {
-        state.queued_requests = 0;
-    }
     while n > 0 {
         let Some(front) = state.queued.front_mut() else {
             break;
@@ -306,8 +283,6 @@ async fn run(reader: OwnedReadHalf, inner: Arc<Inner>) {
             state.failed = Some(error.clone().unwrap_or_else(|| "connection closed".into()));
         }
         state.queued.clear();
-        state.tail.clear();
-        state.queued_bytes = 0;
         state.waiting.drain(..).collect()
     };
     inner.drained.notify_waiters();
@@ -332,13 +307,13 @@ async fn flusher(inner: &Inner) -> Option<String> {
             if let Some(e) = &state.failed {
                 return Some(e.clone());
             }
-            if state.queued_bytes == 0
+            if state.queued.is_empty()
                 && inner.abandoned.load(Ordering::Acquire)
                 && state.waiting.iter().all(|w| w.reply.is_closed())
             {
                 return None;
             }
-            state.queued_bytes == 0
+            state.queued.is_empty()
         };
         if idle {
             // Also look again now and then: a waiting reply may be abandoned later.
