@@ -13,9 +13,6 @@
 
 mod support;
 
-#[path = "support/cluster.rs"]
-mod cluster;
-
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -24,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cluster::RedisCluster;
+use support::cluster::{self, RedisCluster};
 use support::*;
 
 const T: Duration = IO_TIMEOUT;

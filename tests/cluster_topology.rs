@@ -3,16 +3,15 @@
 //! where a `SET` is accepted), whatever the seed list holds, and must follow slot migrations and
 //! failovers.
 
-#[path = "support/cluster.rs"]
-mod cluster;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use cluster::RedisCluster;
+mod support;
+
 use keyward::cluster::topology::{SLOT_COUNT, SlotMap, TopologyError, discover, slot_of};
+use support::cluster::{self, RedisCluster};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 

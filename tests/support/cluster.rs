@@ -29,12 +29,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use super::{answers_ping, free_port, kill_and_reap};
 
 /// How long the whole cluster may take to be created and to agree on its topology.
 pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -709,40 +710,6 @@ fn try_start_node(dir: &Path, port: u16, bus_port: u16) -> Result<Node, String> 
         }
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// True when something on `port` answers an inline PING with `+PONG` (or any reply but
-/// `-LOADING`).
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(n) if n > 0 => (buf[0] == b'+' || buf[0] == b'-') && !buf[..n].starts_with(b"-LOADING"),
-        _ => false,
-    }
-}
-
-fn kill_and_reap(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
 }
 
 /// The outcome of a command run by [`run_bounded`].

@@ -24,6 +24,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A real Redis Cluster (3 primaries + replicas) for the cluster tests.
+pub mod cluster;
+
 /// How long a redis-server or keyward may take to start accepting connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default deadline for one network exchange in a test.
@@ -109,7 +112,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn kill_and_reap(child: &mut Child) {
+pub(crate) fn kill_and_reap(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
         let _ = child.kill();
     }
@@ -258,7 +261,7 @@ impl Drop for RedisServer {
 
 /// True when something on `port` answers an inline PING with any RESP reply (`+PONG`, or
 /// `-NOAUTH` when a password is required), except `-LOADING`.
-fn answers_ping(port: u16) -> bool {
+pub(crate) fn answers_ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().expect("socket addr"),
         Duration::from_millis(200),
