@@ -352,7 +352,7 @@ impl ClusterSession {
             Role::EndTransaction => return self.end_transaction(&request).await,
             _ => {}
         }
-        if let Some(next) = self.session_command(&request).await {
+        if let Some(next) = self.session_command(spec, &request).await {
             return next;
         }
         if self.transaction.is_some() {
@@ -395,10 +395,15 @@ impl ClusterSession {
 
     /// Commands about the client connection itself, which keyward answers without sharing a
     /// connection's state: SELECT, CLIENT SETNAME/GETNAME/REPLY, AUTH, HELLO, WATCH, UNWATCH...
-    async fn session_command(&mut self, request: &Request) -> Option<Next> {
+    async fn session_command(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        request: &Request,
+    ) -> Option<Next> {
         let args = &request.args;
-        let name = commands::effective_name(&args[0]).to_ascii_lowercase();
-        match name.as_slice() {
+        // The table's lowercase name: no per-request lowercasing.
+        let name = spec?.name;
+        match name.as_bytes() {
             b"select" if args.len() == 2 => {
                 if &args[1][..] == b"0" {
                     self.local(write::simple("OK"));
@@ -451,7 +456,7 @@ impl ClusterSession {
             }
             b"auth" | b"hello" => {
                 // Checked on a private connection so that the shared ones keep keyward's login.
-                if name.as_slice() == b"hello"
+                if name == "hello"
                     && let Some(v) = args.get(1)
                 {
                     match &v[..] {
