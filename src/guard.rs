@@ -101,10 +101,21 @@ impl GuardPolicy {
     /// Decides what happens to one request. `args[0]` is the command name as the client sent it;
     /// `spec` is its entry in the command table, if any.
     pub fn check(&self, spec: Option<&CommandSpec>, args: &[Bytes]) -> Verdict {
+        self.check_as(spec, args, false)
+    }
+
+    /// [`check`](Self::check) for a client whose keyward user may run the commands in
+    /// `deny_commands` (`bypass_deny_commands`); the key rules still apply to it.
+    pub fn check_as(
+        &self,
+        spec: Option<&CommandSpec>,
+        args: &[Bytes],
+        bypass_deny_commands: bool,
+    ) -> Verdict {
         let Some(name) = args.first() else {
             return Verdict::Forward;
         };
-        if let Some(refusal) = self.denied(name, args.get(1)) {
+        if !bypass_deny_commands && let Some(refusal) = self.denied(name, args.get(1)) {
             return Verdict::Refuse(refusal);
         }
         let role = spec.map(|s| s.role);

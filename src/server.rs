@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::ClientAuth;
 use crate::cluster::session::ClusterContext;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamMode};
@@ -179,6 +180,8 @@ impl Backend {
             resp3: false,
         };
         let close_grace = config.server.shutdown_timeout;
+        let auth = ClientAuth::new(config.server.login_users()).map(Arc::new);
+        let idle_timeout = config.server.idle_timeout;
         // Clients that move off the shared connection take one opened ahead of need, so that
         // the move costs no TCP handshake (during which another client's later request could
         // overtake theirs). Without sharing, every client connects as it arrives, as it would
@@ -190,6 +193,8 @@ impl Backend {
                 warm: (warm > 0).then(|| WarmPool::start(upstream.clone(), warm)),
                 upstream,
                 close_grace,
+                auth: auth.clone(),
+                idle_timeout,
             })
         };
         Ok(match config.upstream.mode {
@@ -201,6 +206,8 @@ impl Backend {
                     limits,
                     close_grace,
                     standalone: true,
+                    auth,
+                    idle_timeout,
                 }))
             }
             UpstreamMode::Standalone => Backend::Standalone(private(upstream, guard, 0)),
@@ -217,6 +224,8 @@ impl Backend {
                     close_grace,
                     standalone: false,
                     pinned: None,
+                    auth,
+                    idle_timeout,
                 }))
             }
         })

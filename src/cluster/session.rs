@@ -28,6 +28,7 @@ use super::node::{self, NodeConn};
 use super::topology::slot_of;
 use super::{Cluster, Target};
 use crate::audit::{self, Audit};
+use crate::auth::{self, ClientAuth, Gate, Login};
 use crate::commands::{self, CommandSpec, Fanout, Role};
 use crate::guard::{GuardPolicy, Verdict};
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
@@ -47,6 +48,10 @@ pub struct ClusterContext {
     /// Standalone mode: the settings of the private sessions that clients move to (with a pool
     /// of connections opened ahead of need).
     pub pinned: Option<Arc<SessionContext>>,
+    /// Who may log in to keyward; `None`: keyward does not authenticate clients.
+    pub auth: Option<Arc<ClientAuth>>,
+    /// Close a client idle this long (zero: never).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Requests in flight per session before keyward stops reading the client. Replies of shared
@@ -93,6 +98,7 @@ struct ClusterSession {
     peer: SocketAddr,
     resp3: bool,
     reply_mode: ReplyMode,
+    login: Login,
     name: Option<Bytes>,
     watch: Option<Pinned>,
     transaction: Option<Transaction>,
@@ -129,6 +135,7 @@ pub async fn run(
         peer,
         resp3: false,
         reply_mode: ReplyMode::On,
+        login: Login::new(ctx.auth.as_deref()),
         name: None,
         watch: None,
         transaction: None,
@@ -137,6 +144,7 @@ pub async fn run(
         blocking: Arc::default(),
     };
     let mut scanner = RequestScanner::new(ctx.limits);
+    scanner.set_unauthenticated(!session.login.is_authenticated());
     let mut buf = BytesMut::new();
     let mut out: Vec<Bytes> = Vec::new();
     let mut reading = true;
@@ -146,6 +154,8 @@ pub async fn run(
     // The client closed its end: replies on their way are still delivered (it may only have
     // half-closed), but blocked commands are not waited for, as Redis drops them on a close.
     let mut client_gone = false;
+    // Read from or written to the client (for `idle_timeout_ms`).
+    let mut last_activity = tokio::time::Instant::now();
     loop {
         if !reading && session.replies.is_empty() {
             break;
@@ -159,6 +169,9 @@ pub async fn run(
             closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
         }
         let can_read = reading && session.replies.len() < MAX_IN_FLIGHT;
+        // Idle: nothing owed (a blocked command is owed), nothing read or written for the timeout.
+        let idle_at = (!ctx.idle_timeout.is_zero() && reading && session.replies.is_empty())
+            .then(|| last_activity + ctx.idle_timeout);
         tokio::select! {
             biased;
             Some(first) = session.replies.next(), if !session.replies.is_empty() => {
@@ -175,6 +188,7 @@ pub async fn run(
                 if write_all_chunks(&client, &mut out).await.is_err() || close {
                     return;
                 }
+                last_activity = tokio::time::Instant::now();
             }
             ready = client.readable(), if can_read => {
                 if ready.is_err() {
@@ -187,13 +201,13 @@ pub async fn run(
                 }
                 match read_some(&client, &mut buf) {
                     Ok(0) => { reading = false; client_gone = true; continue; }
-                    Ok(_) => {}
+                    Ok(_) => last_activity = tokio::time::Instant::now(),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => { reading = false; client_gone = true; continue; }
                 }
                 loop {
                     match scanner.next(&mut buf) {
-                        Ok(Some(request)) => match session.dispatch(request).await {
+                        Ok(Some(request)) => match session.dispatch(request, &mut scanner).await {
                             Next::Continue => {}
                             Next::Stop => { reading = false; break; }
                             Next::Handoff { addr, raw } => {
@@ -219,6 +233,14 @@ pub async fn run(
             }
             _ = shutdown.changed(), if reading => { reading = false; }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
+            _ = sleep_until(idle_at), if idle_at.is_some() => {
+                tracing::info!(
+                    client = %peer,
+                    idle_timeout_ms = ctx.idle_timeout.as_millis() as u64,
+                    "closing idle client"
+                );
+                return;
+            }
         }
     }
     if let Some((addr, input)) = handoff {
@@ -231,10 +253,13 @@ pub async fn run(
                 upstream: ctx.cluster.target(&addr, session.resp3),
                 warm: None,
                 close_grace: ctx.close_grace,
+                auth: ctx.auth.clone(),
+                idle_timeout: ctx.idle_timeout,
             }),
         };
         tracing::debug!(client = %peer, node = %addr, "session pinned to a node for pub/sub or MONITOR");
-        crate::session::run_with_input(stream, peer, standalone, shutdown, input).await;
+        crate::session::run_with_input(stream, peer, standalone, shutdown, input, session.login)
+            .await;
     }
 }
 
@@ -291,8 +316,30 @@ impl ClusterSession {
         self.push(async move { submitted.reply(&cluster).await }.boxed());
     }
 
-    async fn dispatch(&mut self, request: Request) -> Next {
+    async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
         let spec = commands::lookup(&request.args[0]);
+        let gate = auth::gate(
+            self.ctx.auth.as_deref(),
+            &mut self.login,
+            self.peer.ip(),
+            spec,
+            request,
+            self.transaction.is_some(),
+        )
+        .await;
+        scanner.set_unauthenticated(!self.login.is_authenticated());
+        let request = match gate {
+            Gate::Pass(request) => request,
+            Gate::Answer(reply) => {
+                if let Some(t) = self.transaction.as_mut()
+                    && reply.starts_with(b"-")
+                {
+                    t.aborted = true;
+                }
+                self.local(reply);
+                return Next::Continue;
+            }
+        };
         let role = spec.map_or(Role::Ordinary, |s| s.role);
         match role {
             Role::Quit => {
@@ -309,7 +356,10 @@ impl ClusterSession {
             _ => {}
         }
 
-        let verdict = self.ctx.guard.check(spec, &request.args);
+        let verdict =
+            self.ctx
+                .guard
+                .check_as(spec, &request.args, self.login.bypasses_deny_commands());
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
         let audit = matches!(role, Role::Delete | Role::RemoveKeys)
             .then(|| Audit::start(self.peer, &request.args));

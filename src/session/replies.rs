@@ -45,6 +45,8 @@ pub(super) struct ReplySide {
     /// Since when the front request has waited for upstream without any byte arriving (None
     /// while nothing is owed, or the front is a blocking command that may wait for ever).
     waiting_since: Option<Instant>,
+    /// When bytes were last written to the client.
+    last_write: Instant,
 }
 
 /// What to do with one upstream frame.
@@ -81,14 +83,18 @@ impl ReplySide {
             resp3,
             close_deadline: None,
             waiting_since: None,
+            last_write: Instant::now(),
         }
     }
 
     pub(super) async fn run(mut self) {
         loop {
             let close = self.answer_local();
-            if write_all_chunks(&self.client, &mut self.out).await.is_err() {
-                return;
+            if !self.out.is_empty() {
+                if write_all_chunks(&self.client, &mut self.out).await.is_err() {
+                    return;
+                }
+                self.last_write = Instant::now();
             }
             if close {
                 return;
@@ -110,6 +116,7 @@ impl ReplySide {
             let deadline = self.close_deadline;
             let reading = self.upstream.is_some();
             let reply_deadline = self.reply_deadline();
+            let idle_deadline = self.idle_deadline();
             tokio::select! {
                 biased;
                 batch = self.queue.recv() => match batch {
@@ -130,6 +137,16 @@ impl ReplySide {
                 _ = sleep_until(reply_deadline), if reply_deadline.is_some() => {
                     let waited = self.ctx.upstream.reply_timeout.as_millis();
                     self.fail_upstream(&format!("no reply within {waited} ms"));
+                }
+                _ = sleep_until(idle_deadline), if idle_deadline.is_some() => {
+                    if self.idle_deadline().is_some_and(|at| at <= Instant::now()) {
+                        tracing::info!(
+                            client = %self.peer,
+                            idle_timeout_ms = self.ctx.idle_timeout.as_millis() as u64,
+                            "closing idle client"
+                        );
+                        return;
+                    }
                 }
             }
         }
@@ -184,6 +201,17 @@ impl ReplySide {
                 _ => return false,
             }
         }
+    }
+
+    /// When the client counts as idle (`idle_timeout_ms`): nothing read from it or written to it
+    /// for the timeout, nothing owed to it, and not subscribed (Redis exempts subscribers and
+    /// blocked clients, which wait by design).
+    fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.ctx.idle_timeout;
+        if timeout.is_zero() || !self.pending.is_empty() || self.subscriptions.active() {
+            return None;
+        }
+        Some(self.last_write.max(self.shared.last_read()) + timeout)
     }
 
     /// When the front request's wait for upstream becomes a failure (`reply_timeout_ms`).

@@ -12,6 +12,7 @@ use super::{
     Expect, ExpectKind, Pending, ReplyMode, SessionContext, Shared, read_some, write_all_chunks,
 };
 use crate::audit::{self, Audit};
+use crate::auth::{self, Gate, Login};
 use crate::commands::{self, Role};
 use crate::guard::Verdict;
 use crate::protocol::request::{Request, RequestScanner};
@@ -54,6 +55,7 @@ pub(super) struct RequestSide {
     generation: u64,
     in_multi: bool,
     reply_mode: ReplyMode,
+    login: Login,
     /// Entries and upstream bytes of the batch being built from one read.
     batch: Vec<Pending>,
     outgoing: Vec<Bytes>,
@@ -76,8 +78,10 @@ impl RequestSide {
         peer: SocketAddr,
         ctx: Arc<SessionContext>,
         shared: Arc<Shared>,
+        login: Login,
     ) -> Self {
-        let scanner = RequestScanner::new(ctx.limits);
+        let mut scanner = RequestScanner::new(ctx.limits);
+        scanner.set_unauthenticated(!login.is_authenticated());
         RequestSide {
             client,
             queue,
@@ -89,6 +93,7 @@ impl RequestSide {
             generation: 0,
             in_multi: false,
             reply_mode: ReplyMode::On,
+            login,
             batch: Vec::new(),
             outgoing: Vec::new(),
             connect_failed_in_batch: false,
@@ -141,7 +146,11 @@ impl RequestSide {
                     self.send_batch().await;
                     return self;
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if !self.ctx.idle_timeout.is_zero() {
+                        self.shared.note_read();
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::debug!(client = %self.peer, error = %e, "client read failed");
@@ -184,6 +193,28 @@ impl RequestSide {
 
     async fn handle(&mut self, request: Request) -> Stop {
         let spec = commands::lookup(&request.args[0]);
+        let gate = auth::gate(
+            self.ctx.auth.as_deref(),
+            &mut self.login,
+            self.peer.ip(),
+            spec,
+            request,
+            self.in_multi,
+        )
+        .await;
+        self.scanner
+            .set_unauthenticated(!self.login.is_authenticated());
+        let request = match gate {
+            Gate::Pass(request) => request,
+            Gate::Answer(reply) => {
+                if self.in_multi && reply.starts_with(b"-") {
+                    self.refuse_in_transaction(reply).await;
+                } else {
+                    self.local(reply);
+                }
+                return Stop::No;
+            }
+        };
         let role = spec.map_or(Role::Ordinary, |s| s.role);
 
         match role {
@@ -202,7 +233,10 @@ impl RequestSide {
             _ => {}
         }
 
-        let verdict = self.ctx.guard.check(spec, &request.args);
+        let verdict =
+            self.ctx
+                .guard
+                .check_as(spec, &request.args, self.login.bypasses_deny_commands());
         let guarded = matches!(role, Role::Delete | Role::RemoveKeys);
         let bytes = match verdict {
             Verdict::Refuse(refusal) => {

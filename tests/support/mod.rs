@@ -288,6 +288,8 @@ pub(crate) fn answers_ping(port: u16) -> bool {
 #[derive(Debug, Default, Clone)]
 pub struct TomlDoc {
     sections: Vec<(String, Vec<(String, String)>)>,
+    /// Arrays of tables (`[[server.users]]` and what follows it), written after the sections.
+    tail: String,
 }
 
 impl TomlDoc {
@@ -311,9 +313,17 @@ impl TomlDoc {
     /// `[guard]`, so `"max_keys = 3"` alone is a valid override. Each entry must fit on one line.
     pub fn merge(&mut self, text: &str) {
         let mut section = "guard".to_string();
+        let mut in_tail = false;
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // From the first `[[array]]` header on, the text is kept as written.
+            in_tail |= line.starts_with("[[");
+            if in_tail {
+                self.tail.push_str(line);
+                self.tail.push('\n');
                 continue;
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -336,6 +346,7 @@ impl TomlDoc {
             }
             out.push('\n');
         }
+        out.push_str(&self.tail);
         out
     }
 }
