@@ -195,6 +195,8 @@ pub struct LimitsConfig {
     pub max_bulk_len: usize,
     pub max_request_args: usize,
     pub max_query_buffer: usize,
+    /// Requests one client may have waiting for their replies before keyward stops reading it.
+    pub max_pending_replies: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +239,7 @@ impl Default for Config {
                 max_bulk_len: 512 * 1024 * 1024,
                 max_request_args: 1024 * 1024,
                 max_query_buffer: 1024 * 1024 * 1024,
+                max_pending_replies: 1024,
             },
         }
     }
@@ -322,6 +325,10 @@ impl Config {
         line(format!("max_bulk_len = {}", limits.max_bulk_len));
         line(format!("max_request_args = {}", limits.max_request_args));
         line(format!("max_query_buffer = {}", limits.max_query_buffer));
+        line(format!(
+            "max_pending_replies = {}",
+            limits.max_pending_replies
+        ));
         out
     }
 }
@@ -466,6 +473,7 @@ pub struct LimitsFile {
     pub max_bulk_len: Option<usize>,
     pub max_request_args: Option<usize>,
     pub max_query_buffer: Option<usize>,
+    pub max_pending_replies: Option<usize>,
 }
 
 /// Reads and parses a configuration file. Only the syntax and the types are checked here; the
@@ -618,6 +626,7 @@ const GUARD_DENY_COMMANDS: &str = "guard.deny_commands";
 const LIMITS_MAX_BULK_LEN: &str = "limits.max_bulk_len";
 const LIMITS_MAX_REQUEST_ARGS: &str = "limits.max_request_args";
 const LIMITS_MAX_QUERY_BUFFER: &str = "limits.max_query_buffer";
+const LIMITS_MAX_PENDING_REPLIES: &str = "limits.max_pending_replies";
 
 /// Lays `file` and then the flags in `cli` over the defaults, and validates the result. Only the
 /// setting flags of `cli` are used here; which file to read is [`resolve`]'s business.
@@ -721,6 +730,11 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             LIMITS_MAX_QUERY_BUFFER,
             &mut c.limits.max_query_buffer,
             l.max_query_buffer,
+        );
+        set.value(
+            LIMITS_MAX_PENDING_REPLIES,
+            &mut c.limits.max_pending_replies,
+            l.max_pending_replies,
         );
     }
 
@@ -864,6 +878,7 @@ fn validate(config: &mut Config, origins: &Origins) -> Result<(), ConfigError> {
         (LIMITS_MAX_BULK_LEN, limits.max_bulk_len),
         (LIMITS_MAX_REQUEST_ARGS, limits.max_request_args),
         (LIMITS_MAX_QUERY_BUFFER, limits.max_query_buffer),
+        (LIMITS_MAX_PENDING_REPLIES, limits.max_pending_replies),
     ] {
         if value < 1 {
             return fail(key, "must be at least 1, got 0".into());

@@ -182,6 +182,7 @@ impl Backend {
         let close_grace = config.server.shutdown_timeout;
         let auth = ClientAuth::new(config.server.login_users()).map(Arc::new);
         let idle_timeout = config.server.idle_timeout;
+        let max_pending_replies = config.limits.max_pending_replies;
         // Clients that move off the shared connection take one opened ahead of need, so that
         // the move costs no TCP handshake (during which another client's later request could
         // overtake theirs). Without sharing, every client connects as it arrives, as it would
@@ -195,6 +196,7 @@ impl Backend {
                 close_grace,
                 auth: auth.clone(),
                 idle_timeout,
+                max_pending_replies,
             })
         };
         Ok(match config.upstream.mode {
@@ -208,6 +210,7 @@ impl Backend {
                     standalone: true,
                     auth,
                     idle_timeout,
+                    max_pending_replies,
                 }))
             }
             UpstreamMode::Standalone => Backend::Standalone(private(upstream, guard, 0)),
@@ -226,6 +229,7 @@ impl Backend {
                     pinned: None,
                     auth,
                     idle_timeout,
+                    max_pending_replies,
                 }))
             }
         })

@@ -54,3 +54,75 @@ fn idle_clients_are_closed_but_subscribers_blocked_and_busy_clients_are_not() {
     );
     assert_eq!(busy.request(&["PING"]), Reply::simple("PONG"));
 }
+
+/// Resident memory of a process in bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// The largest output buffer Redis holds for any of its clients (`CLIENT LIST` omem).
+fn redis_max_omem(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .split_whitespace()
+        .filter_map(|field| field.strip_prefix("omem="))
+        .filter_map(|v| v.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_client_that_writes_without_reading_stops_being_read() {
+    let (redis, keyward) = start_pair("[limits]\nmax_pending_replies = 100");
+    let value = "v".repeat(100 * 1024);
+    redis.cli(&["SET", "big", &value]);
+    let mut c = keyward.raw_conn();
+    let before = rss_bytes(keyward.pid());
+    // 2000 requests in one write (70 KB) whose replies are 200 MB: far more than the socket
+    // buffers hold, so without the limit keyward (or Redis) would have to buffer them.
+    let requests = 2000;
+    let mut pipeline = Vec::new();
+    for _ in 0..requests {
+        pipeline.extend(resp_str(&["GET", "big"]));
+    }
+    c.send(&pipeline);
+    thread::sleep(Duration::from_millis(1500));
+    let keyward_growth = rss_bytes(keyward.pid()).saturating_sub(before);
+    let redis_omem = redis_max_omem(&redis);
+    assert!(
+        keyward_growth < 50 << 20,
+        "keyward grew by {} MiB",
+        keyward_growth >> 20
+    );
+    assert!(
+        redis_omem < 50 << 20,
+        "Redis buffers {} MiB for keyward",
+        redis_omem >> 20
+    );
+    assert!(
+        keyward
+            .log()
+            .contains("client has reached max_pending_replies"),
+        "{}",
+        keyward.log()
+    );
+    // Another client is served meanwhile.
+    assert_eq!(keyward.raw_conn().request(&["PING"]), Reply::simple("PONG"));
+    // Reading resumes the flow: every reply arrives, in full.
+    for i in 0..requests {
+        let reply = c.read_reply(IO_TIMEOUT);
+        assert!(
+            matches!(&reply, Reply::Bulk(b) if b.len() == value.len()),
+            "reply {i}: {:?}",
+            reply.error_text()
+        );
+    }
+    assert_eq!(c.request(&["PING"]), Reply::simple("PONG"));
+}

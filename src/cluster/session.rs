@@ -52,12 +52,13 @@ pub struct ClusterContext {
     pub auth: Option<Arc<ClientAuth>>,
     /// Close a client idle this long (zero: never).
     pub idle_timeout: std::time::Duration,
+    /// Requests in flight per session before keyward stops reading the client
+    /// (`limits.max_pending_replies`). Replies of shared connections cannot be left in Redis for
+    /// a client that does not read (that would stall every client), so this also bounds what
+    /// keyward buffers for one client: at most this many replies.
+    pub max_pending_replies: usize,
 }
 
-/// Requests in flight per session before keyward stops reading the client. Replies of shared
-/// connections cannot be left in Redis for a client that does not read (that would stall every
-/// client), so this also bounds what keyward buffers for one client: at most this many replies.
-const MAX_IN_FLIGHT: usize = 512;
 const READ_CHUNK: usize = 16 * 1024;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -156,6 +157,10 @@ pub async fn run(
     let mut client_gone = false;
     // Read from or written to the client (for `idle_timeout_ms`).
     let mut last_activity = tokio::time::Instant::now();
+    // The max_pending_replies log line is written once per session.
+    let mut told_limit = false;
+    // Requests read but not handled yet, because max_pending_replies paused the scan.
+    let mut unhandled = false;
     loop {
         if !reading && session.replies.is_empty() {
             break;
@@ -168,10 +173,24 @@ pub async fn run(
         if !reading && closing_at.is_none() && handoff.is_none() {
             closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
         }
-        let can_read = reading && session.replies.len() < MAX_IN_FLIGHT;
+        let can_read = reading && session.replies.len() < ctx.max_pending_replies;
+        if reading && !can_read && !told_limit {
+            told_limit = true;
+            tracing::info!(
+                client = %peer,
+                max_pending_replies = ctx.max_pending_replies,
+                "client has reached max_pending_replies; not reading it until it reads replies"
+            );
+        }
         // Idle: nothing owed (a blocked command is owed), nothing read or written for the timeout.
         let idle_at = (!ctx.idle_timeout.is_zero() && reading && session.replies.is_empty())
             .then(|| last_activity + ctx.idle_timeout);
+        if unhandled && can_read {
+            unhandled = session
+                .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
+                .await;
+            continue;
+        }
         tokio::select! {
             biased;
             Some(first) = session.replies.next(), if !session.replies.is_empty() => {
@@ -190,7 +209,7 @@ pub async fn run(
                 }
                 last_activity = tokio::time::Instant::now();
             }
-            ready = client.readable(), if can_read => {
+            ready = client.readable(), if can_read && !unhandled => {
                 if ready.is_err() {
                     reading = false;
                     client_gone = true;
@@ -205,31 +224,9 @@ pub async fn run(
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => { reading = false; client_gone = true; continue; }
                 }
-                loop {
-                    match scanner.next(&mut buf) {
-                        Ok(Some(request)) => match session.dispatch(request, &mut scanner).await {
-                            Next::Continue => {}
-                            Next::Stop => { reading = false; break; }
-                            Next::Handoff { addr, raw } => {
-                                let mut input = BytesMut::from(&raw[..]);
-                                input.extend_from_slice(&buf);
-                                buf.clear();
-                                handoff = Some((addr, input));
-                                reading = false;
-                                break;
-                            }
-                        },
-                        Ok(None) => break,
-                        Err(e) => {
-                            session.local(write::error(&e.message()));
-                            session.replies.push_back(async { Out::Close }.boxed());
-                            reading = false;
-                            break;
-                        }
-                    }
-                }
-                // One write per connection for everything this read asked of it.
-                session.flush();
+                unhandled = session
+                    .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
+                    .await;
             }
             _ = shutdown.changed(), if reading => { reading = false; }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
@@ -255,6 +252,7 @@ pub async fn run(
                 close_grace: ctx.close_grace,
                 auth: ctx.auth.clone(),
                 idle_timeout: ctx.idle_timeout,
+                max_pending_replies: ctx.max_pending_replies,
             }),
         };
         tracing::debug!(client = %peer, node = %addr, "session pinned to a node for pub/sub or MONITOR");
@@ -271,6 +269,53 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 impl ClusterSession {
+    /// Scans and dispatches the complete requests in `buf`, then writes what they queued on
+    /// shared connections (one write per connection for the whole read). Returns true when it
+    /// paused because `max_pending_replies` requests wait for replies: requests may be left in
+    /// `buf`. Clears `reading` when the session is to stop reading (QUIT, protocol error,
+    /// handoff).
+    async fn handle_requests(
+        &mut self,
+        scanner: &mut RequestScanner,
+        buf: &mut BytesMut,
+        reading: &mut bool,
+        handoff: &mut Option<(String, BytesMut)>,
+    ) -> bool {
+        let mut paused = false;
+        loop {
+            if self.replies.len() >= self.ctx.max_pending_replies {
+                paused = true;
+                break;
+            }
+            match scanner.next(buf) {
+                Ok(Some(request)) => match self.dispatch(request, scanner).await {
+                    Next::Continue => {}
+                    Next::Stop => {
+                        *reading = false;
+                        break;
+                    }
+                    Next::Handoff { addr, raw } => {
+                        let mut input = BytesMut::from(&raw[..]);
+                        input.extend_from_slice(buf);
+                        buf.clear();
+                        *handoff = Some((addr, input));
+                        *reading = false;
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    self.local(write::error(&e.message()));
+                    self.replies.push_back(async { Out::Close }.boxed());
+                    *reading = false;
+                    break;
+                }
+            }
+        }
+        self.flush();
+        paused
+    }
+
     fn cluster(&self) -> Arc<Cluster> {
         self.ctx.cluster.clone()
     }

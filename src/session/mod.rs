@@ -48,6 +48,8 @@ pub struct SessionContext {
     pub auth: Option<Arc<ClientAuth>>,
     /// Close a client idle this long (zero: never).
     pub idle_timeout: Duration,
+    /// Requests a client may have waiting for replies before it stops being read.
+    pub max_pending_replies: usize,
 }
 
 /// How many request batches may wait between the two halves before the request side stops
@@ -142,6 +144,13 @@ struct Shared {
     /// (kept only with an idle timeout).
     last_read_ms: AtomicU64,
     epoch: tokio::time::Instant,
+    /// Reply-queue entries the reply side is done with (answered, or never needing an
+    /// answer), out of all it received. The request side compares it with the number it sent
+    /// to know how many requests wait for replies.
+    done_entries: AtomicU64,
+    /// The request side has stopped reading until `done_entries` moves.
+    reader_waiting: AtomicBool,
+    progress: tokio::sync::Notify,
 }
 
 impl Default for Shared {
@@ -151,6 +160,9 @@ impl Default for Shared {
             failed_generation: AtomicU64::new(0),
             last_read_ms: AtomicU64::new(0),
             epoch: tokio::time::Instant::now(),
+            done_entries: AtomicU64::new(0),
+            reader_waiting: AtomicBool::new(false),
+            progress: tokio::sync::Notify::new(),
         }
     }
 }

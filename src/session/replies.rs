@@ -47,6 +47,10 @@ pub(super) struct ReplySide {
     waiting_since: Option<Instant>,
     /// When bytes were last written to the client.
     last_write: Instant,
+    /// Entries received from the request side so far; those no longer in `pending` are done.
+    received_entries: u64,
+    /// The done count last published in [`Shared::done_entries`].
+    published_done: u64,
 }
 
 /// What to do with one upstream frame.
@@ -84,6 +88,8 @@ impl ReplySide {
             close_deadline: None,
             waiting_since: None,
             last_write: Instant::now(),
+            received_entries: 0,
+            published_done: 0,
         }
     }
 
@@ -115,6 +121,7 @@ impl ReplySide {
             }
             let deadline = self.close_deadline;
             let reading = self.upstream.is_some();
+            self.publish_progress();
             let reply_deadline = self.reply_deadline();
             let idle_deadline = self.idle_deadline();
             tokio::select! {
@@ -152,8 +159,24 @@ impl ReplySide {
         }
     }
 
+    /// Tells the request side how many entries are done, waking it if it waits for that.
+    fn publish_progress(&mut self) {
+        // Saturating: the reply side adds a Close entry of its own when a session ends.
+        let done = self
+            .received_entries
+            .saturating_sub(self.pending.len() as u64);
+        if done != self.published_done {
+            self.published_done = done;
+            self.shared.done_entries.store(done, Ordering::Release);
+            if self.shared.reader_waiting.load(Ordering::Acquire) {
+                self.shared.progress.notify_one();
+            }
+        }
+    }
+
     /// Takes a batch of entries from the request side, in order.
     fn receive(&mut self, batch: Vec<Pending>) {
+        self.received_entries += batch.len() as u64;
         for entry in batch {
             match entry {
                 Pending::Attach(reader, generation) => {

@@ -61,6 +61,10 @@ pub(super) struct RequestSide {
     outgoing: Vec<Bytes>,
     /// A connection attempt already failed during this batch: do not retry per request.
     connect_failed_in_batch: bool,
+    /// Reply-queue entries sent to the reply side so far (see [`Shared::done_entries`]).
+    sent_entries: u64,
+    /// The max_pending_replies log line has been written for this session.
+    told_limit: bool,
 }
 
 /// Why the read loop stops.
@@ -69,6 +73,8 @@ enum Stop {
     No,
     /// A Close entry has been queued.
     Yes,
+    /// `max_pending_replies` reached: requests may be left in the buffer.
+    Paused,
 }
 
 impl RequestSide {
@@ -97,6 +103,8 @@ impl RequestSide {
             batch: Vec::new(),
             outgoing: Vec::new(),
             connect_failed_in_batch: false,
+            sent_entries: 0,
+            told_limit: false,
         }
     }
 
@@ -114,14 +122,25 @@ impl RequestSide {
         self.send_batch().await;
 
         let mut buf = input;
-        if !buf.is_empty() {
-            let stop = self.process(&mut buf).await;
-            self.send_batch().await;
-            if matches!(stop, Stop::Yes) {
+        // Requests already in `buf` that are not handled yet: a handed-over client's first
+        // bytes, or what was left when max_pending_replies paused the scan.
+        let mut unhandled = !buf.is_empty();
+        loop {
+            if !self.wait_for_replies(&mut shutdown).await {
+                self.batch.push(Pending::Close);
+                self.send_batch().await;
                 return self;
             }
-        }
-        loop {
+            if unhandled {
+                let stop = self.process(&mut buf).await;
+                self.send_batch().await;
+                match stop {
+                    Stop::Yes => return self,
+                    Stop::Paused => continue,
+                    Stop::No => unhandled = false,
+                }
+                continue;
+            }
             tokio::select! {
                 ready = self.client.readable() => {
                     if ready.is_err() {
@@ -161,8 +180,10 @@ impl RequestSide {
             }
             let stop = self.process(&mut buf).await;
             self.send_batch().await;
-            if matches!(stop, Stop::Yes) {
-                return self;
+            match stop {
+                Stop::Yes => return self,
+                Stop::Paused => unhandled = true,
+                Stop::No => {}
             }
             if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
                 buf = BytesMut::new();
@@ -170,10 +191,15 @@ impl RequestSide {
         }
     }
 
-    /// Scans every complete request in `buf` and handles it.
+    /// Scans the complete requests in `buf` and handles them, pausing when the client has
+    /// `max_pending_replies` requests waiting for replies.
     async fn process(&mut self, buf: &mut BytesMut) -> Stop {
         self.connect_failed_in_batch = false;
+        let limit = self.ctx.max_pending_replies as u64;
         loop {
+            if self.owed() + self.batch.len() as u64 >= limit {
+                return Stop::Paused;
+            }
             match self.scanner.next(buf) {
                 Ok(Some(request)) => {
                     if let Stop::Yes = self.handle(request).await {
@@ -419,11 +445,53 @@ impl RequestSide {
         }
     }
 
+    /// Requests of this client waiting for their replies (or behind one that is).
+    fn owed(&self) -> u64 {
+        self.sent_entries
+            .saturating_sub(self.shared.done_entries.load(Ordering::Acquire))
+    }
+
+    /// Backpressure: while `max_pending_replies` requests wait for replies that the client is
+    /// not reading, keyward stops reading the client, so that neither it nor Redis buffers
+    /// without bound. Returns false when shutdown comes first.
+    async fn wait_for_replies(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let limit = self.ctx.max_pending_replies as u64;
+        if self.owed() < limit {
+            return true;
+        }
+        if !self.told_limit {
+            self.told_limit = true;
+            tracing::info!(
+                client = %self.peer,
+                max_pending_replies = limit,
+                "client has reached max_pending_replies; not reading it until it reads replies"
+            );
+        }
+        loop {
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            self.shared.reader_waiting.store(true, Ordering::Release);
+            if self.owed() < limit {
+                self.shared.reader_waiting.store(false, Ordering::Release);
+                return true;
+            }
+            tokio::select! {
+                _ = progress => {}
+                _ = shutdown.changed() => {
+                    self.shared.reader_waiting.store(false, Ordering::Release);
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Sends the queued entries to the reply side, then the bytes upstream. Entries go first so
     /// that the reply side always knows about a request before its reply can arrive.
     async fn send_batch(&mut self) {
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
+            self.sent_entries += batch.len() as u64;
             // If the reply side is gone the session is ending; nothing to deliver to.
             let _ = self.queue.send(batch).await;
         }
