@@ -492,15 +492,46 @@ const SINGLE_KEY_COMMANDS: &[&str] = &[
     "lcs",
 ];
 
-fn table() -> &'static HashMap<&'static str, CommandSpec> {
-    static TABLE: OnceLock<HashMap<&'static str, CommandSpec>> = OnceLock::new();
+/// FNV-1a: the table is fixed at start-up and every lookup hashes a short name, for which
+/// SipHash's setup cost (measured: a tenth of the request path's instructions spent in
+/// `commands::lookup` under callgrind) buys nothing: clients cannot add entries, so there is no
+/// flooding to defend against.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Table = HashMap<&'static [u8], CommandSpec, std::hash::BuildHasherDefault<NameHasher>>;
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut map = HashMap::with_capacity(SPECIAL_COMMANDS.len() + SINGLE_KEY_COMMANDS.len());
+        let mut map = Table::with_capacity_and_hasher(
+            SPECIAL_COMMANDS.len() + SINGLE_KEY_COMMANDS.len(),
+            Default::default(),
+        );
         for &name in SINGLE_KEY_COMMANDS {
-            map.insert(name, ordinary(name, ONE));
+            map.insert(name.as_bytes(), ordinary(name, ONE));
         }
         for s in SPECIAL_COMMANDS {
-            map.insert(s.name, *s);
+            map.insert(s.name.as_bytes(), *s);
         }
         map
     })
@@ -529,8 +560,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     for (dst, src) in lower.iter_mut().zip(name) {
         *dst = src.to_ascii_lowercase();
     }
-    let lower = std::str::from_utf8(&lower[..name.len()]).ok()?;
-    table().get(lower)
+    table().get(&lower[..name.len()])
 }
 
 #[cfg(test)]

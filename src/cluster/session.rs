@@ -363,26 +363,33 @@ impl ClusterSession {
 
     async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
         let spec = commands::lookup(&request.args[0]);
-        let gate = auth::gate(
-            self.ctx.auth.as_deref(),
-            &mut self.login,
-            self.peer.ip(),
-            spec,
-            request,
-            self.transaction.is_some(),
-        )
-        .await;
-        scanner.set_unauthenticated(!self.login.is_authenticated());
-        let request = match gate {
-            Gate::Pass(request) => request,
-            Gate::Answer(reply) => {
-                if let Some(t) = self.transaction.as_mut()
-                    && reply.starts_with(b"-")
-                {
-                    t.aborted = true;
+        // Without client authentication there is nothing to check: no future to build.
+        let request = match self.ctx.auth.clone() {
+            None => request,
+            Some(client_auth) => {
+                let in_transaction = self.transaction.is_some();
+                let gate = auth::gate(
+                    Some(&client_auth),
+                    &mut self.login,
+                    self.peer.ip(),
+                    spec,
+                    request,
+                    in_transaction,
+                )
+                .await;
+                scanner.set_unauthenticated(!self.login.is_authenticated());
+                match gate {
+                    Gate::Pass(request) => request,
+                    Gate::Answer(reply) => {
+                        if let Some(t) = self.transaction.as_mut()
+                            && reply.starts_with(b"-")
+                        {
+                            t.aborted = true;
+                        }
+                        self.local(reply);
+                        return Next::Continue;
+                    }
                 }
-                self.local(reply);
-                return Next::Continue;
             }
         };
         let role = spec.map_or(Role::Ordinary, |s| s.role);

@@ -219,26 +219,32 @@ impl RequestSide {
 
     async fn handle(&mut self, request: Request) -> Stop {
         let spec = commands::lookup(&request.args[0]);
-        let gate = auth::gate(
-            self.ctx.auth.as_deref(),
-            &mut self.login,
-            self.peer.ip(),
-            spec,
-            request,
-            self.in_multi,
-        )
-        .await;
-        self.scanner
-            .set_unauthenticated(!self.login.is_authenticated());
-        let request = match gate {
-            Gate::Pass(request) => request,
-            Gate::Answer(reply) => {
-                if self.in_multi && reply.starts_with(b"-") {
-                    self.refuse_in_transaction(reply).await;
-                } else {
-                    self.local(reply);
+        // Without client authentication there is nothing to check: no future to build.
+        let request = match self.ctx.auth.as_deref() {
+            None => request,
+            Some(client_auth) => {
+                let gate = auth::gate(
+                    Some(client_auth),
+                    &mut self.login,
+                    self.peer.ip(),
+                    spec,
+                    request,
+                    self.in_multi,
+                )
+                .await;
+                self.scanner
+                    .set_unauthenticated(!self.login.is_authenticated());
+                match gate {
+                    Gate::Pass(request) => request,
+                    Gate::Answer(reply) => {
+                        if self.in_multi && reply.starts_with(b"-") {
+                            self.refuse_in_transaction(reply).await;
+                        } else {
+                            self.local(reply);
+                        }
+                        return Stop::No;
+                    }
                 }
-                return Stop::No;
             }
         };
         let role = spec.map_or(Role::Ordinary, |s| s.role);
