@@ -182,6 +182,20 @@ impl fmt::Debug for UpstreamConfig {
     }
 }
 
+/// The commands refused by default (`[guard] deny_commands`): each makes a whole database, or
+/// the whole dataset, disappear or be replaced in one call, and applications do not send them
+/// in normal operation. README ("What the guard does and does not cover") gives the reasons.
+pub const DEFAULT_DENY_COMMANDS: &[&str] = &[
+    "FLUSHALL",
+    "FLUSHDB",
+    "SWAPDB",
+    "FUNCTION FLUSH",
+    "REPLICAOF",
+    "SLAVEOF",
+    "SHUTDOWN",
+    "DEBUG",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardConfig {
     pub max_keys: usize,
@@ -233,7 +247,10 @@ impl Default for Config {
                 max_keys: 1000,
                 wildcard_chars: "*?[".into(),
                 delete_command: DeleteCommand::Unlink,
-                deny_commands: vec!["FLUSHALL".into(), "FLUSHDB".into()],
+                deny_commands: DEFAULT_DENY_COMMANDS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
             },
             limits: LimitsConfig {
                 max_bulk_len: 512 * 1024 * 1024,
@@ -1280,7 +1297,19 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.guard.max_keys, 1000);
         assert_eq!(config.upstream.nodes, ["127.0.0.1:6379"]);
-        assert_eq!(config.guard.deny_commands, ["FLUSHALL", "FLUSHDB"]);
+        assert_eq!(
+            config.guard.deny_commands,
+            [
+                "FLUSHALL",
+                "FLUSHDB",
+                "SWAPDB",
+                "FUNCTION FLUSH",
+                "REPLICAOF",
+                "SLAVEOF",
+                "SHUTDOWN",
+                "DEBUG"
+            ]
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ fn check_config_accepts_the_repository_proxy_toml() {
     assert!(text.contains("max_keys = 1000\n"), "{text}");
     assert!(text.contains("[upstream]"), "{text}");
     assert!(
-        text.contains("deny_commands = [\"FLUSHALL\", \"FLUSHDB\"]"),
+        text.contains(
+            "deny_commands = [\"FLUSHALL\", \"FLUSHDB\", \"SWAPDB\", \"FUNCTION FLUSH\", \
+             \"REPLICAOF\", \"SLAVEOF\", \"SHUTDOWN\", \"DEBUG\"]"
+        ),
         "{text}"
     );
 }

@@ -353,12 +353,22 @@ impl ClusterSession {
         self.push(async move { reply }.boxed());
     }
 
-    /// Sends a request over a shared connection now; its reply comes in order.
-    async fn forward(&mut self, target: Target, request: Bytes) {
+    /// Sends a request over a shared connection now; its reply comes in order, and goes in the
+    /// audit line of a guarded request (GETDEL, MIGRATE).
+    async fn forward(&mut self, target: Target, request: Bytes, audit: Option<Audit>) {
         let cluster = self.cluster();
         let submitted = cluster.submit(target, request, self.resp3).await;
         self.note(&submitted);
-        self.push(async move { submitted.reply(&cluster).await }.boxed());
+        self.push(
+            async move {
+                let frame = submitted.reply(&cluster).await;
+                if let Some(audit) = audit {
+                    audit.answered(&frame);
+                }
+                frame
+            }
+            .boxed(),
+        );
     }
 
     async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
@@ -458,7 +468,7 @@ impl ClusterSession {
             return next;
         }
         if self.transaction.is_some() {
-            self.queue_in_transaction(spec, request).await;
+            self.queue_in_transaction(spec, request, audit).await;
             return Next::Continue;
         }
         // Blocking commands, and connection state no case above handles (SCRIPT DEBUG, ACL,
@@ -488,7 +498,7 @@ impl ClusterSession {
             }
             Fanout::AllPrimaries => self.all_primaries(&request).await,
             _ => match self.target(spec, &request.args) {
-                Ok(target) => self.forward(target, request.raw).await,
+                Ok(target) => self.forward(target, request.raw, audit).await,
                 Err(e) => self.local(e),
             },
         }
@@ -864,7 +874,20 @@ impl ClusterSession {
         Next::Continue
     }
 
-    async fn queue_in_transaction(&mut self, spec: Option<&CommandSpec>, request: Request) {
+    /// Queues a command inside MULTI; a guarded one (DEL, REMOVEKEYS...) gets its audit line
+    /// with the node's answer (`queued`) or the error that aborts the transaction.
+    async fn queue_in_transaction(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        request: Request,
+        audit: Option<Audit>,
+    ) {
+        let refuse = |session: &mut Self, error: Bytes| {
+            if let Some(audit) = &audit {
+                audit.answered(&error);
+            }
+            session.local(error);
+        };
         let slot = match self.target(spec, &request.args) {
             Ok(Target::Slot(s)) => Some(s),
             Ok(_) => None,
@@ -872,7 +895,7 @@ impl ClusterSession {
                 if let Some(t) = self.transaction.as_mut() {
                     t.aborted = true;
                 }
-                self.local(e);
+                refuse(self, e);
                 return;
             }
         };
@@ -884,7 +907,7 @@ impl ClusterSession {
                 Some(s) if s != slot => {
                     transaction.aborted = true;
                     self.transaction = Some(transaction);
-                    self.local(write::error(CROSSSLOT));
+                    refuse(self, write::error(CROSSSLOT));
                     return;
                 }
                 None => p.slot = Some(slot),
@@ -900,7 +923,7 @@ impl ClusterSession {
                 Err(e) => {
                     transaction.aborted = true;
                     self.transaction = Some(transaction);
-                    self.local(e);
+                    refuse(self, e);
                     return;
                 }
             }
@@ -909,7 +932,17 @@ impl ClusterSession {
             Some(p) => {
                 let conn = p.conn.clone();
                 self.transaction = Some(transaction);
-                self.submit_on(&conn, request.raw).await;
+                let pending = conn.submit(request.raw, 0).await;
+                self.push(
+                    async move {
+                        let frame = pending_reply(pending).await;
+                        if let Some(audit) = audit {
+                            audit.answered(&frame);
+                        }
+                        frame
+                    }
+                    .boxed(),
+                );
             }
             None => {
                 // No key yet, so no node: keyward answers QUEUED itself (MULTI's OK was its own
@@ -917,6 +950,9 @@ impl ClusterSession {
                 // then, EXEC fails with EXECABORT, as Redis would have made it fail.
                 transaction.waiting.push(request.raw);
                 self.transaction = Some(transaction);
+                if let Some(audit) = &audit {
+                    audit.log("queued");
+                }
                 self.local(write::simple("QUEUED"));
             }
         }

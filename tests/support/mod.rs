@@ -351,6 +351,15 @@ impl TomlDoc {
     }
 }
 
+/// `[guard] deny_commands` as keyward's built-in default, as TOML text.
+pub fn default_deny_commands() -> String {
+    let quoted: Vec<String> = keyward::config::DEFAULT_DENY_COMMANDS
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// The proxy.toml a test keyward runs with: listen address, one standalone upstream, the
 /// documented guard defaults written out, then `extra` merged over it (see [`TomlDoc::merge`]).
 pub fn proxy_toml(listen: &str, upstream: &str, extra: &str) -> String {
@@ -361,7 +370,7 @@ pub fn proxy_toml(listen: &str, upstream: &str, extra: &str) -> String {
     doc.set("guard", "max_keys", "1000");
     doc.set("guard", "wildcard_chars", "\"*?[\"");
     doc.set("guard", "delete_command", "\"UNLINK\"");
-    doc.set("guard", "deny_commands", "[\"FLUSHALL\", \"FLUSHDB\"]");
+    doc.set("guard", "deny_commands", &default_deny_commands());
     // scripts/test.sh runs the standalone tests twice: with the default (one upstream
     // connection per client) and with KEYWARD_TEST_SHARE_CONNECTIONS=true (the shared
     // pipelined connection).
@@ -387,7 +396,7 @@ pub fn proxy_toml_cluster(listen: &str, seeds: &[String], extra: &str) -> String
     doc.set("guard", "max_keys", "1000");
     doc.set("guard", "wildcard_chars", "\"*?[\"");
     doc.set("guard", "delete_command", "\"UNLINK\"");
-    doc.set("guard", "deny_commands", "[\"FLUSHALL\", \"FLUSHDB\"]");
+    doc.set("guard", "deny_commands", &default_deny_commands());
     doc.merge(extra);
     doc.render()
 }
