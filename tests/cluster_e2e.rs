@@ -1250,6 +1250,38 @@ fn transactions_blocking_and_pubsub() {
         assert!(error_of(&cross).starts_with("CROSSSLOT"), "{cross:?}");
     });
 
+    checks.run("client_authentication_in_cluster_mode", || {
+        let secured = Keyward::start_cluster(&cluster.seeds(), "[server]\npassword = \"pw-7\"");
+        let mut c = secured.raw_conn();
+        assert_eq!(
+            error_of(&c.request(&["GET", "{a}1"])),
+            "NOAUTH Authentication required."
+        );
+        assert_eq!(
+            error_of(&c.request(&["SUBSCRIBE", "news"])),
+            "NOAUTH Authentication required."
+        );
+        assert_eq!(c.request(&["AUTH", "pw-7"]), Reply::ok());
+        // Keys on every primary, a fan-out delete, then a move to a node for pub/sub.
+        let keys: Vec<String> = (0..30).map(|i| format!("auth:{i}")).collect();
+        for k in &keys {
+            assert_eq!(c.request(&["SET", k, "1"]), Reply::ok());
+        }
+        let mut del = vec!["REMOVEKEYS".to_string()];
+        del.extend(keys.iter().cloned());
+        assert_eq!(request_owned(&mut c, &del), Reply::Int(30));
+        assert_eq!(
+            c.request(&["SUBSCRIBE", "news"]),
+            arr(vec![bulk("subscribe"), bulk("news"), Reply::Int(1)])
+        );
+        let mut anon = secured.raw_conn();
+        assert_eq!(
+            error_of(&anon.request(&["PUBLISH", "news", "x"])),
+            "NOAUTH Authentication required."
+        );
+        assert!(!secured.log().contains("pw-7"));
+    });
+
     kw.assert_running();
     checks.finish();
 }
