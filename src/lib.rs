@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod guard;
+pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod session;

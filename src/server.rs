@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -16,6 +16,7 @@ use crate::cluster::session::ClusterContext;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamMode};
 use crate::guard::GuardPolicy;
+use crate::net::Socket;
 use crate::protocol::request::ScanLimits;
 use crate::session::{self, SessionContext};
 use crate::upstream::{UpstreamTarget, WarmPool};
@@ -115,7 +116,7 @@ pub async fn serve(
         if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
             clients.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(client = %peer, max_clients, "max number of clients reached");
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(Socket::Tcp(stream)));
             continue;
         }
         let backend = backend.clone();
@@ -123,6 +124,7 @@ pub async fn serve(
         let clients = clients.clone();
         let done = done_tx.clone();
         tokio::spawn(async move {
+            let stream = Socket::Tcp(stream);
             match backend {
                 Backend::Standalone(ctx) => session::run(stream, peer, ctx, stop).await,
                 Backend::Cluster(ctx) => cluster::session::run(stream, peer, ctx, stop).await,
@@ -224,7 +226,7 @@ impl Backend {
 }
 
 /// Answers a client over the connection cap the way Redis does, then closes.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: Socket) {
     let _ = stream
         .write_all(b"-ERR max number of clients reached\r\n")
         .await;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::net::Socket;
 use crate::protocol::{reply, write};
 
 /// Where and how keyward connects upstream.
@@ -29,7 +30,7 @@ pub struct UpstreamTarget {
 
 impl UpstreamTarget {
     /// Connects and authenticates; the error is a sentence that names the address.
-    pub async fn connect(&self) -> Result<TcpStream, String> {
+    pub async fn connect(&self) -> Result<Socket, String> {
         let stream = match timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(format!("upstream {} unavailable: {e}", self.addr)),
@@ -42,7 +43,7 @@ impl UpstreamTarget {
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = stream;
+        let mut stream = Socket::Tcp(stream);
         if let Some(auth) = self.handshake_command() {
             match timeout(self.connect_timeout, handshake(&mut stream, &auth)).await {
                 Ok(Ok(())) => {}
@@ -90,7 +91,7 @@ impl UpstreamTarget {
 }
 
 /// Sends `auth` (or `HELLO`) and reads one reply; an error reply carries Redis's text.
-async fn handshake(stream: &mut TcpStream, auth: &[u8]) -> Result<(), String> {
+async fn handshake(stream: &mut Socket, auth: &[u8]) -> Result<(), String> {
     stream.write_all(auth).await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(256);
     let mut framer = reply::ReplyFramer::new();
@@ -122,7 +123,7 @@ async fn handshake(stream: &mut TcpStream, auth: &[u8]) -> Result<(), String> {
 pub struct WarmPool {
     target: UpstreamTarget,
     size: usize,
-    ready: std::sync::Mutex<Vec<TcpStream>>,
+    ready: std::sync::Mutex<Vec<Socket>>,
     wanted: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -152,7 +153,7 @@ impl WarmPool {
     }
 
     /// A ready connection, or a new one when none is (or the pool's went stale).
-    pub async fn connect(&self) -> Result<TcpStream, String> {
+    pub async fn connect(&self) -> Result<Socket, String> {
         while let Some(stream) = self.take() {
             if is_usable(&stream) {
                 self.wanted.notify_one();
@@ -163,7 +164,7 @@ impl WarmPool {
         self.target.connect().await
     }
 
-    fn take(&self) -> Option<TcpStream> {
+    fn take(&self) -> Option<Socket> {
         self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
@@ -174,7 +175,7 @@ impl WarmPool {
 }
 
 /// An idle connection is usable while the server has neither closed it nor sent anything.
-fn is_usable(stream: &TcpStream) -> bool {
+fn is_usable(stream: &Socket) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
