@@ -13,4 +13,5 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod upstream;

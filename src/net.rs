@@ -1,12 +1,12 @@
 //! The sockets sessions and upstream connections read and write: a TCP connection, or one end
-//! of a Unix socket pair whose other end a bridge task serves (for TLS, next).
+//! of a Unix socket pair whose other end a bridge task serves.
 //!
 //! Sessions share one socket between a request half and a reply half (`Arc<Socket>`) and use
 //! tokio's readiness calls on it directly (`try_io`, `try_read_buf`, `try_write_vectored`,
 //! `readable`, `writable`): that is what keeps a plain TCP client at one system call per read and
 //! per write. A TLS stream cannot be used that way (reading may need to write, and rustls holds
-//! state that two halves would have to share behind a lock), so TLS is to be terminated in a
-//! bridge task instead: the TLS stream on one side, one end of a `UnixStream::pair()` on the
+//! state that two halves would have to share behind a lock), so TLS is terminated in a bridge
+//! task instead ([`bridge`]): the TLS stream on one side, one end of a `UnixStream::pair()` on the
 //! other, and the session gets the other end as [`Socket::Unix`]. Plain TCP pays one `match` per
 //! call for this, nothing else.
 
@@ -14,11 +14,11 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BufMut;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-/// A connected socket: plain TCP, or the session's end of a bridge.
+/// A connected socket: plain TCP, or the session's end of a [`bridge`].
 #[derive(Debug)]
 pub enum Socket {
     Tcp(TcpStream),
@@ -128,5 +128,72 @@ impl AsyncWrite for Socket {
             Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+/// Bytes one bridge direction reads at a time: one TLS record's worth (at most 16 KiB of data).
+/// Both directions keep their buffer for the life of the connection, so this is also most of
+/// what an idle TLS connection costs on top of a plain one.
+const BRIDGE_CHUNK: usize = 16 * 1024;
+
+/// Serves `stream` (a TLS stream) through a Unix socket pair and returns the session's end.
+///
+/// The bridge task copies both ways until the session's side is done:
+/// - the remote peer closes (end of stream): the session's end reads end of stream too, and the
+///   bridge keeps delivering what the session still writes (its replies) until it closes;
+/// - the session closes its end: the bridge sends TLS `close_notify`, closes the connection and
+///   ends, whatever the remote peer does;
+/// - an error either way (a reset, a broken TLS record): the bridge ends at once, and the
+///   session sees end of stream or an error on its end.
+pub fn bridge<S>(stream: S, what: &'static str, peer: String) -> io::Result<Socket>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (local, remote) = UnixStream::pair()?;
+    tokio::spawn(async move {
+        let (mut remote_read, mut remote_write) = tokio::io::split(stream);
+        let (mut local_read, mut local_write) = local.into_split();
+        let inbound = async {
+            let result = pump(&mut remote_read, &mut local_write).await;
+            // End of stream from the peer: pass it on as a half-close, so that the session
+            // still delivers the replies it owes.
+            let _ = local_write.shutdown().await;
+            result
+        };
+        let outbound = async {
+            let result = pump(&mut local_read, &mut remote_write).await;
+            let _ = remote_write.shutdown().await;
+            result
+        };
+        tokio::pin!(inbound, outbound);
+        let outcome = tokio::select! {
+            result = &mut inbound => match result {
+                Ok(()) => outbound.await,
+                Err(e) => Err(e),
+            },
+            result = &mut outbound => result,
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(%peer, error = %e, "{what} TLS connection ended with an error");
+        }
+    });
+    Ok(Socket::Unix(remote))
+}
+
+/// Copies `from` to `to` until end of stream, flushing after every read (a TLS writer holds
+/// records back until it is flushed, and a reply must not wait for the next one).
+async fn pump<R, W>(from: &mut R, to: &mut W) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(BRIDGE_CHUNK);
+    loop {
+        buf.clear();
+        if from.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf).await?;
+        to.flush().await?;
     }
 }

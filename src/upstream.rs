@@ -1,9 +1,11 @@
 //! Opening a connection to the upstream Redis.
 //!
 //! A connection is ready when the TCP handshake is done, Nagle is off (keyward forwards small
-//! requests and replies one by one; batching them in the kernel would add latency) and, when
-//! keyward has its own upstream credentials, Redis has accepted them. Any failure becomes one
-//! message that names the upstream address, because that is what the client gets to read.
+//! requests and replies one by one; batching them in the kernel would add latency), the TLS
+//! handshake is done when `[upstream.tls]` is set, and, when keyward has its own upstream
+//! credentials, Redis has accepted them. Any failure becomes one message that names the upstream
+//! address, because that is what the client gets to read. Every upstream connection keyward
+//! opens, per-client or shared, is opened here.
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use tokio::time::timeout;
 
 use crate::net::Socket;
 use crate::protocol::{reply, write};
+use crate::tls::ClientTls;
 
 /// Where and how keyward connects upstream.
 #[derive(Debug, Clone)]
@@ -26,6 +29,8 @@ pub struct UpstreamTarget {
     pub reply_timeout: Duration,
     /// Switch the connection to RESP3 (`HELLO 3`) before use.
     pub resp3: bool,
+    /// Speak TLS to the server (`[upstream.tls]`).
+    pub tls: Option<ClientTls>,
 }
 
 impl UpstreamTarget {
@@ -43,7 +48,26 @@ impl UpstreamTarget {
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = Socket::Tcp(stream);
+        let mut stream = match &self.tls {
+            None => Socket::Tcp(stream),
+            Some(tls) => match timeout(self.connect_timeout, tls.connect(stream, &self.addr)).await
+            {
+                Ok(Ok(socket)) => socket,
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "upstream {} unavailable: TLS handshake failed: {e}",
+                        self.addr
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "upstream {} unavailable: no TLS handshake within {} ms",
+                        self.addr,
+                        self.connect_timeout.as_millis()
+                    ));
+                }
+            },
+        };
         if let Some(auth) = self.handshake_command() {
             match timeout(self.connect_timeout, handshake(&mut stream, &auth)).await {
                 Ok(Ok(())) => {}
