@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::commands::{self, Removes};
 use crate::protocol::reply;
 
 /// A guarded request on its way upstream; logged once its reply is in.
@@ -19,12 +20,20 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Starts the record for a request whose arguments are `args` (command name first).
+    /// Starts the record for a request whose arguments are `args` (command name first). `keys`
+    /// counts the keys a delete removes (for MIGRATE, those after KEYS, none with COPY); for
+    /// other commands, the arguments.
     pub fn start(client: SocketAddr, args: &[Bytes]) -> Self {
+        let keys = match commands::lookup(&args[0]) {
+            Some(spec) if spec.removes == Removes::Migrate => {
+                commands::removed_keys(spec, args).len()
+            }
+            _ => args.len() - 1,
+        };
         Audit {
             client,
             command: command_name(&args[0]),
-            keys: args.len() - 1,
+            keys,
             started: Instant::now(),
         }
     }

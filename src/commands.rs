@@ -14,12 +14,15 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use bytes::Bytes;
+
 /// What a command means to keyward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Forwarded; one reply.
     Ordinary,
-    /// `DEL` / `UNLINK`: checked by the guard, then forwarded.
+    /// A command that removes keys it names from this server (`DEL`, `UNLINK`, `GETDEL`,
+    /// `MIGRATE`): its [`Removes`] keys are checked by the guard, then it is forwarded and audited.
     Delete,
     /// keyward's own `REMOVEKEYS`: checked by the guard, rewritten to the configured delete.
     RemoveKeys,
@@ -90,6 +93,12 @@ impl KeySpec {
 
     /// Indexes of the key arguments in a request of `argc` arguments.
     pub fn positions(self, argc: usize) -> impl Iterator<Item = usize> {
+        self.span(argc).step_by(self.step.max(1) as usize)
+    }
+
+    /// The arguments from the first key to the last one, whatever the step: for a spec with
+    /// step 1 (DEL, UNLINK, GETDEL) exactly the keys.
+    pub fn span(self, argc: usize) -> std::ops::Range<usize> {
         let first = self.first as usize;
         let last = if self.first == 0 {
             0
@@ -99,14 +108,27 @@ impl KeySpec {
             self.last as isize
         };
         let last = last.min(argc as isize - 1);
-        let step = self.step.max(1) as usize;
-        let range = if first == 0 || last < first as isize {
+        if first == 0 || last < first as isize {
             0..0
         } else {
             first..last as usize + 1
-        };
-        range.step_by(step)
+        }
     }
+}
+
+/// Which arguments name the keys a command removes from this server: what the guard's key
+/// rules (`wildcard_chars`, `max_keys`) are applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removes {
+    /// No key is removed by naming it (most commands; single-key side effects such as
+    /// `EXPIRE key 0` or the last element popped off a list are not counted).
+    Nothing,
+    /// The keys at the command's [`KeySpec`] positions, which must have step 1: every argument
+    /// of `DEL`, `UNLINK` and `REMOVEKEYS`, the one key of `GETDEL`.
+    Keys,
+    /// `MIGRATE`: its key (argument 3) or the keys after its `KEYS` option, which it moves to
+    /// another server; none with `COPY`, which leaves them in place. See [`removed_keys`].
+    Migrate,
 }
 
 /// How a command spreads over a Redis Cluster (used by the cluster backend).
@@ -138,6 +160,9 @@ pub struct CommandSpec {
     pub stateful: bool,
     /// May wait for a long time before replying (BLPOP, WAIT...); no reply timeout applies.
     pub blocking: bool,
+    /// The keys the guard checks; anything but [`Removes::Nothing`] goes with
+    /// [`Role::Delete`] or [`Role::RemoveKeys`].
+    pub removes: Removes,
 }
 
 const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> CommandSpec {
@@ -148,7 +173,14 @@ const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> 
         fanout,
         stateful: false,
         blocking: false,
+        removes: Removes::Nothing,
     }
+}
+
+/// A command that removes keys it names: guarded, forwarded, audited.
+const fn removing(mut s: CommandSpec, removes: Removes) -> CommandSpec {
+    s.removes = removes;
+    s
 }
 
 const fn keys(first: u8, last: i8, step: u8) -> KeySpec {
@@ -180,9 +212,28 @@ const fn blocking(mut s: CommandSpec) -> CommandSpec {
 /// The built-in table. Commands with a single key at position 1 and no special role are the
 /// majority of Redis; they are listed compactly in [`SINGLE_KEY_COMMANDS`].
 const SPECIAL_COMMANDS: &[CommandSpec] = &[
-    spec("del", Role::Delete, ALL, Fanout::SplitSum),
-    spec("unlink", Role::Delete, ALL, Fanout::SplitSum),
-    spec("removekeys", Role::RemoveKeys, ALL, Fanout::SplitSum),
+    removing(
+        spec("del", Role::Delete, ALL, Fanout::SplitSum),
+        Removes::Keys,
+    ),
+    removing(
+        spec("unlink", Role::Delete, ALL, Fanout::SplitSum),
+        Removes::Keys,
+    ),
+    removing(
+        spec("removekeys", Role::RemoveKeys, ALL, Fanout::SplitSum),
+        Removes::Keys,
+    ),
+    removing(
+        spec("getdel", Role::Delete, ONE, Fanout::SingleSlot),
+        Removes::Keys,
+    ),
+    // MIGRATE moves its keys to another server: gone from this one unless COPY. Its keys are
+    // found by MOVED in a cluster, as for the other commands with keys after an option.
+    removing(
+        spec("migrate", Role::Delete, KeySpec::NONE, Fanout::Keyless),
+        Removes::Migrate,
+    ),
     spec("exists", Role::Ordinary, ALL, Fanout::SplitSum),
     spec("touch", Role::Ordinary, ALL, Fanout::SplitSum),
     spec("mget", Role::Ordinary, ALL, Fanout::SplitMerge),
@@ -361,7 +412,6 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     ordinary("shutdown", KeySpec::NONE),
     ordinary("failover", KeySpec::NONE),
     ordinary("move", ONE),
-    ordinary("migrate", KeySpec::NONE),
     ordinary("pfdebug", keys(2, 2, 1)),
     ordinary("pfselftest", KeySpec::NONE),
     ordinary("spublish", ONE),
@@ -375,7 +425,6 @@ const SINGLE_KEY_COMMANDS: &[&str] = &[
     "setex",
     "psetex",
     "getset",
-    "getdel",
     "getex",
     "append",
     "strlen",
@@ -492,15 +541,46 @@ const SINGLE_KEY_COMMANDS: &[&str] = &[
     "lcs",
 ];
 
-fn table() -> &'static HashMap<&'static str, CommandSpec> {
-    static TABLE: OnceLock<HashMap<&'static str, CommandSpec>> = OnceLock::new();
+/// FNV-1a: the table is fixed at start-up and every lookup hashes a short name, for which
+/// SipHash's setup cost (measured: a tenth of the request path's instructions spent in
+/// `commands::lookup` under callgrind) buys nothing: clients cannot add entries, so there is no
+/// flooding to defend against.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Table = HashMap<&'static [u8], CommandSpec, std::hash::BuildHasherDefault<NameHasher>>;
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut map = HashMap::with_capacity(SPECIAL_COMMANDS.len() + SINGLE_KEY_COMMANDS.len());
+        let mut map = Table::with_capacity_and_hasher(
+            SPECIAL_COMMANDS.len() + SINGLE_KEY_COMMANDS.len(),
+            Default::default(),
+        );
         for &name in SINGLE_KEY_COMMANDS {
-            map.insert(name, ordinary(name, ONE));
+            map.insert(name.as_bytes(), ordinary(name, ONE));
         }
         for s in SPECIAL_COMMANDS {
-            map.insert(s.name, *s);
+            map.insert(s.name.as_bytes(), *s);
         }
         map
     })
@@ -529,8 +609,58 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     for (dst, src) in lower.iter_mut().zip(name) {
         *dst = src.to_ascii_lowercase();
     }
-    let lower = std::str::from_utf8(&lower[..name.len()]).ok()?;
-    table().get(lower)
+    table().get(&lower[..name.len()])
+}
+
+/// The arguments naming the keys that a request removes from this server, per its
+/// [`Removes`]; empty for a command that removes nothing by name.
+pub fn removed_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> &'a [Bytes] {
+    match spec.removes {
+        Removes::Nothing => &[],
+        Removes::Keys => &args[spec.keys.span(args.len())],
+        Removes::Migrate => migrated_keys(args),
+    }
+}
+
+/// The keys `MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH pw] [AUTH2 user pw]
+/// [KEYS key...]` moves away. The options are read as Redis reads them (`migrateCommand`):
+/// from argument 6 on, `AUTH` takes one value and `AUTH2` two, whatever they say (a password
+/// may well be "COPY" or "KEYS"), and `KEYS` makes every later argument a key. Option names
+/// are compared like Redis compares them: any letter case, up to a NUL byte.
+///
+/// With `COPY` the keys stay, so there is nothing to check; but an option keyward does not
+/// know (from a newer Redis) might take a value that looks like `COPY`, so then `COPY` is not
+/// believed and the keys are checked anyway. Requests Redis rejects (the key and `KEYS` both
+/// given, too few arguments) may be checked or not: they remove nothing.
+fn migrated_keys(args: &[Bytes]) -> &[Bytes] {
+    if args.len() < 6 {
+        return &[];
+    }
+    let mut keys = if args[3].is_empty() {
+        &args[..0]
+    } else {
+        &args[3..4]
+    };
+    let mut copy = false;
+    let mut understood = true;
+    let mut i = 6;
+    while i < args.len() {
+        let option = effective_name(&args[i]);
+        if option.eq_ignore_ascii_case(b"copy") {
+            copy = true;
+        } else if option.eq_ignore_ascii_case(b"auth") {
+            i += 1;
+        } else if option.eq_ignore_ascii_case(b"auth2") {
+            i += 2;
+        } else if option.eq_ignore_ascii_case(b"keys") {
+            keys = &args[i + 1..];
+            break;
+        } else if !option.eq_ignore_ascii_case(b"replace") {
+            understood = false;
+        }
+        i += 1;
+    }
+    if copy && understood { &args[..0] } else { keys }
 }
 
 #[cfg(test)]
@@ -562,6 +692,68 @@ mod tests {
         assert_eq!(pos(KeySpec::NONE, 3), Vec::<usize>::new());
         assert_eq!(pos(ALL, 1), Vec::<usize>::new());
         assert_eq!(pos(ONE, 1), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn every_removing_command_is_a_guarded_role_with_contiguous_keys() {
+        for spec in table().values() {
+            let guarded = matches!(spec.role, Role::Delete | Role::RemoveKeys);
+            assert_eq!(guarded, spec.removes != Removes::Nothing, "{}", spec.name);
+            if spec.removes == Removes::Keys {
+                assert_eq!(spec.keys.step, 1, "{}", spec.name);
+            }
+        }
+        let names: Vec<&str> = {
+            let mut v: Vec<&str> = table()
+                .values()
+                .filter(|s| s.removes != Removes::Nothing)
+                .map(|s| s.name)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(names, ["del", "getdel", "migrate", "removekeys", "unlink"]);
+    }
+
+    #[test]
+    fn removed_keys_of_each_form() {
+        let args = |words: &[&str]| -> Vec<Bytes> {
+            words
+                .iter()
+                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+                .collect()
+        };
+        let removed = |words: &[&str]| -> Vec<String> {
+            let a = args(words);
+            removed_keys(lookup(a[0].as_ref()).unwrap(), &a)
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        };
+        assert_eq!(removed(&["DEL", "a", "b"]), ["a", "b"]);
+        assert_eq!(removed(&["DEL"]), Vec::<String>::new());
+        assert_eq!(removed(&["GETDEL", "a"]), ["a"]);
+        assert_eq!(removed(&["GETDEL"]), Vec::<String>::new());
+        assert_eq!(removed(&["GET", "a"]), Vec::<String>::new());
+        assert_eq!(removed(&["MIGRATE", "h", "1", "k", "0", "9"]), ["k"]);
+        assert_eq!(
+            removed(&[
+                "MIGRATE", "h", "1", "", "0", "9", "AUTH2", "u", "p", "KEYS", "a", "b"
+            ]),
+            ["a", "b"]
+        );
+        assert_eq!(
+            removed(&["MIGRATE", "h", "1", "", "0", "9", "COPY", "KEYS", "a"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            removed(&["MIGRATE", "h", "1", "", "0", "9", "AUTH"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            removed(&["MIGRATE", "h", "1", "", "0", "9", "KEYS"]),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::auth::User;
+
 /// How keyward reaches Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamMode {
@@ -98,7 +100,7 @@ impl<'de> Deserialize<'de> for DeleteCommand {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: String,
     pub max_clients: usize,
@@ -106,6 +108,47 @@ pub struct ServerConfig {
     /// Worker threads. One keeps requests of different clients in the order they arrived
     /// (as Redis, itself single-threaded, sees them when clients talk to it directly).
     pub threads: usize,
+    /// The default user's password (Redis's `requirepass`): clients must `AUTH` to keyward.
+    pub password: Option<String>,
+    /// Named users who may log in to keyward.
+    pub users: Vec<User>,
+    /// Accept clients without authentication on an address other than loopback.
+    pub allow_unauthenticated: bool,
+    /// Close a client that has sent nothing for this long and waits for nothing (Redis's
+    /// `timeout`); zero keeps idle clients forever.
+    pub idle_timeout: Duration,
+}
+
+/// Written by hand so that `{:?}` of a configuration never shows a password.
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("max_clients", &self.max_clients)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("threads", &self.threads)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("users", &self.users)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+impl ServerConfig {
+    /// Everyone who may log in to keyward: the named users, and the default user when
+    /// `password` is set. Empty when keyward does not authenticate clients.
+    pub fn login_users(&self) -> Vec<User> {
+        let mut users = self.users.clone();
+        if let Some(password) = &self.password {
+            users.push(User {
+                name: crate::auth::DEFAULT_USER.into(),
+                password_sha256: crate::auth::sha256(password.as_bytes()),
+                bypass_deny_commands: false,
+            });
+        }
+        users
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -139,6 +182,20 @@ impl fmt::Debug for UpstreamConfig {
     }
 }
 
+/// The commands refused by default (`[guard] deny_commands`): each makes a whole database, or
+/// the whole dataset, disappear or be replaced in one call, and applications do not send them
+/// in normal operation. README ("What the guard does and does not cover") gives the reasons.
+pub const DEFAULT_DENY_COMMANDS: &[&str] = &[
+    "FLUSHALL",
+    "FLUSHDB",
+    "SWAPDB",
+    "FUNCTION FLUSH",
+    "REPLICAOF",
+    "SLAVEOF",
+    "SHUTDOWN",
+    "DEBUG",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardConfig {
     pub max_keys: usize,
@@ -152,6 +209,8 @@ pub struct LimitsConfig {
     pub max_bulk_len: usize,
     pub max_request_args: usize,
     pub max_query_buffer: usize,
+    /// Requests one client may have waiting for their replies before keyward stops reading it.
+    pub max_pending_replies: usize,
 }
 
 /// `[server.tls]` and `[upstream.tls]`; both unset by default (plain TCP both ways).
@@ -205,6 +264,10 @@ impl Default for Config {
                 max_clients: 10_000,
                 shutdown_timeout: Duration::from_secs(5),
                 threads: 1,
+                password: None,
+                users: Vec::new(),
+                allow_unauthenticated: false,
+                idle_timeout: Duration::ZERO,
             },
             upstream: UpstreamConfig {
                 mode: UpstreamMode::Standalone,
@@ -219,12 +282,16 @@ impl Default for Config {
                 max_keys: 1000,
                 wildcard_chars: "*?[".into(),
                 delete_command: DeleteCommand::Unlink,
-                deny_commands: vec!["FLUSHALL".into(), "FLUSHDB".into()],
+                deny_commands: DEFAULT_DENY_COMMANDS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
             },
             limits: LimitsConfig {
                 max_bulk_len: 512 * 1024 * 1024,
                 max_request_args: 1024 * 1024,
                 max_query_buffer: 1024 * 1024 * 1024,
+                max_pending_replies: 1024,
             },
             tls: TlsConfig::default(),
         }
@@ -256,6 +323,27 @@ impl Config {
             server.shutdown_timeout.as_millis()
         ));
         line(format!("threads = {}", server.threads));
+        if server.password.is_some() {
+            line(format!("password = {}", quote("<set>")));
+        }
+        line(format!(
+            "allow_unauthenticated = {}",
+            server.allow_unauthenticated
+        ));
+        line(format!(
+            "idle_timeout_ms = {}",
+            server.idle_timeout.as_millis()
+        ));
+        for user in &server.users {
+            line(String::new());
+            line("[[server.users]]".into());
+            line(format!("name = {}", quote(&user.name)));
+            line(format!("password_sha256 = {}", quote("<set>")));
+            line(format!(
+                "bypass_deny_commands = {}",
+                user.bypass_deny_commands
+            ));
+        }
         if let Some(server_tls) = &tls.server {
             line(String::new());
             describe_server_tls(server_tls, &mut line);
@@ -299,6 +387,10 @@ impl Config {
         line(format!("max_bulk_len = {}", limits.max_bulk_len));
         line(format!("max_request_args = {}", limits.max_request_args));
         line(format!("max_query_buffer = {}", limits.max_query_buffer));
+        line(format!(
+            "max_pending_replies = {}",
+            limits.max_pending_replies
+        ));
         out
     }
 }
@@ -376,14 +468,55 @@ pub struct FileConfig {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     pub listen: Option<String>,
     pub max_clients: Option<usize>,
     pub shutdown_timeout_ms: Option<u64>,
     pub threads: Option<usize>,
+    pub password: Option<String>,
+    pub users: Option<Vec<UserFile>>,
+    pub allow_unauthenticated: Option<bool>,
+    pub idle_timeout_ms: Option<u64>,
     pub tls: Option<ServerTlsFile>,
+}
+
+/// `[[server.users]]`
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    pub name: String,
+    pub password_sha256: String,
+    pub bypass_deny_commands: Option<bool>,
+}
+
+/// Written by hand so that `{:?}` never shows the password hash.
+impl fmt::Debug for UserFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserFile")
+            .field("name", &self.name)
+            .field("password_sha256", &"<set>")
+            .field("bypass_deny_commands", &self.bypass_deny_commands)
+            .finish()
+    }
+}
+
+/// Written by hand so that `{:?}` never shows the password.
+impl fmt::Debug for ServerFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerFile")
+            .field("listen", &self.listen)
+            .field("max_clients", &self.max_clients)
+            .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("threads", &self.threads)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("users", &self.users)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// `[upstream]`
@@ -452,6 +585,7 @@ pub struct LimitsFile {
     pub max_bulk_len: Option<usize>,
     pub max_request_args: Option<usize>,
     pub max_query_buffer: Option<usize>,
+    pub max_pending_replies: Option<usize>,
 }
 
 /// Reads and parses a configuration file. Only the syntax and the types are checked here; the
@@ -586,6 +720,10 @@ const SERVER_LISTEN: &str = "server.listen";
 const SERVER_MAX_CLIENTS: &str = "server.max_clients";
 const SERVER_SHUTDOWN_TIMEOUT: &str = "server.shutdown_timeout_ms";
 const SERVER_THREADS: &str = "server.threads";
+const SERVER_PASSWORD: &str = "server.password";
+const SERVER_USERS: &str = "server.users";
+const SERVER_ALLOW_UNAUTHENTICATED: &str = "server.allow_unauthenticated";
+const SERVER_IDLE_TIMEOUT: &str = "server.idle_timeout_ms";
 const UPSTREAM_MODE: &str = "upstream.mode";
 const UPSTREAM_NODES: &str = "upstream.nodes";
 const UPSTREAM_USERNAME: &str = "upstream.username";
@@ -600,6 +738,7 @@ const GUARD_DENY_COMMANDS: &str = "guard.deny_commands";
 const LIMITS_MAX_BULK_LEN: &str = "limits.max_bulk_len";
 const LIMITS_MAX_REQUEST_ARGS: &str = "limits.max_request_args";
 const LIMITS_MAX_QUERY_BUFFER: &str = "limits.max_query_buffer";
+const LIMITS_MAX_PENDING_REPLIES: &str = "limits.max_pending_replies";
 const SERVER_TLS: &str = "server.tls";
 const SERVER_TLS_CERT_FILE: &str = "server.tls.cert_file";
 const SERVER_TLS_KEY_FILE: &str = "server.tls.key_file";
@@ -629,6 +768,32 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             ms(s.shutdown_timeout_ms),
         );
         set.value(SERVER_THREADS, &mut c.server.threads, s.threads);
+        set.value(
+            SERVER_PASSWORD,
+            &mut c.server.password,
+            s.password.clone().map(Some),
+        );
+        if let Some(users) = &s.users {
+            c.server.users = users_from_file(users).map_err(|message| {
+                ConfigError::new(
+                    Origin::File(file.path.clone()),
+                    Some(SERVER_USERS.into()),
+                    message,
+                    None,
+                )
+            })?;
+            set.origins.0.insert(SERVER_USERS, set.from.clone());
+        }
+        set.value(
+            SERVER_ALLOW_UNAUTHENTICATED,
+            &mut c.server.allow_unauthenticated,
+            s.allow_unauthenticated,
+        );
+        set.value(
+            SERVER_IDLE_TIMEOUT,
+            &mut c.server.idle_timeout,
+            ms(s.idle_timeout_ms),
+        );
         set.value(UPSTREAM_MODE, &mut c.upstream.mode, u.mode);
         set.value(UPSTREAM_NODES, &mut c.upstream.nodes, u.nodes.clone());
         set.value(
@@ -686,6 +851,11 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             LIMITS_MAX_QUERY_BUFFER,
             &mut c.limits.max_query_buffer,
             l.max_query_buffer,
+        );
+        set.value(
+            LIMITS_MAX_PENDING_REPLIES,
+            &mut c.limits.max_pending_replies,
+            l.max_pending_replies,
         );
         c.tls = tls_from_file(file, &mut origins)?;
     }
@@ -833,6 +1003,41 @@ fn validate(config: &mut Config, origins: &Origins) -> Result<(), ConfigError> {
         );
     }
 
+    if config.server.password.as_deref() == Some("") {
+        return fail(
+            SERVER_PASSWORD,
+            "is empty; remove the key to accept clients without a password".into(),
+        );
+    }
+    if config.server.password.is_some()
+        && config
+            .server
+            .users
+            .iter()
+            .any(|u| u.name == crate::auth::DEFAULT_USER)
+    {
+        return fail(
+            SERVER_USERS,
+            "defines the user \"default\" and server.password is set too; keep one of the two"
+                .into(),
+        );
+    }
+    let authenticates = !config.server.login_users().is_empty();
+    if !authenticates
+        && !config.server.allow_unauthenticated
+        && !is_loopback_listen(&config.server.listen)
+    {
+        return fail(
+            SERVER_LISTEN,
+            format!(
+                "{} is not a loopback address and keyward does not authenticate clients; set \
+                 server.password or add [[server.users]], or set server.allow_unauthenticated = \
+                 true to accept anyone who can reach this address",
+                config.server.listen
+            ),
+        );
+    }
+
     let upstream = &config.upstream;
     if upstream.nodes.is_empty() {
         return fail(UPSTREAM_NODES, "needs at least one HOST:PORT".into());
@@ -905,6 +1110,7 @@ fn validate(config: &mut Config, origins: &Origins) -> Result<(), ConfigError> {
         (LIMITS_MAX_BULK_LEN, limits.max_bulk_len),
         (LIMITS_MAX_REQUEST_ARGS, limits.max_request_args),
         (LIMITS_MAX_QUERY_BUFFER, limits.max_query_buffer),
+        (LIMITS_MAX_PENDING_REPLIES, limits.max_pending_replies),
     ] {
         if value < 1 {
             return fail(key, "must be at least 1, got 0".into());
@@ -929,6 +1135,45 @@ fn validate(config: &mut Config, origins: &Origins) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+/// Turns `[[server.users]]` entries into users, checking names and hashes.
+fn users_from_file(users: &[UserFile]) -> Result<Vec<User>, String> {
+    let mut out: Vec<User> = Vec::with_capacity(users.len());
+    for (i, user) in users.iter().enumerate() {
+        let which = format!("entry {} (name {})", i + 1, quote(&user.name));
+        if user.name.is_empty() || user.name.bytes().any(|b| b <= b' ' || b > b'~') {
+            return Err(format!(
+                "{which}: the name must be non-empty printable ASCII without spaces"
+            ));
+        }
+        if out.iter().any(|u| u.name == user.name) {
+            return Err(format!("{which}: the name is used twice"));
+        }
+        let Some(password_sha256) = crate::auth::parse_sha256_hex(&user.password_sha256) else {
+            return Err(format!(
+                "{which}: password_sha256 must be 64 hexadecimal digits, the SHA-256 of the \
+                 password (e.g. the output of: printf %s 'the password' | sha256sum)"
+            ));
+        };
+        out.push(User {
+            name: user.name.clone(),
+            password_sha256,
+            bypass_deny_commands: user.bypass_deny_commands.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a listen address only accepts connections from this machine. A host name other than
+/// `localhost` counts as reachable from the network: it may resolve to anything.
+fn is_loopback_listen(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 /// `HOST:PORT`, `IPv4:PORT` or `[IPv6]:PORT`. Port 0 ("any free port") only where `allow_port_zero`.
@@ -1163,7 +1408,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn is_secret_key(key: &str) -> bool {
-    key == UPSTREAM_PASSWORD
+    key == UPSTREAM_PASSWORD || key == SERVER_PASSWORD || key.ends_with("password_sha256")
 }
 
 /// The dotted path of the key whose name or value covers byte `offset` of the TOML `text`.
@@ -1272,7 +1517,19 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.guard.max_keys, 1000);
         assert_eq!(config.upstream.nodes, ["127.0.0.1:6379"]);
-        assert_eq!(config.guard.deny_commands, ["FLUSHALL", "FLUSHDB"]);
+        assert_eq!(
+            config.guard.deny_commands,
+            [
+                "FLUSHALL",
+                "FLUSHDB",
+                "SWAPDB",
+                "FUNCTION FLUSH",
+                "REPLICAOF",
+                "SLAVEOF",
+                "SHUTDOWN",
+                "DEBUG"
+            ]
+        );
     }
 
     #[test]
@@ -1307,6 +1564,8 @@ mod tests {
             listen = "0.0.0.0:7000"
             max_clients = 5
             shutdown_timeout_ms = 250
+            allow_unauthenticated = true
+            idle_timeout_ms = 300000
             [upstream]
             nodes = ["redis.internal:6400"]
             username = "proxy"
@@ -1561,7 +1820,7 @@ mod tests {
             "localhost:6380",
             "0.0.0.0:0",
         ] {
-            let text = format!("[server]\nlisten = \"{good}\"\n");
+            let text = format!("[server]\nlisten = \"{good}\"\nallow_unauthenticated = true\n");
             assert!(merged(&text).is_ok(), "{good}");
         }
         for bad in [
@@ -1670,6 +1929,73 @@ mod tests {
             let text = format!("[guard]\ndeny_commands = [{}]\n", quote(bad));
             rejected(&text, "guard.deny_commands");
         }
+    }
+
+    #[test]
+    fn network_listen_needs_client_authentication_or_an_explicit_opt_out() {
+        let err = merged("[server]\nlisten = \"0.0.0.0:6380\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("server.listen"));
+        assert!(err.to_string().contains("allow_unauthenticated"), "{err}");
+        for ok in [
+            "[server]\nlisten = \"0.0.0.0:6380\"\npassword = \"pw\"\n",
+            "[server]\nlisten = \"0.0.0.0:6380\"\nallow_unauthenticated = true\n",
+            "[server]\nlisten = \"[::1]:6380\"\n",
+            "[server]\nlisten = \"localhost:6380\"\n",
+        ] {
+            assert!(merged(ok).is_ok(), "{ok}");
+        }
+        let hash = "a".repeat(64);
+        let users = format!(
+            "[server]\nlisten = \"10.0.0.1:6380\"\n[[server.users]]\nname = \"ops\"\n\
+             password_sha256 = \"{hash}\"\nbypass_deny_commands = true\n"
+        );
+        let config = merged(&users).unwrap();
+        assert_eq!(config.server.users.len(), 1);
+        assert!(config.server.users[0].bypass_deny_commands);
+    }
+
+    #[test]
+    fn users_are_checked() {
+        let user = |name: &str, hash: &str| {
+            format!("[[server.users]]\nname = \"{name}\"\npassword_sha256 = \"{hash}\"\n")
+        };
+        let good = "b".repeat(64);
+        rejected(&user("ops", "abc"), "server.users");
+        rejected(&user("has space", &good), "server.users");
+        rejected(
+            &format!("{}{}", user("ops", &good), user("ops", &good)),
+            "server.users",
+        );
+        rejected(
+            &format!("[server]\npassword = \"pw\"\n{}", user("default", &good)),
+            "server.users",
+        );
+        rejected("[server]\npassword = \"\"\n", "server.password");
+        let err = merged(&user("ops", "xyz")).unwrap_err().to_string();
+        assert!(err.contains("sha256sum"), "{err}");
+    }
+
+    #[test]
+    fn describe_hides_client_passwords() {
+        let mut config = Config::default();
+        config.server.password = Some("hunter2".into());
+        config.server.users = vec![User {
+            name: "ops".into(),
+            password_sha256: crate::auth::sha256(b"opspass"),
+            bypass_deny_commands: true,
+        }];
+        let text = config.describe();
+        let hash: String = crate::auth::sha256(b"opspass")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!text.contains("hunter2") && !text.contains(&hash), "{text}");
+        assert!(text.contains("[[server.users]]\nname = \"ops\""), "{text}");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("opspass"),
+            "{debug}"
+        );
     }
 
     #[test]

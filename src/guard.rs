@@ -101,51 +101,77 @@ impl GuardPolicy {
     /// Decides what happens to one request. `args[0]` is the command name as the client sent it;
     /// `spec` is its entry in the command table, if any.
     pub fn check(&self, spec: Option<&CommandSpec>, args: &[Bytes]) -> Verdict {
+        self.check_as(spec, args, false)
+    }
+
+    /// [`check`](Self::check) for a client whose keyward user may run the commands in
+    /// `deny_commands` (`bypass_deny_commands`); the key rules still apply to it.
+    pub fn check_as(
+        &self,
+        spec: Option<&CommandSpec>,
+        args: &[Bytes],
+        bypass_deny_commands: bool,
+    ) -> Verdict {
         let Some(name) = args.first() else {
             return Verdict::Forward;
         };
-        if let Some(refusal) = self.denied(name, args.get(1)) {
+        if !bypass_deny_commands && let Some(refusal) = self.denied(name, args) {
             return Verdict::Refuse(refusal);
         }
-        let role = spec.map(|s| s.role);
-        match role {
-            Some(Role::RemoveKeys) => {
-                if args.len() < 2 {
-                    return Verdict::Refuse(Refusal {
-                        rule: Rule::Arity,
-                        message: "ERR wrong number of arguments for 'removekeys' command".into(),
-                    });
-                }
-                match self.check_keys(name, &args[1..]) {
-                    Some(refusal) => Verdict::Refuse(refusal),
-                    None => Verdict::Rewrite(self.delete_command),
-                }
-            }
-            // DEL and UNLINK without keys are left to Redis, which answers with its own arity error.
-            Some(Role::Delete) => match self.check_keys(name, &args[1..]) {
-                Some(refusal) => Verdict::Refuse(refusal),
-                None => Verdict::Forward,
-            },
+        let Some(spec) = spec else {
+            return Verdict::Forward;
+        };
+        if spec.role == Role::RemoveKeys && args.len() < 2 {
+            return Verdict::Refuse(Refusal {
+                rule: Rule::Arity,
+                message: "ERR wrong number of arguments for 'removekeys' command".into(),
+            });
+        }
+        // DEL and UNLINK without keys are left to Redis, which answers with its own arity error.
+        if let Some(refusal) = self.check_keys(name, commands::removed_keys(spec, args)) {
+            return Verdict::Refuse(refusal);
+        }
+        match spec.role {
+            Role::RemoveKeys => Verdict::Rewrite(self.delete_command),
             _ => Verdict::Forward,
         }
     }
 
-    fn denied(&self, name: &[u8], first_arg: Option<&Bytes>) -> Option<Refusal> {
+    /// The `deny_commands` entry that refuses this request, if any. An entry `NAME SUBCOMMAND`
+    /// matches the first argument; `FUNCTION FLUSH` also matches `FUNCTION RESTORE payload
+    /// FLUSH`, which flushes every library the same way before it restores.
+    fn denied(&self, name: &[u8], args: &[Bytes]) -> Option<Refusal> {
         let name = commands::effective_name(name);
+        let first_arg = args.get(1).map(|a| commands::effective_name(a));
+        let restore_flush = name.eq_ignore_ascii_case(b"function")
+            && first_arg.is_some_and(|a| a.eq_ignore_ascii_case(b"restore"))
+            && args
+                .get(3)
+                .is_some_and(|p| commands::effective_name(p).eq_ignore_ascii_case(b"flush"));
         let entry = self.deny.iter().find(|entry| {
             name.eq_ignore_ascii_case(&entry.command)
                 && match &entry.subcommand {
                     None => true,
-                    Some(sub) => first_arg
-                        .is_some_and(|a| commands::effective_name(a).eq_ignore_ascii_case(sub)),
+                    Some(sub) => {
+                        first_arg.is_some_and(|a| a.eq_ignore_ascii_case(sub))
+                            || (restore_flush && sub.as_slice() == b"FLUSH")
+                    }
                 }
         })?;
+        let what = if restore_flush && entry.subcommand.as_deref() == Some(&b"FLUSH"[..]) {
+            format!(
+                "FUNCTION RESTORE ... FLUSH (it flushes like {})",
+                entry.label
+            )
+        } else {
+            entry.label.clone()
+        };
         Some(Refusal {
             rule: Rule::DenyCommands,
             message: format!(
-                "ERR keyward guard: {} is denied (rule deny_commands); remove \"{}\" from \
+                "ERR keyward guard: {what} is denied (rule deny_commands); remove \"{}\" from \
                  [guard] deny_commands in the keyward configuration to allow it",
-                entry.label, entry.label
+                entry.label
             ),
         })
     }
@@ -153,7 +179,10 @@ impl GuardPolicy {
     /// Checks the keys of a delete: the count first (cheap, and the clearer message when both
     /// rules are broken), then every byte of every key against the wildcard table.
     fn check_keys(&self, name: &[u8], keys: &[Bytes]) -> Option<Refusal> {
-        let command = String::from_utf8_lossy(name).to_ascii_uppercase();
+        if keys.is_empty() {
+            return None;
+        }
+        let command = String::from_utf8_lossy(commands::effective_name(name)).to_ascii_uppercase();
         if keys.len() > self.max_keys {
             return Some(Refusal {
                 rule: Rule::MaxKeys,
@@ -392,6 +421,204 @@ mod tests {
         cfg.wildcard_chars = String::new();
         let p = GuardPolicy::new(&cfg);
         assert_eq!(verdict(&p, &[b"DEL", b"*"]), Verdict::Forward);
+    }
+
+    #[test]
+    fn getdel_is_a_one_key_delete() {
+        let p = policy();
+        assert_eq!(verdict(&p, &[b"GETDEL", b"session:1"]), Verdict::Forward);
+        let r = refusal(verdict(&p, &[b"getdel", b"session:*"]));
+        assert_eq!(r.rule, Rule::Wildcard);
+        assert!(
+            r.message.starts_with("ERR keyward guard: GETDEL refused"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn migrate_is_checked_like_a_delete_unless_it_copies() {
+        let p = policy();
+        let m = |tail: &[&[u8]]| {
+            let mut words: Vec<&[u8]> = vec![b"MIGRATE", b"10.0.0.9", b"6379"];
+            words.extend_from_slice(tail);
+            verdict(&p, &words)
+        };
+        // Single-key form and KEYS form, with and without wildcards.
+        assert_eq!(m(&[b"k1", b"0", b"5000"]), Verdict::Forward);
+        assert_eq!(refusal(m(&[b"k*", b"0", b"5000"])).rule, Rule::Wildcard);
+        assert_eq!(
+            m(&[b"", b"0", b"5000", b"REPLACE", b"KEYS", b"a", b"b"]),
+            Verdict::Forward
+        );
+        let r = refusal(m(&[b"", b"0", b"5000", b"keys", b"a", b"user:*"]));
+        assert_eq!(r.rule, Rule::Wildcard);
+        assert!(r.message.contains("MIGRATE refused"), "{}", r.message);
+        assert!(r.message.contains("'user:*'"), "{}", r.message);
+        // COPY leaves the keys where they are: nothing to check.
+        assert_eq!(m(&[b"k*", b"0", b"5000", b"COPY"]), Verdict::Forward);
+        assert_eq!(
+            m(&[b"", b"0", b"5000", b"copy", b"REPLACE", b"KEYS", b"*"]),
+            Verdict::Forward
+        );
+        // Redis reads option names up to a NUL: `COPY\0x` is COPY, `KEYS\0x` is KEYS.
+        assert_eq!(
+            m(&[b"", b"0", b"5000", b"COPY\x00x", b"KEYS", b"*"]),
+            Verdict::Forward
+        );
+        assert_eq!(
+            refusal(m(&[b"", b"0", b"5000", b"KEYS\x00x", b"a", b"b?"])).rule,
+            Rule::Wildcard
+        );
+        // A password or user name that reads "COPY" or "KEYS" is a value, not an option.
+        for tail in [
+            &[&b""[..], b"0", b"5000", b"AUTH", b"COPY", b"KEYS", b"a*"][..],
+            &[
+                b"", b"0", b"5000", b"AUTH2", b"COPY", b"COPY", b"KEYS", b"a*",
+            ],
+            &[b"", b"0", b"5000", b"AUTH", b"KEYS", b"KEYS", b"a*"],
+            // COPY after KEYS is a key, not an option.
+            &[b"", b"0", b"5000", b"KEYS", b"a*", b"COPY"],
+            // An option keyward does not know might take COPY as its value: keys still checked.
+            &[b"", b"0", b"5000", b"NEWOPTION", b"COPY", b"KEYS", b"a*"],
+        ] {
+            assert_eq!(refusal(m(tail)).rule, Rule::Wildcard, "{tail:?}");
+        }
+        // max_keys counts the KEYS list.
+        let keys: Vec<Vec<u8>> = (0..1001).map(|i| format!("m{i}").into_bytes()).collect();
+        let mut tail: Vec<&[u8]> = vec![b"", b"0", b"5000", b"KEYS"];
+        tail.extend(keys.iter().map(|k| k.as_slice()));
+        assert_eq!(refusal(m(&tail)).rule, Rule::MaxKeys);
+        assert_eq!(m(&tail[..tail.len() - 1]), Verdict::Forward);
+        tail.insert(3, b"COPY");
+        assert_eq!(m(&tail), Verdict::Forward);
+        // Malformed requests are Redis's to reject.
+        assert_eq!(
+            verdict(&p, &[b"MIGRATE", b"h", b"1", b"k*"]),
+            Verdict::Forward
+        );
+    }
+
+    #[test]
+    fn the_default_deny_list_covers_whole_dataset_commands() {
+        let p = policy();
+        for words in [
+            &[&b"FLUSHALL"[..], b"SYNC"][..],
+            &[b"flushdb", b"ASYNC"],
+            &[b"SWAPDB", b"0", b"1"],
+            &[b"FUNCTION", b"FLUSH"],
+            &[b"function", b"flush", b"async"],
+            &[b"REPLICAOF", b"10.0.0.9", b"6379"],
+            &[b"slaveof", b"10.0.0.9", b"6379"],
+            &[b"SHUTDOWN", b"NOSAVE"],
+            &[b"DEBUG", b"RELOAD", b"NOSAVE"],
+        ] {
+            assert_eq!(
+                refusal(verdict(&p, words)).rule,
+                Rule::DenyCommands,
+                "{words:?}"
+            );
+        }
+        // Scripts, renames, expiry and configuration are forwarded: applications use them.
+        for words in [
+            &[
+                &b"EVAL"[..],
+                b"return redis.call('del', KEYS[1])",
+                b"1",
+                b"k",
+            ][..],
+            &[b"EVALSHA", b"0123", b"0"],
+            &[b"FCALL", b"f", b"0"],
+            &[b"SCRIPT", b"FLUSH"],
+            &[b"FUNCTION", b"LIST"],
+            &[b"FUNCTION", b"RESTORE", b"payload", b"REPLACE"],
+            &[b"CONFIG", b"SET", b"maxmemory", b"1"],
+            &[b"RENAME", b"a", b"b"],
+            &[b"EXPIRE", b"a*", b"0"],
+            &[b"SET", b"a", b"1", b"PX", b"1"],
+            &[b"COPY", b"a", b"b", b"REPLACE"],
+            &[b"MOVE", b"a", b"1"],
+            &[b"CLUSTER", b"RESET"],
+        ] {
+            assert_eq!(verdict(&p, words), Verdict::Forward, "{words:?}");
+        }
+    }
+
+    #[test]
+    fn function_flush_also_refuses_function_restore_with_flush() {
+        let p = policy();
+        for policy_arg in [&b"FLUSH"[..], b"flush", b"Flush\x00x"] {
+            let r = refusal(verdict(
+                &p,
+                &[b"FUNCTION", b"RESTORE", b"payload", policy_arg],
+            ));
+            assert_eq!(r.rule, Rule::DenyCommands);
+            assert!(
+                r.message
+                    .contains("FUNCTION RESTORE ... FLUSH (it flushes like FUNCTION FLUSH)"),
+                "{}",
+                r.message
+            );
+            assert!(
+                r.message.contains("remove \"FUNCTION FLUSH\""),
+                "{}",
+                r.message
+            );
+        }
+        // An entry that names RESTORE itself is reported as such.
+        let mut cfg = Config::default().guard;
+        cfg.deny_commands = vec!["FUNCTION RESTORE".into()];
+        let r = refusal(verdict(
+            &GuardPolicy::new(&cfg),
+            &[b"FUNCTION", b"RESTORE", b"payload", b"FLUSH"],
+        ));
+        assert!(
+            r.message
+                .starts_with("ERR keyward guard: FUNCTION RESTORE is denied"),
+            "{}",
+            r.message
+        );
+        cfg.deny_commands = vec![];
+        assert_eq!(
+            verdict(
+                &GuardPolicy::new(&cfg),
+                &[b"FUNCTION", b"RESTORE", b"payload", b"FLUSH"]
+            ),
+            Verdict::Forward
+        );
+    }
+
+    #[test]
+    fn scripts_can_be_denied_by_name() {
+        let mut cfg = Config::default().guard;
+        cfg.deny_commands = vec!["EVAL".into(), "EVALSHA".into(), "FCALL".into()];
+        let p = GuardPolicy::new(&cfg);
+        for words in [
+            &[&b"eval"[..], b"return 1", b"0"][..],
+            &[b"EvalSha", b"0123", b"0"],
+            &[b"FCALL", b"f", b"0"],
+        ] {
+            assert_eq!(
+                refusal(verdict(&p, words)).rule,
+                Rule::DenyCommands,
+                "{words:?}"
+            );
+        }
+        // Read-only variants cannot write, and stay allowed.
+        assert_eq!(
+            verdict(&p, &[b"EVAL_RO", b"return 1", b"0"]),
+            Verdict::Forward
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_command_without_what_follows_a_nul() {
+        let r = refusal(verdict(&policy(), &[b"DEL\x00\xffjunk", b"a*"]));
+        assert!(
+            r.message.starts_with("ERR keyward guard: DEL refused"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! the replies in request order.
 
 pub mod audit;
+pub mod auth;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::ClientAuth;
 use crate::cluster::session::ClusterContext;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamMode};
@@ -253,6 +254,9 @@ impl Backend {
             },
         };
         let close_grace = config.server.shutdown_timeout;
+        let auth = ClientAuth::new(config.server.login_users()).map(Arc::new);
+        let idle_timeout = config.server.idle_timeout;
+        let max_pending_replies = config.limits.max_pending_replies;
         // Clients that move off the shared connection take one opened ahead of need, so that
         // the move costs no TCP handshake (during which another client's later request could
         // overtake theirs). Without sharing, every client connects as it arrives, as it would
@@ -264,6 +268,9 @@ impl Backend {
                 warm: (warm > 0).then(|| WarmPool::start(upstream.clone(), warm)),
                 upstream,
                 close_grace,
+                auth: auth.clone(),
+                idle_timeout,
+                max_pending_replies,
             })
         };
         Ok(match config.upstream.mode {
@@ -275,6 +282,9 @@ impl Backend {
                     limits,
                     close_grace,
                     standalone: true,
+                    auth,
+                    idle_timeout,
+                    max_pending_replies,
                 }))
             }
             UpstreamMode::Standalone => Backend::Standalone(private(upstream, guard, 0)),
@@ -291,6 +301,9 @@ impl Backend {
                     close_grace,
                     standalone: false,
                     pinned: None,
+                    auth,
+                    idle_timeout,
+                    max_pending_replies,
                 }))
             }
         })

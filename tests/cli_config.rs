@@ -87,7 +87,10 @@ fn check_config_accepts_the_repository_proxy_toml() {
     assert!(text.contains("max_keys = 1000\n"), "{text}");
     assert!(text.contains("[upstream]"), "{text}");
     assert!(
-        text.contains("deny_commands = [\"FLUSHALL\", \"FLUSHDB\"]"),
+        text.contains(
+            "deny_commands = [\"FLUSHALL\", \"FLUSHDB\", \"SWAPDB\", \"FUNCTION FLUSH\", \
+             \"REPLICAOF\", \"SLAVEOF\", \"SHUTDOWN\", \"DEBUG\"]"
+        ),
         "{text}"
     );
 }
@@ -176,12 +179,12 @@ fn env_overrides_the_file_and_a_flag_overrides_env() {
 fn upstream_and_listen_flags_and_env() {
     let file = repo_proxy_toml();
     let output = keyward(
-        &["--check-config", arg(&file), "--listen", "0.0.0.0:7000"],
+        &["--check-config", arg(&file), "--listen", "127.0.0.2:7000"],
         &[("KEYWARD_UPSTREAM", "redis.internal:6400")],
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("listen = \"0.0.0.0:7000\""), "{text}");
+    assert!(text.contains("listen = \"127.0.0.2:7000\""), "{text}");
     assert!(text.contains("nodes = [\"redis.internal:6400\"]"), "{text}");
 
     // Several nodes are refused in standalone mode, but the message shows they were all read.

@@ -565,6 +565,70 @@ fn guarded_deletes_across_slots_and_refusals() {
         assert_eq!(cluster_conn.request(&["GET", "plain:1"]), bulk("1"));
     });
 
+    checks.run("getdel_and_migrate_are_guarded_and_audited", || {
+        // GETDEL and MIGRATE remove keys from a node: the key rules apply before routing.
+        let keys: Vec<String> = ["gd:{t}1", "gd:{t}2", "gd:{t}*"]
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        set_through(&kw, &keys, |_| "1".into());
+        let mut c = kw.raw_conn();
+        let reply = c.request(&["GETDEL", "gd:{t}*"]);
+        assert!(
+            error_of(&reply).starts_with("ERR keyward guard: GETDEL refused"),
+            "{reply:?}"
+        );
+        let reply = c.request(&[
+            "MIGRATE",
+            "127.0.0.1",
+            "1",
+            "",
+            "0",
+            "100",
+            "KEYS",
+            "gd:{t}1",
+            "gd:{t}*",
+        ]);
+        assert!(
+            error_of(&reply).starts_with("ERR keyward guard: MIGRATE refused"),
+            "{reply:?}"
+        );
+        assert!(
+            keys.iter().all(|k| truth.exists(k)),
+            "a refusal deleted keys"
+        );
+
+        // An allowed GETDEL goes to the key's owner, and is audited.
+        assert_eq!(c.request(&["GETDEL", "gd:{t}1"]), bulk("1"));
+        assert!(!truth.exists("gd:{t}1"));
+        let audit = kw.wait_log_line(T, |l| {
+            l.contains("keyward::audit")
+                && l.contains("command=GETDEL")
+                && l.contains("outcome=answered")
+        });
+        assert!(
+            audit.is_some(),
+            "no audit line for GETDEL; log:\n{}",
+            kw.log()
+        );
+
+        // A delete queued inside MULTI is audited as in standalone mode.
+        assert_eq!(c.request(&["MULTI"]), Reply::ok());
+        assert_eq!(c.request(&["DEL", "gd:{t}2"]), Reply::simple("QUEUED"));
+        assert_eq!(c.request(&["EXEC"]), arr(vec![Reply::Int(1)]));
+        assert!(!truth.exists("gd:{t}2"));
+        let audit = kw.wait_log_line(T, |l| {
+            l.contains("keyward::audit")
+                && l.contains("command=DEL")
+                && l.contains("outcome=queued")
+        });
+        assert!(
+            audit.is_some(),
+            "no audit line for DEL in MULTI; log:\n{}",
+            kw.log()
+        );
+    });
+
     kw.assert_running();
     checks.finish();
 }

@@ -27,6 +27,7 @@ use super::node::{self, NodeConn};
 use super::topology::slot_of;
 use super::{Cluster, Target};
 use crate::audit::{self, Audit};
+use crate::auth::{self, ClientAuth, Gate, Login};
 use crate::commands::{self, CommandSpec, Fanout, Role};
 use crate::guard::{GuardPolicy, Verdict};
 use crate::net::Socket;
@@ -47,12 +48,17 @@ pub struct ClusterContext {
     /// Standalone mode: the settings of the private sessions that clients move to (with a pool
     /// of connections opened ahead of need).
     pub pinned: Option<Arc<SessionContext>>,
+    /// Who may log in to keyward; `None`: keyward does not authenticate clients.
+    pub auth: Option<Arc<ClientAuth>>,
+    /// Close a client idle this long (zero: never).
+    pub idle_timeout: std::time::Duration,
+    /// Requests in flight per session before keyward stops reading the client
+    /// (`limits.max_pending_replies`). Replies of shared connections cannot be left in Redis for
+    /// a client that does not read (that would stall every client), so this also bounds what
+    /// keyward buffers for one client: at most this many replies.
+    pub max_pending_replies: usize,
 }
 
-/// Requests in flight per session before keyward stops reading the client. Replies of shared
-/// connections cannot be left in Redis for a client that does not read (that would stall every
-/// client), so this also bounds what keyward buffers for one client: at most this many replies.
-const MAX_IN_FLIGHT: usize = 512;
 const READ_CHUNK: usize = 16 * 1024;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -93,6 +99,7 @@ struct ClusterSession {
     peer: SocketAddr,
     resp3: bool,
     reply_mode: ReplyMode,
+    login: Login,
     name: Option<Bytes>,
     watch: Option<Pinned>,
     transaction: Option<Transaction>,
@@ -129,6 +136,7 @@ pub async fn run(
         peer,
         resp3: false,
         reply_mode: ReplyMode::On,
+        login: Login::new(ctx.auth.as_deref()),
         name: None,
         watch: None,
         transaction: None,
@@ -137,6 +145,7 @@ pub async fn run(
         blocking: Arc::default(),
     };
     let mut scanner = RequestScanner::new(ctx.limits);
+    scanner.set_unauthenticated(!session.login.is_authenticated());
     let mut buf = BytesMut::new();
     let mut out: Vec<Bytes> = Vec::new();
     let mut reading = true;
@@ -146,6 +155,12 @@ pub async fn run(
     // The client closed its end: replies on their way are still delivered (it may only have
     // half-closed), but blocked commands are not waited for, as Redis drops them on a close.
     let mut client_gone = false;
+    // Read from or written to the client (for `idle_timeout_ms`).
+    let mut last_activity = tokio::time::Instant::now();
+    // The max_pending_replies log line is written once per session.
+    let mut told_limit = false;
+    // Requests read but not handled yet, because max_pending_replies paused the scan.
+    let mut unhandled = false;
     loop {
         if !reading && session.replies.is_empty() {
             break;
@@ -158,7 +173,24 @@ pub async fn run(
         if !reading && closing_at.is_none() && handoff.is_none() {
             closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
         }
-        let can_read = reading && session.replies.len() < MAX_IN_FLIGHT;
+        let can_read = reading && session.replies.len() < ctx.max_pending_replies;
+        if reading && !can_read && !told_limit {
+            told_limit = true;
+            tracing::info!(
+                client = %peer,
+                max_pending_replies = ctx.max_pending_replies,
+                "client has reached max_pending_replies; not reading it until it reads replies"
+            );
+        }
+        // Idle: nothing owed (a blocked command is owed), nothing read or written for the timeout.
+        let idle_at = (!ctx.idle_timeout.is_zero() && reading && session.replies.is_empty())
+            .then(|| last_activity + ctx.idle_timeout);
+        if unhandled && can_read {
+            unhandled = session
+                .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
+                .await;
+            continue;
+        }
         tokio::select! {
             biased;
             Some(first) = session.replies.next(), if !session.replies.is_empty() => {
@@ -175,8 +207,9 @@ pub async fn run(
                 if write_all_chunks(&client, &mut out).await.is_err() || close {
                     return;
                 }
+                last_activity = tokio::time::Instant::now();
             }
-            ready = client.readable(), if can_read => {
+            ready = client.readable(), if can_read && !unhandled => {
                 if ready.is_err() {
                     reading = false;
                     client_gone = true;
@@ -187,38 +220,24 @@ pub async fn run(
                 }
                 match read_some(&client, &mut buf) {
                     Ok(0) => { reading = false; client_gone = true; continue; }
-                    Ok(_) => {}
+                    Ok(_) => last_activity = tokio::time::Instant::now(),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => { reading = false; client_gone = true; continue; }
                 }
-                loop {
-                    match scanner.next(&mut buf) {
-                        Ok(Some(request)) => match session.dispatch(request).await {
-                            Next::Continue => {}
-                            Next::Stop => { reading = false; break; }
-                            Next::Handoff { addr, raw } => {
-                                let mut input = BytesMut::from(&raw[..]);
-                                input.extend_from_slice(&buf);
-                                buf.clear();
-                                handoff = Some((addr, input));
-                                reading = false;
-                                break;
-                            }
-                        },
-                        Ok(None) => break,
-                        Err(e) => {
-                            session.local(write::error(&e.message()));
-                            session.replies.push_back(async { Out::Close }.boxed());
-                            reading = false;
-                            break;
-                        }
-                    }
-                }
-                // One write per connection for everything this read asked of it.
-                session.flush();
+                unhandled = session
+                    .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
+                    .await;
             }
             _ = shutdown.changed(), if reading => { reading = false; }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
+            _ = sleep_until(idle_at), if idle_at.is_some() => {
+                tracing::info!(
+                    client = %peer,
+                    idle_timeout_ms = ctx.idle_timeout.as_millis() as u64,
+                    "closing idle client"
+                );
+                return;
+            }
         }
     }
     if let Some((addr, input)) = handoff {
@@ -231,10 +250,14 @@ pub async fn run(
                 upstream: ctx.cluster.target(&addr, session.resp3),
                 warm: None,
                 close_grace: ctx.close_grace,
+                auth: ctx.auth.clone(),
+                idle_timeout: ctx.idle_timeout,
+                max_pending_replies: ctx.max_pending_replies,
             }),
         };
         tracing::debug!(client = %peer, node = %addr, "session pinned to a node for pub/sub or MONITOR");
-        crate::session::run_with_input(stream, peer, standalone, shutdown, input).await;
+        crate::session::run_with_input(stream, peer, standalone, shutdown, input, session.login)
+            .await;
     }
 }
 
@@ -246,6 +269,53 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 impl ClusterSession {
+    /// Scans and dispatches the complete requests in `buf`, then writes what they queued on
+    /// shared connections (one write per connection for the whole read). Returns true when it
+    /// paused because `max_pending_replies` requests wait for replies: requests may be left in
+    /// `buf`. Clears `reading` when the session is to stop reading (QUIT, protocol error,
+    /// handoff).
+    async fn handle_requests(
+        &mut self,
+        scanner: &mut RequestScanner,
+        buf: &mut BytesMut,
+        reading: &mut bool,
+        handoff: &mut Option<(String, BytesMut)>,
+    ) -> bool {
+        let mut paused = false;
+        loop {
+            if self.replies.len() >= self.ctx.max_pending_replies {
+                paused = true;
+                break;
+            }
+            match scanner.next(buf) {
+                Ok(Some(request)) => match self.dispatch(request, scanner).await {
+                    Next::Continue => {}
+                    Next::Stop => {
+                        *reading = false;
+                        break;
+                    }
+                    Next::Handoff { addr, raw } => {
+                        let mut input = BytesMut::from(&raw[..]);
+                        input.extend_from_slice(buf);
+                        buf.clear();
+                        *handoff = Some((addr, input));
+                        *reading = false;
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    self.local(write::error(&e.message()));
+                    self.replies.push_back(async { Out::Close }.boxed());
+                    *reading = false;
+                    break;
+                }
+            }
+        }
+        self.flush();
+        paused
+    }
+
     fn cluster(&self) -> Arc<Cluster> {
         self.ctx.cluster.clone()
     }
@@ -283,16 +353,55 @@ impl ClusterSession {
         self.push(async move { reply }.boxed());
     }
 
-    /// Sends a request over a shared connection now; its reply comes in order.
-    async fn forward(&mut self, target: Target, request: Bytes) {
+    /// Sends a request over a shared connection now; its reply comes in order, and goes in the
+    /// audit line of a guarded request (GETDEL, MIGRATE).
+    async fn forward(&mut self, target: Target, request: Bytes, audit: Option<Audit>) {
         let cluster = self.cluster();
         let submitted = cluster.submit(target, request, self.resp3).await;
         self.note(&submitted);
-        self.push(async move { submitted.reply(&cluster).await }.boxed());
+        self.push(
+            async move {
+                let frame = submitted.reply(&cluster).await;
+                if let Some(audit) = audit {
+                    audit.answered(&frame);
+                }
+                frame
+            }
+            .boxed(),
+        );
     }
 
-    async fn dispatch(&mut self, request: Request) -> Next {
+    async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
         let spec = commands::lookup(&request.args[0]);
+        // Without client authentication there is nothing to check: no future to build.
+        let request = match self.ctx.auth.clone() {
+            None => request,
+            Some(client_auth) => {
+                let in_transaction = self.transaction.is_some();
+                let gate = auth::gate(
+                    Some(&client_auth),
+                    &mut self.login,
+                    self.peer.ip(),
+                    spec,
+                    request,
+                    in_transaction,
+                )
+                .await;
+                scanner.set_unauthenticated(!self.login.is_authenticated());
+                match gate {
+                    Gate::Pass(request) => request,
+                    Gate::Answer(reply) => {
+                        if let Some(t) = self.transaction.as_mut()
+                            && reply.starts_with(b"-")
+                        {
+                            t.aborted = true;
+                        }
+                        self.local(reply);
+                        return Next::Continue;
+                    }
+                }
+            }
+        };
         let role = spec.map_or(Role::Ordinary, |s| s.role);
         match role {
             Role::Quit => {
@@ -309,7 +418,10 @@ impl ClusterSession {
             _ => {}
         }
 
-        let verdict = self.ctx.guard.check(spec, &request.args);
+        let verdict =
+            self.ctx
+                .guard
+                .check_as(spec, &request.args, self.login.bypasses_deny_commands());
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
         let audit = matches!(role, Role::Delete | Role::RemoveKeys)
             .then(|| Audit::start(self.peer, &request.args));
@@ -356,7 +468,7 @@ impl ClusterSession {
             return next;
         }
         if self.transaction.is_some() {
-            self.queue_in_transaction(spec, request).await;
+            self.queue_in_transaction(spec, request, audit).await;
             return Next::Continue;
         }
         // Blocking commands, and connection state no case above handles (SCRIPT DEBUG, ACL,
@@ -386,7 +498,7 @@ impl ClusterSession {
             }
             Fanout::AllPrimaries => self.all_primaries(&request).await,
             _ => match self.target(spec, &request.args) {
-                Ok(target) => self.forward(target, request.raw).await,
+                Ok(target) => self.forward(target, request.raw, audit).await,
                 Err(e) => self.local(e),
             },
         }
@@ -762,7 +874,20 @@ impl ClusterSession {
         Next::Continue
     }
 
-    async fn queue_in_transaction(&mut self, spec: Option<&CommandSpec>, request: Request) {
+    /// Queues a command inside MULTI; a guarded one (DEL, REMOVEKEYS...) gets its audit line
+    /// with the node's answer (`queued`) or the error that aborts the transaction.
+    async fn queue_in_transaction(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        request: Request,
+        audit: Option<Audit>,
+    ) {
+        let refuse = |session: &mut Self, error: Bytes| {
+            if let Some(audit) = &audit {
+                audit.answered(&error);
+            }
+            session.local(error);
+        };
         let slot = match self.target(spec, &request.args) {
             Ok(Target::Slot(s)) => Some(s),
             Ok(_) => None,
@@ -770,7 +895,7 @@ impl ClusterSession {
                 if let Some(t) = self.transaction.as_mut() {
                     t.aborted = true;
                 }
-                self.local(e);
+                refuse(self, e);
                 return;
             }
         };
@@ -782,7 +907,7 @@ impl ClusterSession {
                 Some(s) if s != slot => {
                     transaction.aborted = true;
                     self.transaction = Some(transaction);
-                    self.local(write::error(CROSSSLOT));
+                    refuse(self, write::error(CROSSSLOT));
                     return;
                 }
                 None => p.slot = Some(slot),
@@ -798,7 +923,7 @@ impl ClusterSession {
                 Err(e) => {
                     transaction.aborted = true;
                     self.transaction = Some(transaction);
-                    self.local(e);
+                    refuse(self, e);
                     return;
                 }
             }
@@ -807,7 +932,17 @@ impl ClusterSession {
             Some(p) => {
                 let conn = p.conn.clone();
                 self.transaction = Some(transaction);
-                self.submit_on(&conn, request.raw).await;
+                let pending = conn.submit(request.raw, 0).await;
+                self.push(
+                    async move {
+                        let frame = pending_reply(pending).await;
+                        if let Some(audit) = audit {
+                            audit.answered(&frame);
+                        }
+                        frame
+                    }
+                    .boxed(),
+                );
             }
             None => {
                 // No key yet, so no node: keyward answers QUEUED itself (MULTI's OK was its own
@@ -815,6 +950,9 @@ impl ClusterSession {
                 // then, EXEC fails with EXECABORT, as Redis would have made it fail.
                 transaction.waiting.push(request.raw);
                 self.transaction = Some(transaction);
+                if let Some(audit) = &audit {
+                    audit.log("queued");
+                }
                 self.local(write::simple("QUEUED"));
             }
         }

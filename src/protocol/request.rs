@@ -143,6 +143,13 @@ const ERR_TOO_BIG_BULK: &str = "ERR Protocol error: too big bulk count string";
 const ERR_INVALID_BULK: &str = "ERR Protocol error: invalid bulk length";
 const ERR_TOO_BIG_INLINE: &str = "ERR Protocol error: too big inline request";
 const ERR_UNBALANCED: &str = "ERR Protocol error: unbalanced quotes in request";
+const ERR_UNAUTH_MBULK: &str = "ERR Protocol error: unauthenticated multibulk length";
+const ERR_UNAUTH_BULK: &str = "ERR Protocol error: unauthenticated bulk length";
+
+/// Redis's caps for a client that has not authenticated yet: at most this many arguments...
+const UNAUTHENTICATED_MAX_ARGS: usize = 10;
+/// ...of at most this many bytes each.
+const UNAUTHENTICATED_MAX_BULK_LEN: usize = 16 * 1024;
 
 fn redis_err(msg: &str) -> ProtocolError {
     ProtocolError::Redis(msg.to_owned())
@@ -182,6 +189,8 @@ pub struct RequestScanner {
     scan: usize,
     /// Payload ranges (`start..end` in `buf`) of the arguments read so far.
     args: Vec<(usize, usize)>,
+    /// The client has not authenticated to keyward yet: Redis's much smaller caps apply.
+    unauthenticated: bool,
 }
 
 impl RequestScanner {
@@ -190,6 +199,12 @@ impl RequestScanner {
             limits,
             ..RequestScanner::default()
         }
+    }
+
+    /// Applies (or lifts) Redis's caps for unauthenticated clients: at most 10 arguments of at
+    /// most 16 KiB each, with Redis's error texts. Takes effect from the next request header.
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
     }
 
     /// Takes the next complete request off the front of `buf`. `Ok(None)`: need more bytes.
@@ -261,6 +276,9 @@ impl RequestScanner {
                         continue;
                     }
                     let count = usize::try_from(count).map_err(|_| redis_err(ERR_INVALID_MBULK))?;
+                    if self.unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
+                        return Err(redis_err(ERR_UNAUTH_MBULK));
+                    }
                     if count > self.limits.max_args {
                         return Err(redis_err(ERR_INVALID_MBULK));
                     }
@@ -288,6 +306,9 @@ impl RequestScanner {
                         None => None,
                     }
                     .ok_or_else(|| redis_err(ERR_INVALID_BULK))?;
+                    if self.unauthenticated && len > UNAUTHENTICATED_MAX_BULK_LEN {
+                        return Err(redis_err(ERR_UNAUTH_BULK));
+                    }
                     self.pos = cr + 2;
                     self.scan = self.pos;
                     self.state = State::BulkBody { remaining, len };
@@ -859,6 +880,35 @@ mod tests {
             assert_eq!(&r.raw[..], &input[..]);
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn unauthenticated_clients_get_redis_caps_until_lifted() {
+        let mut s = scanner();
+        s.set_unauthenticated(true);
+        let eleven = format!("*11\r\n{}", "$1\r\na\r\n".repeat(11));
+        let (_, err, _) = scan_all(&mut s, eleven.as_bytes());
+        assert_eq!(
+            err.unwrap().message(),
+            "ERR Protocol error: unauthenticated multibulk length"
+        );
+        let mut s = scanner();
+        s.set_unauthenticated(true);
+        let (_, err, _) = scan_all(&mut s, b"*2\r\n$3\r\nSET\r\n$16385\r\n");
+        assert_eq!(
+            err.unwrap().message(),
+            "ERR Protocol error: unauthenticated bulk length"
+        );
+        // Ten arguments of 16 KiB pass; lifted, the ordinary limits apply again.
+        let mut s = scanner();
+        s.set_unauthenticated(true);
+        let big = "x".repeat(16 * 1024);
+        let ok = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{big}\r\n", big.len());
+        let (reqs, err, _) = scan_all(&mut s, ok.as_bytes());
+        assert_eq!((reqs.len(), err), (1, None));
+        s.set_unauthenticated(false);
+        let (reqs, err, _) = scan_all(&mut s, eleven.as_bytes());
+        assert_eq!((reqs.len(), err), (1, None));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::Audit;
+use crate::auth::{ClientAuth, Login};
 use crate::commands::PubSubKind;
 use crate::guard::GuardPolicy;
 use crate::net::Socket;
@@ -43,6 +44,12 @@ pub struct SessionContext {
     pub warm: Option<Arc<WarmPool>>,
     /// How long a closing session waits for replies still owed to its client.
     pub close_grace: Duration,
+    /// Who may log in to keyward; `None`: keyward does not authenticate clients.
+    pub auth: Option<Arc<ClientAuth>>,
+    /// Close a client idle this long (zero: never).
+    pub idle_timeout: Duration,
+    /// Requests a client may have waiting for replies before it stops being read.
+    pub max_pending_replies: usize,
 }
 
 /// How many request batches may wait between the two halves before the request side stops
@@ -126,13 +133,38 @@ enum ExpectKind {
 }
 
 /// State both halves read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Set once a command that leaves per-connection state upstream (SELECT, AUTH, MULTI,
     /// SUBSCRIBE...) has been forwarded: losing that connection cannot be hidden from the client.
     stateful: AtomicBool,
     /// Generation of the upstream connection that the reply side saw fail (0: none).
     failed_generation: AtomicU64,
+    /// When the request side last read bytes from the client, in milliseconds since `epoch`
+    /// (kept only with an idle timeout).
+    last_read_ms: AtomicU64,
+    epoch: tokio::time::Instant,
+    /// Reply-queue entries the reply side is done with (answered, or never needing an
+    /// answer), out of all it received. The request side compares it with the number it sent
+    /// to know how many requests wait for replies.
+    done_entries: AtomicU64,
+    /// The request side has stopped reading until `done_entries` moves.
+    reader_waiting: AtomicBool,
+    progress: tokio::sync::Notify,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            stateful: AtomicBool::new(false),
+            failed_generation: AtomicU64::new(0),
+            last_read_ms: AtomicU64::new(0),
+            epoch: tokio::time::Instant::now(),
+            done_entries: AtomicU64::new(0),
+            reader_waiting: AtomicBool::new(false),
+            progress: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 /// Serves one client until it leaves, the upstream connection is lost with state on it, or
@@ -143,17 +175,20 @@ pub async fn run(
     ctx: Arc<SessionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    run_with_input(stream, peer, ctx, shutdown, BytesMut::new()).await
+    let login = Login::new(ctx.auth.as_deref());
+    run_with_input(stream, peer, ctx, shutdown, BytesMut::new(), login).await
 }
 
 /// Like [`run`], for a client whose first bytes were already read (a cluster session handing
-/// a subscriber over to a connection of its own): `input` is scanned before anything else.
+/// a subscriber over to a connection of its own): `input` is scanned before anything else, and
+/// the client keeps its `login`.
 pub async fn run_with_input(
     stream: Socket,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
     shutdown: watch::Receiver<bool>,
     input: BytesMut,
+    login: Login,
 ) {
     let _ = stream.set_nodelay(true);
     // Both sides hold the socket: the request side reads it, the reply side writes it. It
@@ -164,7 +199,7 @@ pub async fn run_with_input(
     let shared = Arc::new(Shared::default());
 
     let requests =
-        requests::RequestSide::new(client.clone(), tx, peer, ctx.clone(), shared.clone());
+        requests::RequestSide::new(client.clone(), tx, peer, ctx.clone(), shared.clone(), login);
     let replies = replies::ReplySide::new(client, rx, peer, ctx.clone(), shared);
 
     let request_task = requests.run(shutdown, input);
@@ -260,6 +295,15 @@ fn upstream_lost(ctx: &SessionContext, reason: &str) -> Bytes {
 }
 
 impl Shared {
+    fn note_read(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_read(&self) -> tokio::time::Instant {
+        self.epoch + Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed))
+    }
+
     fn upstream_failed(&self, generation: u64) -> bool {
         self.failed_generation.load(Ordering::Acquire) == generation
     }

@@ -45,6 +45,12 @@ pub(super) struct ReplySide {
     /// Since when the front request has waited for upstream without any byte arriving (None
     /// while nothing is owed, or the front is a blocking command that may wait for ever).
     waiting_since: Option<Instant>,
+    /// When bytes were last written to the client.
+    last_write: Instant,
+    /// Entries received from the request side so far; those no longer in `pending` are done.
+    received_entries: u64,
+    /// The done count last published in [`Shared::done_entries`].
+    published_done: u64,
 }
 
 /// What to do with one upstream frame.
@@ -81,14 +87,20 @@ impl ReplySide {
             resp3,
             close_deadline: None,
             waiting_since: None,
+            last_write: Instant::now(),
+            received_entries: 0,
+            published_done: 0,
         }
     }
 
     pub(super) async fn run(mut self) {
         loop {
             let close = self.answer_local();
-            if write_all_chunks(&self.client, &mut self.out).await.is_err() {
-                return;
+            if !self.out.is_empty() {
+                if write_all_chunks(&self.client, &mut self.out).await.is_err() {
+                    return;
+                }
+                self.last_write = Instant::now();
             }
             if close {
                 return;
@@ -109,7 +121,9 @@ impl ReplySide {
             }
             let deadline = self.close_deadline;
             let reading = self.upstream.is_some();
+            self.publish_progress();
             let reply_deadline = self.reply_deadline();
+            let idle_deadline = self.idle_deadline();
             tokio::select! {
                 biased;
                 batch = self.queue.recv() => match batch {
@@ -131,12 +145,38 @@ impl ReplySide {
                     let waited = self.ctx.upstream.reply_timeout.as_millis();
                     self.fail_upstream(&format!("no reply within {waited} ms"));
                 }
+                _ = sleep_until(idle_deadline), if idle_deadline.is_some() => {
+                    if self.idle_deadline().is_some_and(|at| at <= Instant::now()) {
+                        tracing::info!(
+                            client = %self.peer,
+                            idle_timeout_ms = self.ctx.idle_timeout.as_millis() as u64,
+                            "closing idle client"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the request side how many entries are done, waking it if it waits for that.
+    fn publish_progress(&mut self) {
+        // Saturating: the reply side adds a Close entry of its own when a session ends.
+        let done = self
+            .received_entries
+            .saturating_sub(self.pending.len() as u64);
+        if done != self.published_done {
+            self.published_done = done;
+            self.shared.done_entries.store(done, Ordering::Release);
+            if self.shared.reader_waiting.load(Ordering::Acquire) {
+                self.shared.progress.notify_one();
             }
         }
     }
 
     /// Takes a batch of entries from the request side, in order.
     fn receive(&mut self, batch: Vec<Pending>) {
+        self.received_entries += batch.len() as u64;
         for entry in batch {
             match entry {
                 Pending::Attach(reader, generation) => {
@@ -184,6 +224,17 @@ impl ReplySide {
                 _ => return false,
             }
         }
+    }
+
+    /// When the client counts as idle (`idle_timeout_ms`): nothing read from it or written to it
+    /// for the timeout, nothing owed to it, and not subscribed (Redis exempts subscribers and
+    /// blocked clients, which wait by design).
+    fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.ctx.idle_timeout;
+        if timeout.is_zero() || !self.pending.is_empty() || self.subscriptions.active() {
+            return None;
+        }
+        Some(self.last_write.max(self.shared.last_read()) + timeout)
     }
 
     /// When the front request's wait for upstream becomes a failure (`reply_timeout_ms`).

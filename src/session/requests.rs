@@ -11,6 +11,7 @@ use super::{
     Expect, ExpectKind, Pending, ReplyMode, SessionContext, Shared, read_some, write_all_chunks,
 };
 use crate::audit::{self, Audit};
+use crate::auth::{self, Gate, Login};
 use crate::commands::{self, Role};
 use crate::guard::Verdict;
 use crate::net::Socket;
@@ -54,11 +55,16 @@ pub(super) struct RequestSide {
     generation: u64,
     in_multi: bool,
     reply_mode: ReplyMode,
+    login: Login,
     /// Entries and upstream bytes of the batch being built from one read.
     batch: Vec<Pending>,
     outgoing: Vec<Bytes>,
     /// A connection attempt already failed during this batch: do not retry per request.
     connect_failed_in_batch: bool,
+    /// Reply-queue entries sent to the reply side so far (see [`Shared::done_entries`]).
+    sent_entries: u64,
+    /// The max_pending_replies log line has been written for this session.
+    told_limit: bool,
 }
 
 /// Why the read loop stops.
@@ -67,6 +73,8 @@ enum Stop {
     No,
     /// A Close entry has been queued.
     Yes,
+    /// `max_pending_replies` reached: requests may be left in the buffer.
+    Paused,
 }
 
 impl RequestSide {
@@ -76,8 +84,10 @@ impl RequestSide {
         peer: SocketAddr,
         ctx: Arc<SessionContext>,
         shared: Arc<Shared>,
+        login: Login,
     ) -> Self {
-        let scanner = RequestScanner::new(ctx.limits);
+        let mut scanner = RequestScanner::new(ctx.limits);
+        scanner.set_unauthenticated(!login.is_authenticated());
         RequestSide {
             client,
             queue,
@@ -89,9 +99,12 @@ impl RequestSide {
             generation: 0,
             in_multi: false,
             reply_mode: ReplyMode::On,
+            login,
             batch: Vec::new(),
             outgoing: Vec::new(),
             connect_failed_in_batch: false,
+            sent_entries: 0,
+            told_limit: false,
         }
     }
 
@@ -109,14 +122,25 @@ impl RequestSide {
         self.send_batch().await;
 
         let mut buf = input;
-        if !buf.is_empty() {
-            let stop = self.process(&mut buf).await;
-            self.send_batch().await;
-            if matches!(stop, Stop::Yes) {
+        // Requests already in `buf` that are not handled yet: a handed-over client's first
+        // bytes, or what was left when max_pending_replies paused the scan.
+        let mut unhandled = !buf.is_empty();
+        loop {
+            if !self.wait_for_replies(&mut shutdown).await {
+                self.batch.push(Pending::Close);
+                self.send_batch().await;
                 return self;
             }
-        }
-        loop {
+            if unhandled {
+                let stop = self.process(&mut buf).await;
+                self.send_batch().await;
+                match stop {
+                    Stop::Yes => return self,
+                    Stop::Paused => continue,
+                    Stop::No => unhandled = false,
+                }
+                continue;
+            }
             tokio::select! {
                 ready = self.client.readable() => {
                     if ready.is_err() {
@@ -141,7 +165,11 @@ impl RequestSide {
                     self.send_batch().await;
                     return self;
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if !self.ctx.idle_timeout.is_zero() {
+                        self.shared.note_read();
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::debug!(client = %self.peer, error = %e, "client read failed");
@@ -152,8 +180,10 @@ impl RequestSide {
             }
             let stop = self.process(&mut buf).await;
             self.send_batch().await;
-            if matches!(stop, Stop::Yes) {
-                return self;
+            match stop {
+                Stop::Yes => return self,
+                Stop::Paused => unhandled = true,
+                Stop::No => {}
             }
             if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
                 buf = BytesMut::new();
@@ -161,10 +191,15 @@ impl RequestSide {
         }
     }
 
-    /// Scans every complete request in `buf` and handles it.
+    /// Scans the complete requests in `buf` and handles them, pausing when the client has
+    /// `max_pending_replies` requests waiting for replies.
     async fn process(&mut self, buf: &mut BytesMut) -> Stop {
         self.connect_failed_in_batch = false;
+        let limit = self.ctx.max_pending_replies as u64;
         loop {
+            if self.owed() + self.batch.len() as u64 >= limit {
+                return Stop::Paused;
+            }
             match self.scanner.next(buf) {
                 Ok(Some(request)) => {
                     if let Stop::Yes = self.handle(request).await {
@@ -184,6 +219,34 @@ impl RequestSide {
 
     async fn handle(&mut self, request: Request) -> Stop {
         let spec = commands::lookup(&request.args[0]);
+        // Without client authentication there is nothing to check: no future to build.
+        let request = match self.ctx.auth.as_deref() {
+            None => request,
+            Some(client_auth) => {
+                let gate = auth::gate(
+                    Some(client_auth),
+                    &mut self.login,
+                    self.peer.ip(),
+                    spec,
+                    request,
+                    self.in_multi,
+                )
+                .await;
+                self.scanner
+                    .set_unauthenticated(!self.login.is_authenticated());
+                match gate {
+                    Gate::Pass(request) => request,
+                    Gate::Answer(reply) => {
+                        if self.in_multi && reply.starts_with(b"-") {
+                            self.refuse_in_transaction(reply).await;
+                        } else {
+                            self.local(reply);
+                        }
+                        return Stop::No;
+                    }
+                }
+            }
+        };
         let role = spec.map_or(Role::Ordinary, |s| s.role);
 
         match role {
@@ -202,7 +265,10 @@ impl RequestSide {
             _ => {}
         }
 
-        let verdict = self.ctx.guard.check(spec, &request.args);
+        let verdict =
+            self.ctx
+                .guard
+                .check_as(spec, &request.args, self.login.bypasses_deny_commands());
         let guarded = matches!(role, Role::Delete | Role::RemoveKeys);
         let bytes = match verdict {
             Verdict::Refuse(refusal) => {
@@ -385,11 +451,53 @@ impl RequestSide {
         }
     }
 
+    /// Requests of this client waiting for their replies (or behind one that is).
+    fn owed(&self) -> u64 {
+        self.sent_entries
+            .saturating_sub(self.shared.done_entries.load(Ordering::Acquire))
+    }
+
+    /// Backpressure: while `max_pending_replies` requests wait for replies that the client is
+    /// not reading, keyward stops reading the client, so that neither it nor Redis buffers
+    /// without bound. Returns false when shutdown comes first.
+    async fn wait_for_replies(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let limit = self.ctx.max_pending_replies as u64;
+        if self.owed() < limit {
+            return true;
+        }
+        if !self.told_limit {
+            self.told_limit = true;
+            tracing::info!(
+                client = %self.peer,
+                max_pending_replies = limit,
+                "client has reached max_pending_replies; not reading it until it reads replies"
+            );
+        }
+        loop {
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            self.shared.reader_waiting.store(true, Ordering::Release);
+            if self.owed() < limit {
+                self.shared.reader_waiting.store(false, Ordering::Release);
+                return true;
+            }
+            tokio::select! {
+                _ = progress => {}
+                _ = shutdown.changed() => {
+                    self.shared.reader_waiting.store(false, Ordering::Release);
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Sends the queued entries to the reply side, then the bytes upstream. Entries go first so
     /// that the reply side always knows about a request before its reply can arrive.
     async fn send_batch(&mut self) {
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
+            self.sent_entries += batch.len() as u64;
             // If the reply side is gone the session is ending; nothing to deliver to.
             let _ = self.queue.send(batch).await;
         }

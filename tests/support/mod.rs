@@ -322,6 +322,8 @@ pub(crate) fn answers_ping(port: u16) -> bool {
 #[derive(Debug, Default, Clone)]
 pub struct TomlDoc {
     sections: Vec<(String, Vec<(String, String)>)>,
+    /// Arrays of tables (`[[server.users]]` and what follows it), written after the sections.
+    tail: String,
 }
 
 impl TomlDoc {
@@ -345,9 +347,17 @@ impl TomlDoc {
     /// `[guard]`, so `"max_keys = 3"` alone is a valid override. Each entry must fit on one line.
     pub fn merge(&mut self, text: &str) {
         let mut section = "guard".to_string();
+        let mut in_tail = false;
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // From the first `[[array]]` header on, the text is kept as written.
+            in_tail |= line.starts_with("[[");
+            if in_tail {
+                self.tail.push_str(line);
+                self.tail.push('\n');
                 continue;
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -370,8 +380,18 @@ impl TomlDoc {
             }
             out.push('\n');
         }
+        out.push_str(&self.tail);
         out
     }
+}
+
+/// `[guard] deny_commands` as keyward's built-in default, as TOML text.
+pub fn default_deny_commands() -> String {
+    let quoted: Vec<String> = keyward::config::DEFAULT_DENY_COMMANDS
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// The proxy.toml a test keyward runs with: listen address, one standalone upstream, the
@@ -384,7 +404,7 @@ pub fn proxy_toml(listen: &str, upstream: &str, extra: &str) -> String {
     doc.set("guard", "max_keys", "1000");
     doc.set("guard", "wildcard_chars", "\"*?[\"");
     doc.set("guard", "delete_command", "\"UNLINK\"");
-    doc.set("guard", "deny_commands", "[\"FLUSHALL\", \"FLUSHDB\"]");
+    doc.set("guard", "deny_commands", &default_deny_commands());
     // scripts/test.sh runs the standalone tests twice: with the default (one upstream
     // connection per client) and with KEYWARD_TEST_SHARE_CONNECTIONS=true (the shared
     // pipelined connection).
@@ -410,7 +430,7 @@ pub fn proxy_toml_cluster(listen: &str, seeds: &[String], extra: &str) -> String
     doc.set("guard", "max_keys", "1000");
     doc.set("guard", "wildcard_chars", "\"*?[\"");
     doc.set("guard", "delete_command", "\"UNLINK\"");
-    doc.set("guard", "deny_commands", "[\"FLUSHALL\", \"FLUSHDB\"]");
+    doc.set("guard", "deny_commands", &default_deny_commands());
     doc.merge(extra);
     doc.render()
 }

@@ -1,0 +1,553 @@
+//! Client authentication at keyward: the `requirepass` model (`[server] password`) and named
+//! users (`[[server.users]]`, passwords stored as SHA-256 hashes).
+//!
+//! When it is configured, keyward itself answers `AUTH` and the `AUTH` option of `HELLO`, and
+//! nothing a client sends about credentials ever reaches Redis: keyward logs in to Redis with its
+//! own `[upstream]` credentials, so a client can neither learn them nor switch the upstream user.
+//! Until a client has logged in, every command but AUTH, HELLO, PING and QUIT is answered with
+//! `-NOAUTH`, and the request scanner applies Redis's caps for unauthenticated clients
+//! ([`crate::protocol::request::RequestScanner::set_unauthenticated`]), so an anonymous socket
+//! cannot make keyward buffer much.
+//!
+//! Wrong passwords are counted per client address. Past a few free attempts, every further
+//! attempt from that address waits for its turn ([`Throttle`]), so guessing runs at a bounded
+//! rate however many connections the guesser opens.
+//!
+//! Without this configuration keyward is transparent: `AUTH` goes to Redis as it is.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::commands::CommandSpec;
+use crate::protocol::request::Request;
+use crate::protocol::write;
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, \
+     otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client \
+     and select the RESP protocol version at the same time";
+const AUTH_WITHOUT_DEFAULT: &str = "ERR AUTH <password> called without any password configured \
+     for the default user. Are you sure your configuration is correct?";
+
+/// The user that `AUTH <password>` (one argument) logs in as, as in Redis.
+pub const DEFAULT_USER: &str = "default";
+
+/// One user who may log in to keyward.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// SHA-256 of the password.
+    pub password_sha256: [u8; 32],
+    /// The user may run commands listed in `[guard] deny_commands` (the key rules still apply).
+    pub bypass_deny_commands: bool,
+}
+
+/// Written by hand so that `{:?}` never shows a password hash.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password_sha256", &"<set>")
+            .field("bypass_deny_commands", &self.bypass_deny_commands)
+            .finish()
+    }
+}
+
+/// SHA-256 of `password`, as stored in `[[server.users]] password_sha256`.
+pub fn sha256(password: &[u8]) -> [u8; 32] {
+    Sha256::digest(password).into()
+}
+
+/// Parses 64 hexadecimal digits.
+pub fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let high = (pair[0] as char).to_digit(16)?;
+        let low = (pair[1] as char).to_digit(16)?;
+        out[i] = (high * 16 + low) as u8;
+    }
+    Some(out)
+}
+
+/// Compares two digests in time that does not depend on where they differ.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who may log in, prepared once at start-up; `None` in a session means authentication is off.
+#[derive(Debug)]
+pub struct ClientAuth {
+    users: Vec<User>,
+    throttle: Throttle,
+}
+
+impl ClientAuth {
+    /// `users` must include the default user when `[server] password` is set (the
+    /// configuration adds it). Returns `None` when there is no one to log in as.
+    pub fn new(users: Vec<User>) -> Option<ClientAuth> {
+        (!users.is_empty()).then(|| ClientAuth {
+            users,
+            throttle: Throttle::default(),
+        })
+    }
+
+    /// The user `name` with `password`, if the pair is right. Every configured user's digest is
+    /// compared, so the time taken does not tell whether the name exists.
+    fn verify(&self, name: &[u8], password: &[u8]) -> Option<&User> {
+        let digest = sha256(password);
+        let mut found = None;
+        for user in &self.users {
+            let matches = digests_equal(&user.password_sha256, &digest);
+            if matches && user.name.as_bytes() == name {
+                found = Some(user);
+            }
+        }
+        found
+    }
+
+    fn has_default_user(&self) -> bool {
+        self.users.iter().any(|u| u.name == DEFAULT_USER)
+    }
+
+    /// Checks a login attempt from `peer`, waiting for its turn first when that address has
+    /// failed too often.
+    async fn attempt(&self, peer: IpAddr, name: &[u8], password: &[u8]) -> Option<Login> {
+        self.throttle.wait_turn(peer).await;
+        match self.verify(name, password) {
+            Some(user) => {
+                self.throttle.succeeded(peer);
+                Some(Login::User {
+                    bypass_deny_commands: user.bypass_deny_commands,
+                })
+            }
+            None => {
+                let failures = self.throttle.failed(peer);
+                tracing::warn!(
+                    client = %peer,
+                    user = %String::from_utf8_lossy(name),
+                    failures,
+                    "authentication failed"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// What a session knows about its client's login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// keyward does not authenticate clients: everything passes, Redis decides.
+    Open,
+    /// Authentication is required and has not happened (or RESET undid it).
+    Required,
+    /// Logged in.
+    User { bypass_deny_commands: bool },
+}
+
+impl Login {
+    /// The state of a new connection.
+    pub fn new(auth: Option<&ClientAuth>) -> Login {
+        match auth {
+            Some(_) => Login::Required,
+            None => Login::Open,
+        }
+    }
+
+    pub fn is_authenticated(self) -> bool {
+        !matches!(self, Login::Required)
+    }
+
+    /// Whether `[guard] deny_commands` is waived for this client.
+    pub fn bypasses_deny_commands(self) -> bool {
+        matches!(
+            self,
+            Login::User {
+                bypass_deny_commands: true
+            }
+        )
+    }
+}
+
+/// What a session does with a request after the login check.
+#[derive(Debug)]
+pub enum Gate {
+    /// Go on with this request (a `HELLO` may have lost its `AUTH` option).
+    Pass(Request),
+    /// Answer with this reply and send nothing upstream.
+    Answer(Bytes),
+}
+
+/// Applies the login rules to one request: answers `AUTH`, takes the `AUTH` option out of `HELLO`,
+/// and refuses everything else until the client has logged in. `in_transaction`: `AUTH` inside
+/// MULTI is refused (Redis would run it at EXEC, out of keyward's sight).
+pub async fn gate(
+    auth: Option<&ClientAuth>,
+    login: &mut Login,
+    peer: IpAddr,
+    spec: Option<&CommandSpec>,
+    request: Request,
+    in_transaction: bool,
+) -> Gate {
+    let Some(auth) = auth else {
+        return Gate::Pass(request);
+    };
+    let name = spec.map_or("", |s| s.name);
+    match name {
+        "auth" => {
+            if in_transaction {
+                return Gate::Answer(write::error(
+                    "ERR keyward: AUTH inside MULTI is not supported when keyward authenticates \
+                     clients; authenticate before MULTI",
+                ));
+            }
+            let args = &request.args;
+            let (user, password) = match args.len() {
+                2 if !auth.has_default_user() => {
+                    return Gate::Answer(write::error(AUTH_WITHOUT_DEFAULT));
+                }
+                2 => (DEFAULT_USER.as_bytes(), &args[1][..]),
+                3 => (&args[1][..], &args[2][..]),
+                _ => {
+                    return Gate::Answer(write::error(
+                        "ERR wrong number of arguments for 'auth' command",
+                    ));
+                }
+            };
+            match auth.attempt(peer, user, password).await {
+                Some(new) => {
+                    *login = new;
+                    Gate::Answer(write::simple("OK"))
+                }
+                None => Gate::Answer(write::error(WRONGPASS)),
+            }
+        }
+        "hello" => hello(auth, login, peer, request).await,
+        "ping" | "quit" => Gate::Pass(request),
+        "reset" => {
+            // Redis logs a RESET connection back in as the default user, which with a password
+            // set means logged out.
+            *login = Login::Required;
+            Gate::Pass(request)
+        }
+        _ if login.is_authenticated() => Gate::Pass(request),
+        _ => Gate::Answer(write::error(NOAUTH)),
+    }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: the credentials are checked here and the
+/// rest goes to Redis. Checks made before Redis would look at the credentials (the protocol
+/// version) are made here too, so that a request Redis would refuse does not log in.
+async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Request) -> Gate {
+    let args = &request.args;
+    if let Some(version) = args.get(1) {
+        match std::str::from_utf8(version)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            None => {
+                return Gate::Answer(write::error(
+                    "ERR Protocol version is not an integer or out of range",
+                ));
+            }
+            Some(2 | 3) => {}
+            Some(_) => return Gate::Answer(write::error("NOPROTO unsupported protocol version")),
+        }
+    }
+    let mut kept: Vec<Bytes> = Vec::with_capacity(args.len());
+    kept.extend(args.iter().take(2).cloned());
+    let mut i = 2;
+    let mut rewritten = false;
+    while i < args.len() {
+        if args[i].eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
+            match auth.attempt(peer, &args[i + 1], &args[i + 2]).await {
+                Some(new) => *login = new,
+                None => return Gate::Answer(write::error(WRONGPASS)),
+            }
+            rewritten = true;
+            i += 3;
+        } else {
+            kept.push(args[i].clone());
+            i += 1;
+        }
+    }
+    if !login.is_authenticated() {
+        return Gate::Answer(write::error(HELLO_NOAUTH));
+    }
+    if !rewritten {
+        return Gate::Pass(request);
+    }
+    let refs: Vec<&[u8]> = kept[1..].iter().map(|a| &a[..]).collect();
+    let raw = write::command(&kept[0], &refs);
+    Gate::Pass(Request {
+        raw,
+        args: kept,
+        inline: request.inline,
+    })
+}
+
+/// Free failed attempts per address before the throttle starts.
+const FREE_FAILURES: u32 = 5;
+/// The wait added by the first throttled failure; it doubles with every further one.
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+/// The longest wait added by one failure.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+/// An address with no failure for this long starts afresh.
+const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Addresses tracked at most; beyond it, the oldest are forgotten first.
+const MAX_TRACKED: usize = 65_536;
+
+/// Failed logins per client address, and when that address may try next.
+#[derive(Debug, Default)]
+struct Throttle {
+    by_address: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// No attempt from this address is checked before this time.
+    next_turn: Instant,
+}
+
+impl Throttle {
+    /// Waits until `peer` may try again. Attempts from one address queue up behind each other:
+    /// each failure pushes the next turn further away.
+    async fn wait_turn(&self, peer: IpAddr) {
+        let next_turn = {
+            let map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&peer).map(|f| f.next_turn)
+        };
+        if let Some(at) = next_turn
+            && at > Instant::now()
+        {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// Records a failure; returns how many in a row this address has had.
+    fn failed(&self, peer: IpAddr) -> u32 {
+        let now = Instant::now();
+        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED && !map.contains_key(&peer) {
+            map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+            if map.len() >= MAX_TRACKED
+                && let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a)
+            {
+                map.remove(&oldest);
+            }
+        }
+        let entry = map.entry(peer).or_insert(Failures {
+            count: 0,
+            last: now,
+            next_turn: now,
+        });
+        if now.duration_since(entry.last) >= FORGET_AFTER {
+            entry.count = 0;
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        entry.next_turn = entry.next_turn.max(now) + delay_after(entry.count);
+        entry.count
+    }
+
+    fn succeeded(&self, peer: IpAddr) {
+        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&peer);
+    }
+}
+
+/// The wait the `failures`-th failure in a row adds before the next attempt.
+fn delay_after(failures: u32) -> Duration {
+    if failures < FREE_FAILURES {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - FREE_FAILURES).min(16);
+    (FIRST_DELAY * 2u32.pow(doublings)).min(MAX_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands;
+
+    fn request(args: &[&str]) -> Request {
+        let args: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let refs: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
+        Request {
+            raw: write::command(&args[0], &refs),
+            args,
+            inline: false,
+        }
+    }
+
+    fn auth() -> ClientAuth {
+        ClientAuth::new(vec![
+            User {
+                name: DEFAULT_USER.into(),
+                password_sha256: sha256(b"secret"),
+                bypass_deny_commands: false,
+            },
+            User {
+                name: "ops".into(),
+                password_sha256: sha256(b"opspass"),
+                bypass_deny_commands: true,
+            },
+        ])
+        .unwrap()
+    }
+
+    async fn run(auth: &ClientAuth, login: &mut Login, args: &[&str]) -> Result<Request, String> {
+        let request = request(args);
+        let spec = commands::lookup(&request.args[0]);
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        match gate(Some(auth), login, peer, spec, request, false).await {
+            Gate::Pass(r) => Ok(r),
+            Gate::Answer(reply) => Err(String::from_utf8_lossy(&reply).trim_end().to_string()),
+        }
+    }
+
+    #[test]
+    fn hex_digests_parse_and_reject_bad_text() {
+        let digest = sha256(b"secret");
+        let text: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_sha256_hex(&text), Some(digest));
+        assert_eq!(parse_sha256_hex(&text.to_uppercase()), Some(digest));
+        assert_eq!(parse_sha256_hex(&text[..62]), None);
+        assert_eq!(parse_sha256_hex(&format!("{}zz", &text[..62])), None);
+    }
+
+    #[tokio::test]
+    async fn commands_wait_for_a_login() {
+        let auth = auth();
+        let mut login = Login::new(Some(&auth));
+        assert_eq!(
+            run(&auth, &mut login, &["GET", "k"]).await.unwrap_err(),
+            "-NOAUTH Authentication required."
+        );
+        assert!(run(&auth, &mut login, &["PING"]).await.is_ok());
+        assert_eq!(
+            run(&auth, &mut login, &["AUTH", "wrong"])
+                .await
+                .unwrap_err(),
+            "-WRONGPASS invalid username-password pair or user is disabled."
+        );
+        assert_eq!(
+            run(&auth, &mut login, &["AUTH", "secret"])
+                .await
+                .unwrap_err(),
+            "+OK"
+        );
+        assert!(run(&auth, &mut login, &["GET", "k"]).await.is_ok());
+        assert!(!login.bypasses_deny_commands());
+        run(&auth, &mut login, &["AUTH", "ops", "opspass"])
+            .await
+            .unwrap_err();
+        assert!(login.bypasses_deny_commands());
+        // RESET logs the client out.
+        assert!(run(&auth, &mut login, &["RESET"]).await.is_ok());
+        assert_eq!(login, Login::Required);
+    }
+
+    #[tokio::test]
+    async fn hello_auth_is_taken_out_before_redis_sees_it() {
+        let auth = auth();
+        let mut login = Login::new(Some(&auth));
+        assert!(
+            run(&auth, &mut login, &["HELLO", "3"])
+                .await
+                .unwrap_err()
+                .starts_with("-NOAUTH HELLO must be called")
+        );
+        let passed = run(
+            &auth,
+            &mut login,
+            &["hello", "3", "auth", "ops", "opspass", "SETNAME", "n"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            &passed.raw[..],
+            b"*4\r\n$5\r\nhello\r\n$1\r\n3\r\n$7\r\nSETNAME\r\n$1\r\nn\r\n"
+        );
+        assert!(login.bypasses_deny_commands());
+        assert_eq!(
+            run(
+                &auth,
+                &mut login,
+                &["HELLO", "4", "AUTH", "default", "secret"]
+            )
+            .await
+            .unwrap_err(),
+            "-NOPROTO unsupported protocol version"
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_without_a_default_password_says_so() {
+        let auth = ClientAuth::new(vec![User {
+            name: "app".into(),
+            password_sha256: sha256(b"pw"),
+            bypass_deny_commands: false,
+        }])
+        .unwrap();
+        let mut login = Login::new(Some(&auth));
+        assert!(
+            run(&auth, &mut login, &["AUTH", "pw"])
+                .await
+                .unwrap_err()
+                .starts_with("-ERR AUTH <password> called without any password configured")
+        );
+        // Another user's password does not log in as this one.
+        assert!(
+            run(&auth, &mut login, &["AUTH", "app", "secret"])
+                .await
+                .is_err()
+        );
+        assert_eq!(login, Login::Required);
+    }
+
+    #[test]
+    fn the_throttle_starts_after_the_free_attempts_and_is_capped() {
+        assert_eq!(delay_after(1), Duration::ZERO);
+        assert_eq!(delay_after(FREE_FAILURES - 1), Duration::ZERO);
+        assert_eq!(delay_after(FREE_FAILURES), FIRST_DELAY);
+        assert_eq!(delay_after(FREE_FAILURES + 1), FIRST_DELAY * 2);
+        assert_eq!(delay_after(u32::MAX), MAX_DELAY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_from_one_address_queue_up() {
+        let throttle = Throttle::default();
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..FREE_FAILURES + 2 {
+            throttle.failed(peer);
+        }
+        let start = Instant::now();
+        throttle.wait_turn(other).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        throttle.wait_turn(peer).await;
+        // 100 + 200 + 400 ms queued by the three throttled failures.
+        assert_eq!(start.elapsed(), Duration::from_millis(700));
+        throttle.succeeded(peer);
+        let start = Instant::now();
+        throttle.wait_turn(peer).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
