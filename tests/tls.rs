@@ -104,6 +104,28 @@ fn clients_speak_tls_to_keyward() {
     );
 }
 
+#[test]
+fn client_authentication_works_over_tls() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let extra = format!(
+        "[server]\npassword = \"tls-s3cret\"\n{}",
+        server_tls(&files, false)
+    );
+    let keyward = Keyward::start_with(&redis.addr(), &extra);
+
+    let (_, out) = tls_cli(&keyward, &files, false, &["SET", "k", "v"]);
+    assert!(out.contains("NOAUTH"), "{out}");
+    let (ok, out) = tls_cli(
+        &keyward,
+        &files,
+        false,
+        &["--no-auth-warning", "-a", "tls-s3cret", "SET", "k", "v"],
+    );
+    assert!(ok && out.trim() == "OK", "{out}");
+    assert_eq!(redis.cli(&["GET", "k"]).trim(), "v");
+}
+
 /// Clients Redis counts (keyward's upstream connections plus the one asking).
 fn connected_clients(redis: &RedisServer) -> usize {
     let info = redis.cli(&["INFO", "clients"]);
