@@ -41,6 +41,6 @@ cargo test --all-targets --no-fail-fast
 echo "==> standalone tests again with share_connections = true"
 KEYWARD_TEST_SHARE_CONNECTIONS=true cargo test --no-fail-fast \
     --test standalone_forwarding --test guard_e2e --test hostile_input --test lifecycle \
-    --test review_regressions --test client_auth --test limits
+    --test review_regressions --test client_auth --test limits --test tls
 
 echo "==> all checks and tests passed"

@@ -213,12 +213,47 @@ pub struct LimitsConfig {
     pub max_pending_replies: usize,
 }
 
+/// `[server.tls]` and `[upstream.tls]`; both unset by default (plain TCP both ways).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// When set, `server.listen` speaks TLS only.
+    pub server: Option<ServerTlsConfig>,
+    /// When set, keyward connects to the upstream Redis with TLS (standalone mode only).
+    pub upstream: Option<UpstreamTlsConfig>,
+}
+
+/// `[server.tls]`: keyward's certificate for its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    /// PEM: keyward's certificate, then any intermediates.
+    pub cert_file: PathBuf,
+    /// PEM: the private key of `cert_file`.
+    pub key_file: PathBuf,
+    /// PEM: authorities whose client certificates are accepted. When set, a client without
+    /// such a certificate cannot connect.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[upstream.tls]`: how keyward connects to a TLS-enabled Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// PEM: the authorities that may sign Redis's certificate (no system roots are used).
+    pub ca_file: PathBuf,
+    /// The name Redis's certificate must carry; `None`: the host of the upstream address.
+    pub server_name: Option<String>,
+    /// PEM: keyward's client certificate, for a Redis with `tls-auth-clients yes`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub guard: GuardConfig,
     pub limits: LimitsConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -258,6 +293,7 @@ impl Default for Config {
                 max_query_buffer: 1024 * 1024 * 1024,
                 max_pending_replies: 1024,
             },
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -272,6 +308,7 @@ impl Config {
             upstream,
             guard,
             limits,
+            tls,
         } = self;
         let mut out = String::new();
         let mut line = |text: String| {
@@ -307,6 +344,10 @@ impl Config {
                 user.bypass_deny_commands
             ));
         }
+        if let Some(server_tls) = &tls.server {
+            line(String::new());
+            describe_server_tls(server_tls, &mut line);
+        }
         line(String::new());
         line("[upstream]".into());
         line(format!("mode = {}", quote(upstream.mode.name())));
@@ -325,6 +366,10 @@ impl Config {
             "share_connections = {}",
             upstream.share_connections
         ));
+        if let Some(upstream_tls) = &tls.upstream {
+            line(String::new());
+            describe_upstream_tls(upstream_tls, &mut line);
+        }
         line(String::new());
         line("[guard]".into());
         line(format!("max_keys = {}", guard.max_keys));
@@ -348,6 +393,33 @@ impl Config {
         ));
         out
     }
+}
+
+fn describe_server_tls(tls: &ServerTlsConfig, line: &mut impl FnMut(String)) {
+    line("[server.tls]".into());
+    line(format!("cert_file = {}", quote_path(&tls.cert_file)));
+    line(format!("key_file = {}", quote_path(&tls.key_file)));
+    if let Some(path) = &tls.client_ca_file {
+        line(format!("client_ca_file = {}", quote_path(path)));
+    }
+}
+
+fn describe_upstream_tls(tls: &UpstreamTlsConfig, line: &mut impl FnMut(String)) {
+    line("[upstream.tls]".into());
+    line(format!("ca_file = {}", quote_path(&tls.ca_file)));
+    if let Some(name) = &tls.server_name {
+        line(format!("server_name = {}", quote(name)));
+    }
+    if let Some(path) = &tls.cert_file {
+        line(format!("cert_file = {}", quote_path(path)));
+    }
+    if let Some(path) = &tls.key_file {
+        line(format!("key_file = {}", quote_path(path)));
+    }
+}
+
+fn quote_path(path: &Path) -> String {
+    quote(&path.to_string_lossy())
 }
 
 /// A TOML basic string: double quotes, with `"`, `\` and control characters escaped.
@@ -407,6 +479,7 @@ pub struct ServerFile {
     pub users: Option<Vec<UserFile>>,
     pub allow_unauthenticated: Option<bool>,
     pub idle_timeout_ms: Option<u64>,
+    pub tls: Option<ServerTlsFile>,
 }
 
 /// `[[server.users]]`
@@ -441,6 +514,7 @@ impl fmt::Debug for ServerFile {
             .field("users", &self.users)
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -456,6 +530,7 @@ pub struct UpstreamFile {
     pub connect_timeout_ms: Option<u64>,
     pub reply_timeout_ms: Option<u64>,
     pub share_connections: Option<bool>,
+    pub tls: Option<UpstreamTlsFile>,
 }
 
 /// Written by hand so that `{:?}` never shows the password.
@@ -469,8 +544,28 @@ impl fmt::Debug for UpstreamFile {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("reply_timeout_ms", &self.reply_timeout_ms)
             .field("share_connections", &self.share_connections)
+            .field("tls", &self.tls)
             .finish()
     }
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsFile {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[upstream.tls]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[guard]`
@@ -644,6 +739,15 @@ const LIMITS_MAX_BULK_LEN: &str = "limits.max_bulk_len";
 const LIMITS_MAX_REQUEST_ARGS: &str = "limits.max_request_args";
 const LIMITS_MAX_QUERY_BUFFER: &str = "limits.max_query_buffer";
 const LIMITS_MAX_PENDING_REPLIES: &str = "limits.max_pending_replies";
+const SERVER_TLS: &str = "server.tls";
+const SERVER_TLS_CERT_FILE: &str = "server.tls.cert_file";
+const SERVER_TLS_KEY_FILE: &str = "server.tls.key_file";
+const SERVER_TLS_CLIENT_CA_FILE: &str = "server.tls.client_ca_file";
+const UPSTREAM_TLS: &str = "upstream.tls";
+const UPSTREAM_TLS_CA_FILE: &str = "upstream.tls.ca_file";
+const UPSTREAM_TLS_SERVER_NAME: &str = "upstream.tls.server_name";
+const UPSTREAM_TLS_CERT_FILE: &str = "upstream.tls.cert_file";
+const UPSTREAM_TLS_KEY_FILE: &str = "upstream.tls.key_file";
 
 /// Lays `file` and then the flags in `cli` over the defaults, and validates the result. Only the
 /// setting flags of `cli` are used here; which file to read is [`resolve`]'s business.
@@ -753,6 +857,7 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.limits.max_pending_replies,
             l.max_pending_replies,
         );
+        c.tls = tls_from_file(file, &mut origins)?;
     }
 
     // Flags and their environment variables (clap reads both) come last, so they win.
@@ -768,7 +873,117 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, cli.max_keys);
 
     validate(&mut config, &origins)?;
+    validate_tls(&config, &origins)?;
     Ok(config)
+}
+
+/// `[server.tls]` and `[upstream.tls]` as written, with the keys each needs. Only the file sets
+/// them (there are no TLS flags).
+fn tls_from_file(file: &FileConfig, origins: &mut Origins) -> Result<TlsConfig, ConfigError> {
+    let from = Origin::File(file.path.clone());
+    let required = |key: &'static str, what: &str| {
+        let message = format!("is required when the section is present: {what}");
+        ConfigError::new(from.clone(), Some(key.to_string()), message, None)
+    };
+    let mut set = origins.layer(from.clone());
+    let mut tls = TlsConfig::default();
+    if let Some(t) = &file.server.tls {
+        set.mark(SERVER_TLS);
+        let cert_file = t.cert_file.clone().ok_or_else(|| {
+            required(
+                SERVER_TLS_CERT_FILE,
+                "the PEM file with keyward's certificate (and any intermediates)",
+            )
+        })?;
+        let key_file = t.key_file.clone().ok_or_else(|| {
+            required(
+                SERVER_TLS_KEY_FILE,
+                "the PEM file with the private key of cert_file",
+            )
+        })?;
+        let mut server = ServerTlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file: None,
+        };
+        set.mark(SERVER_TLS_CERT_FILE);
+        set.mark(SERVER_TLS_KEY_FILE);
+        set.value(
+            SERVER_TLS_CLIENT_CA_FILE,
+            &mut server.client_ca_file,
+            t.client_ca_file.clone().map(Some),
+        );
+        tls.server = Some(server);
+    }
+    if let Some(t) = &file.upstream.tls {
+        set.mark(UPSTREAM_TLS);
+        let ca_file = t.ca_file.clone().ok_or_else(|| {
+            required(
+                UPSTREAM_TLS_CA_FILE,
+                "the PEM file with the certificate authorities that may sign the Redis                  server's certificate (keyward trusts no others)",
+            )
+        })?;
+        let mut upstream = UpstreamTlsConfig {
+            ca_file,
+            server_name: None,
+            cert_file: None,
+            key_file: None,
+        };
+        set.mark(UPSTREAM_TLS_CA_FILE);
+        set.value(
+            UPSTREAM_TLS_SERVER_NAME,
+            &mut upstream.server_name,
+            t.server_name.clone().map(Some),
+        );
+        set.value(
+            UPSTREAM_TLS_CERT_FILE,
+            &mut upstream.cert_file,
+            t.cert_file.clone().map(Some),
+        );
+        set.value(
+            UPSTREAM_TLS_KEY_FILE,
+            &mut upstream.key_file,
+            t.key_file.clone().map(Some),
+        );
+        tls.upstream = Some(upstream);
+    }
+    Ok(tls)
+}
+
+/// Reads every TLS file the configuration names and builds what keyward would build at
+/// start-up, so that a bad file is an invalid configuration (exit status 2) naming its key.
+fn validate_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
+    if let Some(server) = &config.tls.server {
+        crate::tls::ServerTls::new(server).map_err(|e| {
+            let key = match e.field {
+                "cert_file" => SERVER_TLS_CERT_FILE,
+                "client_ca_file" => SERVER_TLS_CLIENT_CA_FILE,
+                _ => SERVER_TLS_KEY_FILE,
+            };
+            origins.error(key, e.message)
+        })?;
+    }
+    if let Some(upstream) = &config.tls.upstream {
+        if config.upstream.mode == UpstreamMode::Cluster {
+            return Err(origins.error(
+                UPSTREAM_TLS,
+                "is not supported in cluster mode (upstream.mode = \"cluster\" or --cluster): \
+                 keyward connects to a Redis Cluster over plain TCP only; remove [upstream.tls] \
+                 or use standalone mode"
+                    .into(),
+            ));
+        }
+        crate::tls::ClientTls::new(upstream, &config.upstream.nodes[0]).map_err(|e| {
+            let key = match e.field {
+                "ca_file" => UPSTREAM_TLS_CA_FILE,
+                "server_name" => UPSTREAM_TLS_SERVER_NAME,
+                "cert_file" => UPSTREAM_TLS_CERT_FILE,
+                _ => UPSTREAM_TLS_KEY_FILE,
+            };
+            origins.error(key, e.message)
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks every value, and normalises `guard.deny_commands` (upper case, duplicates dropped).
@@ -1082,6 +1297,11 @@ struct Layer<'a> {
 }
 
 impl Layer<'_> {
+    /// Records that `key` was written in this source (for keys whose values are taken apart).
+    fn mark(&mut self, key: &'static str) {
+        self.origins.0.insert(key, self.from.clone());
+    }
+
     /// Overwrites `slot` with `value`, if there is one, and records where it came from.
     fn value<T>(&mut self, key: &'static str, slot: &mut T, value: Option<T>) {
         if let Some(value) = value {
@@ -1832,5 +2052,127 @@ mod tests {
             let err = check_log_level(bad).unwrap_err();
             assert!(err.to_string().contains("--log-level"), "{err}");
         }
+    }
+
+    /// A self-signed certificate and its key as PEM files, kept alive by the directory; the
+    /// certificate also serves as a CA file.
+    fn pem_files() -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        (dir, path(cert), path(key))
+    }
+
+    #[test]
+    fn tls_sections_are_read_and_described() {
+        let (_dir, cert, key) = pem_files();
+        let config = merged(&format!(
+            "[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{cert}\"\n\
+             [upstream.tls]\nca_file = \"{cert}\"\nserver_name = \"localhost\"\n\
+             cert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+        ))
+        .unwrap();
+        let server = config.tls.server.as_ref().unwrap();
+        assert_eq!(server.cert_file, PathBuf::from(&cert));
+        assert_eq!(server.client_ca_file, Some(PathBuf::from(&cert)));
+        let upstream = config.tls.upstream.as_ref().unwrap();
+        assert_eq!(upstream.server_name.as_deref(), Some("localhost"));
+        assert_eq!(upstream.key_file, Some(PathBuf::from(&key)));
+        let described = config.describe();
+        assert!(described.contains("[server.tls]") && described.contains("[upstream.tls]"));
+        assert_eq!(merged(&described).unwrap(), config);
+        // Without the sections: no TLS.
+        assert_eq!(merged("").unwrap().tls, TlsConfig::default());
+    }
+
+    #[test]
+    fn tls_sections_need_their_files() {
+        let (_dir, cert, key) = pem_files();
+        let shown = rejected(
+            &format!("[server.tls]\nkey_file = \"{key}\"\n"),
+            "server.tls.cert_file",
+        );
+        assert!(shown.contains("is required"), "{shown}");
+        rejected(
+            &format!("[server.tls]\ncert_file = \"{cert}\"\n"),
+            "server.tls.key_file",
+        );
+        rejected(
+            "[upstream.tls]\nserver_name = \"redis\"\n",
+            "upstream.tls.ca_file",
+        );
+        rejected(
+            &format!("[upstream.tls]\nca_file = \"{cert}\"\ncert_file = \"{cert}\"\n"),
+            "upstream.tls.cert_file",
+        );
+        rejected(
+            &format!("[upstream.tls]\nca_file = \"{cert}\"\nkey_file = \"{key}\"\n"),
+            "upstream.tls.key_file",
+        );
+        rejected("[server.tls]\ncertfile = \"x\"\n", "server.tls.certfile");
+    }
+
+    #[test]
+    fn tls_files_must_be_readable_and_hold_what_they_should() {
+        let (dir, cert, key) = pem_files();
+        let missing = dir
+            .path()
+            .join("missing.pem")
+            .to_string_lossy()
+            .into_owned();
+        let shown = rejected(
+            &format!("[server.tls]\ncert_file = \"{missing}\"\nkey_file = \"{key}\"\n"),
+            "server.tls.cert_file",
+        );
+        assert!(
+            shown.contains("cannot read") && shown.contains(&missing),
+            "{shown}"
+        );
+        // A key where the certificate should be, and the other way round.
+        let shown = rejected(
+            &format!("[server.tls]\ncert_file = \"{key}\"\nkey_file = \"{key}\"\n"),
+            "server.tls.cert_file",
+        );
+        assert!(shown.contains("holds no certificate"), "{shown}");
+        let shown = rejected(
+            &format!("[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{cert}\"\n"),
+            "server.tls.key_file",
+        );
+        assert!(shown.contains("holds no private key"), "{shown}");
+        rejected(
+            &format!(
+                "[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{missing}\"\n"
+            ),
+            "server.tls.client_ca_file",
+        );
+        rejected(
+            &format!("[upstream.tls]\nca_file = \"{missing}\"\n"),
+            "upstream.tls.ca_file",
+        );
+        let shown = rejected(
+            &format!("[upstream.tls]\nca_file = \"{cert}\"\nserver_name = \"not a name\"\n"),
+            "upstream.tls.server_name",
+        );
+        assert!(shown.contains("not a name"), "{shown}");
+    }
+
+    #[test]
+    fn upstream_tls_is_refused_in_cluster_mode() {
+        let (_dir, cert, _key) = pem_files();
+        let shown = rejected(
+            &format!("[upstream]\nmode = \"cluster\"\n[upstream.tls]\nca_file = \"{cert}\"\n"),
+            "upstream.tls",
+        );
+        assert!(shown.contains("not supported in cluster mode"), "{shown}");
+        // The listener's TLS works with either mode.
+        let (_dir, cert, key) = pem_files();
+        merged(&format!(
+            "[upstream]\nmode = \"cluster\"\n[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+        ))
+        .unwrap();
     }
 }

@@ -3,7 +3,12 @@
 //!
 //! Shutdown order: stop accepting, tell every session to stop reading, let each one deliver
 //! the replies it still owes (a bounded wait, `[server] shutdown_timeout_ms`), then return.
+//!
+//! With `[server.tls]` every connection first goes through a TLS handshake in its own task
+//! (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], and counted against `max_clients` meanwhile); a
+//! failed handshake closes that connection and is logged, and nobody else notices.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,8 +22,10 @@ use crate::cluster::session::ClusterContext;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamMode};
 use crate::guard::GuardPolicy;
+use crate::net::Socket;
 use crate::protocol::request::ScanLimits;
 use crate::session::{self, SessionContext};
+use crate::tls::{ClientTls, ServerTls};
 use crate::upstream::{UpstreamTarget, WarmPool};
 
 /// Upstream connections kept open ahead of need for clients that get a connection of their own.
@@ -36,8 +43,18 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             format!("cannot listen on {}: {e}", config.server.listen),
         )
     })?;
+    let server_tls = match &config.tls.server {
+        None => "",
+        Some(tls) if tls.client_ca_file.is_some() => " (TLS, client certificates required)",
+        Some(_) => " (TLS)",
+    };
+    let upstream_tls = if config.tls.upstream.is_some() {
+        " (TLS)"
+    } else {
+        ""
+    };
     tracing::info!(
-        "listening on {}, forwarding to {}",
+        "listening on {}{server_tls}, forwarding to {}{upstream_tls}",
         listener.local_addr()?,
         config.upstream.nodes.join(", ")
     );
@@ -94,6 +111,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let backend = Backend::start(&config).await?;
+    let tls = match &config.tls.server {
+        Some(settings) => Some(ServerTls::new(settings).map_err(|e| {
+            std::io::Error::other(format!("server.tls.{}: {}", e.field, e.message))
+        })?),
+        None => None,
+    };
     let clients = Arc::new(AtomicUsize::new(0));
     let max_clients = config.server.max_clients;
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
@@ -116,17 +139,34 @@ pub async fn serve(
         if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
             clients.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(client = %peer, max_clients, "max number of clients reached");
-            tokio::spawn(refuse(stream));
+            let tls = tls.clone();
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let client = match &tls {
+                    None => Some(Socket::Tcp(stream)),
+                    Some(tls) => handshake(tls, stream, peer, stop).await,
+                };
+                if let Some(client) = client {
+                    refuse(client).await;
+                }
+            });
             continue;
         }
         let backend = backend.clone();
         let stop = stop_rx.clone();
         let clients = clients.clone();
         let done = done_tx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match backend {
-                Backend::Standalone(ctx) => session::run(stream, peer, ctx, stop).await,
-                Backend::Cluster(ctx) => cluster::session::run(stream, peer, ctx, stop).await,
+            let client = match &tls {
+                None => Some(Socket::Tcp(stream)),
+                Some(tls) => handshake(tls, stream, peer, stop.clone()).await,
+            };
+            if let Some(client) = client {
+                match backend {
+                    Backend::Standalone(ctx) => session::run(client, peer, ctx, stop).await,
+                    Backend::Cluster(ctx) => cluster::session::run(client, peer, ctx, stop).await,
+                }
             }
             clients.fetch_sub(1, Ordering::AcqRel);
             drop(done);
@@ -156,6 +196,32 @@ pub async fn serve(
     Ok(())
 }
 
+/// A client's TLS handshake; `None` when it failed, timed out, or keyward began shutting down
+/// meanwhile. A client that connects and leaves without a word (a port probe, a load
+/// balancer's health check) is logged at debug level only, any other failure as a warning.
+async fn handshake(
+    tls: &ServerTls,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Socket> {
+    let result = tokio::select! {
+        result = tls.accept(stream, peer.to_string()) => result,
+        _ = stop.wait_for(|&stop| stop) => return None,
+    };
+    match result {
+        Ok(socket) => Some(socket),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(client = %peer, "client left during the TLS handshake");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(client = %peer, error = %e, "TLS handshake with a client failed");
+            None
+        }
+    }
+}
+
 /// What sessions talk to: one Redis server, or a cluster.
 #[derive(Clone)]
 enum Backend {
@@ -178,6 +244,14 @@ impl Backend {
             connect_timeout: config.upstream.connect_timeout,
             reply_timeout: config.upstream.reply_timeout,
             resp3: false,
+            tls: match &config.tls.upstream {
+                Some(settings) => Some(
+                    ClientTls::new(settings, &config.upstream.nodes[0]).map_err(|e| {
+                        std::io::Error::other(format!("upstream.tls.{}: {}", e.field, e.message))
+                    })?,
+                ),
+                None => None,
+            },
         };
         let close_grace = config.server.shutdown_timeout;
         let auth = ClientAuth::new(config.server.login_users()).map(Arc::new);
@@ -237,7 +311,7 @@ impl Backend {
 }
 
 /// Answers a client over the connection cap the way Redis does, then closes.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: Socket) {
     let _ = stream
         .write_all(b"-ERR max number of clients reached\r\n")
         .await;

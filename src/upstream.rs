@@ -1,9 +1,11 @@
 //! Opening a connection to the upstream Redis.
 //!
 //! A connection is ready when the TCP handshake is done, Nagle is off (keyward forwards small
-//! requests and replies one by one; batching them in the kernel would add latency) and, when
-//! keyward has its own upstream credentials, Redis has accepted them. Any failure becomes one
-//! message that names the upstream address, because that is what the client gets to read.
+//! requests and replies one by one; batching them in the kernel would add latency), the TLS
+//! handshake is done when `[upstream.tls]` is set, and, when keyward has its own upstream
+//! credentials, Redis has accepted them. Any failure becomes one message that names the upstream
+//! address, because that is what the client gets to read. Every upstream connection keyward
+//! opens, per-client or shared, is opened here.
 
 use std::time::Duration;
 
@@ -12,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::net::Socket;
 use crate::protocol::{reply, write};
+use crate::tls::ClientTls;
 
 /// Where and how keyward connects upstream.
 #[derive(Debug, Clone)]
@@ -25,11 +29,13 @@ pub struct UpstreamTarget {
     pub reply_timeout: Duration,
     /// Switch the connection to RESP3 (`HELLO 3`) before use.
     pub resp3: bool,
+    /// Speak TLS to the server (`[upstream.tls]`).
+    pub tls: Option<ClientTls>,
 }
 
 impl UpstreamTarget {
     /// Connects and authenticates; the error is a sentence that names the address.
-    pub async fn connect(&self) -> Result<TcpStream, String> {
+    pub async fn connect(&self) -> Result<Socket, String> {
         let stream = match timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(format!("upstream {} unavailable: {e}", self.addr)),
@@ -42,7 +48,26 @@ impl UpstreamTarget {
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = stream;
+        let mut stream = match &self.tls {
+            None => Socket::Tcp(stream),
+            Some(tls) => match timeout(self.connect_timeout, tls.connect(stream, &self.addr)).await
+            {
+                Ok(Ok(socket)) => socket,
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "upstream {} unavailable: TLS handshake failed: {e}",
+                        self.addr
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "upstream {} unavailable: no TLS handshake within {} ms",
+                        self.addr,
+                        self.connect_timeout.as_millis()
+                    ));
+                }
+            },
+        };
         if let Some(auth) = self.handshake_command() {
             match timeout(self.connect_timeout, handshake(&mut stream, &auth)).await {
                 Ok(Ok(())) => {}
@@ -90,7 +115,7 @@ impl UpstreamTarget {
 }
 
 /// Sends `auth` (or `HELLO`) and reads one reply; an error reply carries Redis's text.
-async fn handshake(stream: &mut TcpStream, auth: &[u8]) -> Result<(), String> {
+async fn handshake(stream: &mut Socket, auth: &[u8]) -> Result<(), String> {
     stream.write_all(auth).await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(256);
     let mut framer = reply::ReplyFramer::new();
@@ -122,7 +147,7 @@ async fn handshake(stream: &mut TcpStream, auth: &[u8]) -> Result<(), String> {
 pub struct WarmPool {
     target: UpstreamTarget,
     size: usize,
-    ready: std::sync::Mutex<Vec<TcpStream>>,
+    ready: std::sync::Mutex<Vec<Socket>>,
     wanted: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -152,7 +177,7 @@ impl WarmPool {
     }
 
     /// A ready connection, or a new one when none is (or the pool's went stale).
-    pub async fn connect(&self) -> Result<TcpStream, String> {
+    pub async fn connect(&self) -> Result<Socket, String> {
         while let Some(stream) = self.take() {
             if is_usable(&stream) {
                 self.wanted.notify_one();
@@ -163,7 +188,7 @@ impl WarmPool {
         self.target.connect().await
     }
 
-    fn take(&self) -> Option<TcpStream> {
+    fn take(&self) -> Option<Socket> {
         self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
@@ -174,7 +199,7 @@ impl WarmPool {
 }
 
 /// An idle connection is usable while the server has neither closed it nor sent anything.
-fn is_usable(stream: &TcpStream) -> bool {
+fn is_usable(stream: &Socket) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }

@@ -17,10 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 
+use crate::net::Socket;
 use crate::protocol::reply::ReplyFramer;
 use crate::upstream::UpstreamTarget;
 
@@ -72,7 +71,9 @@ struct Inner {
     /// Longest wait for a reply while any is owed; zero for private connections, which may
     /// carry blocking commands.
     reply_timeout: std::time::Duration,
-    writer: OwnedWriteHalf,
+    /// Written by submitters and the flusher, read by the reader: readiness-based calls on a
+    /// shared socket, no split halves (a bridged TLS connection is a Unix socket).
+    socket: Socket,
     state: Mutex<State>,
     /// Wakes the flusher: bytes were queued, or the last user left.
     flush: Notify,
@@ -125,19 +126,18 @@ impl Pending {
 impl NodeConn {
     /// Connects (and authenticates, and switches to RESP3 when the target says so) to `target`.
     pub async fn connect(target: &UpstreamTarget) -> Result<Self, String> {
-        let stream = target.connect().await?;
-        let (reader, writer) = stream.into_split();
+        let socket = target.connect().await?;
         let inner = Arc::new(Inner {
             addr: Arc::from(target.addr.as_str()),
             reply_timeout: target.reply_timeout,
-            writer,
+            socket,
             state: Mutex::new(State::default()),
             flush: Notify::new(),
             drained: Notify::new(),
             alive: AtomicBool::new(true),
             abandoned: AtomicBool::new(false),
         });
-        tokio::spawn(run(reader, inner.clone()));
+        tokio::spawn(run(inner.clone()));
         Ok(NodeConn {
             handle: Arc::new(Handle(inner)),
         })
@@ -224,7 +224,7 @@ impl NodeConn {
             inner.flush.notify_one();
             return;
         }
-        match write_queued(&inner.writer, &mut state) {
+        match write_queued(&inner.socket, &mut state) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => state.failed = Some(format!("connection to {} failed: {e}", inner.addr)),
@@ -241,7 +241,7 @@ impl NodeConn {
 }
 
 /// One vectored write of the queue's front; drops what was written.
-fn write_queued(writer: &OwnedWriteHalf, state: &mut State) -> std::io::Result<()> {
+fn write_queued(writer: &Socket, state: &mut State) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
     let mut n = {
         let slices: Vec<IoSlice<'_>> = state
@@ -270,10 +270,10 @@ fn write_queued(writer: &OwnedWriteHalf, state: &mut State) -> std::io::Result<(
 
 /// Runs the reader and the flusher until the connection fails or is abandoned, then fails every
 /// reply still owed.
-async fn run(reader: OwnedReadHalf, inner: Arc<Inner>) {
+async fn run(inner: Arc<Inner>) {
     let error = tokio::select! {
         e = flusher(&inner) => e,
-        e = read_loop(reader, &inner) => e,
+        e = read_loop(&inner) => e,
         e = watchdog(&inner) => e,
     };
     inner.alive.store(false, Ordering::Release);
@@ -320,11 +320,11 @@ async fn flusher(inner: &Inner) -> Option<String> {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
             continue;
         }
-        if let Err(e) = inner.writer.writable().await {
+        if let Err(e) = inner.socket.writable().await {
             return Some(e.to_string());
         }
         let mut state = inner.state();
-        match write_queued(&inner.writer, &mut state) {
+        match write_queued(&inner.socket, &mut state) {
             Ok(()) => {
                 if state.queued_bytes < MAX_QUEUED_BYTES {
                     inner.drained.notify_waiters();
@@ -355,13 +355,17 @@ async fn watchdog(inner: &Inner) -> Option<String> {
     }
 }
 
-async fn read_loop(mut reader: OwnedReadHalf, inner: &Inner) -> Option<String> {
+async fn read_loop(inner: &Inner) -> Option<String> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut framer = ReplyFramer::new();
     loop {
-        match reader.read_buf(&mut buf).await {
+        if let Err(e) = inner.socket.readable().await {
+            return Some(e.to_string());
+        }
+        match inner.socket.try_read_buf(&mut buf) {
             Ok(0) => return Some("closed by the server".into()),
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Some(e.to_string()),
         }
         let mut state = inner.state();

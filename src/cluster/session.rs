@@ -20,7 +20,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::FuturesOrdered;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::fanout::{self, Plan};
@@ -31,6 +30,7 @@ use crate::audit::{self, Audit};
 use crate::auth::{self, ClientAuth, Gate, Login};
 use crate::commands::{self, CommandSpec, Fanout, Role};
 use crate::guard::{GuardPolicy, Verdict};
+use crate::net::Socket;
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
 use crate::session::{ReplyMode, SessionContext, read_some, write_all_chunks};
@@ -124,7 +124,7 @@ enum Next {
 }
 
 pub async fn run(
-    stream: TcpStream,
+    stream: Socket,
     peer: SocketAddr,
     ctx: Arc<ClusterContext>,
     mut shutdown: watch::Receiver<bool>,

@@ -24,13 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::Audit;
 use crate::auth::{ClientAuth, Login};
 use crate::commands::PubSubKind;
 use crate::guard::GuardPolicy;
+use crate::net::Socket;
 use crate::protocol::request::ScanLimits;
 use crate::upstream::{UpstreamTarget, WarmPool};
 
@@ -99,7 +99,7 @@ enum Pending {
     /// close too (and which would otherwise stay blocked and counted in `blocked_clients`).
     ClientGone,
     /// A new upstream connection (the reply side reads it) with its generation number.
-    Attach(Arc<TcpStream>, u64),
+    Attach(Arc<Socket>, u64),
     /// Writing to the current upstream connection failed.
     Broken(String),
 }
@@ -170,7 +170,7 @@ impl Default for Shared {
 /// Serves one client until it leaves, the upstream connection is lost with state on it, or
 /// keyward shuts down.
 pub async fn run(
-    stream: TcpStream,
+    stream: Socket,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
     shutdown: watch::Receiver<bool>,
@@ -183,7 +183,7 @@ pub async fn run(
 /// a subscriber over to a connection of its own): `input` is scanned before anything else, and
 /// the client keeps its `login`.
 pub async fn run_with_input(
-    stream: TcpStream,
+    stream: Socket,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
     shutdown: watch::Receiver<bool>,
@@ -225,7 +225,7 @@ pub async fn run_with_input(
 /// finding out with a second read that fails: one system call per request saved on a client
 /// that sends one request at a time. tokio only clears the flag if no new readiness event came
 /// in meanwhile, so nothing that arrives later is missed.
-pub(crate) fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(crate) fn read_some(stream: &Socket, buf: &mut BytesMut) -> std::io::Result<usize> {
     let offered = buf.capacity() - buf.len();
     let mut read = None;
     let result = stream.try_io(tokio::io::Interest::READABLE, || {
@@ -246,7 +246,7 @@ pub(crate) fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Resu
 
 /// Writes every chunk to `stream`, in order, waiting for the socket when it is full.
 pub(crate) async fn write_all_chunks(
-    stream: &TcpStream,
+    stream: &Socket,
     chunks: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;

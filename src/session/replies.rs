@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -15,20 +14,21 @@ use super::pubsub::{self, Subscriptions};
 use super::{
     Expect, ExpectKind, Pending, SessionContext, Shared, read_some, upstream_lost, write_all_chunks,
 };
+use crate::net::Socket;
 use crate::protocol::reply::{self, ReplyFramer};
 
 const READ_CHUNK: usize = 16 * 1024;
 const KEEP_BUFFER: usize = 256 * 1024;
 
 pub(super) struct ReplySide {
-    client: Arc<TcpStream>,
+    client: Arc<Socket>,
     queue: mpsc::Receiver<Vec<Pending>>,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
     shared: Arc<Shared>,
     /// Entries in request order; the front is the next request to answer.
     pending: VecDeque<Pending>,
-    upstream: Option<(Arc<TcpStream>, u64)>,
+    upstream: Option<(Arc<Socket>, u64)>,
     /// Upstream bytes read and not yet passed on. `buf[..forward]` has been framed and is to be
     /// forwarded as it is; framing resumes at `forward`.
     buf: BytesMut,
@@ -63,7 +63,7 @@ enum Disposition {
 
 impl ReplySide {
     pub(super) fn new(
-        client: Arc<TcpStream>,
+        client: Arc<Socket>,
         queue: mpsc::Receiver<Vec<Pending>>,
         peer: SocketAddr,
         ctx: Arc<SessionContext>,
@@ -478,7 +478,7 @@ impl ReplySide {
     }
 }
 
-async fn readable(upstream: &Option<(Arc<TcpStream>, u64)>) -> std::io::Result<()> {
+async fn readable(upstream: &Option<(Arc<Socket>, u64)>) -> std::io::Result<()> {
     match upstream {
         Some((reader, _)) => reader.readable().await,
         None => std::future::pending().await,

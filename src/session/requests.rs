@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::{
@@ -15,6 +14,7 @@ use crate::audit::{self, Audit};
 use crate::auth::{self, Gate, Login};
 use crate::commands::{self, Role};
 use crate::guard::Verdict;
+use crate::net::Socket;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
 
@@ -37,7 +37,7 @@ fn placeholder() -> Bytes {
 /// The state of this session's upstream connection, as the request side sees it.
 enum Link {
     Up {
-        writer: Arc<TcpStream>,
+        writer: Arc<Socket>,
         generation: u64,
     },
     /// Not connected; the error from the last attempt, if any.
@@ -45,7 +45,7 @@ enum Link {
 }
 
 pub(super) struct RequestSide {
-    client: Arc<TcpStream>,
+    client: Arc<Socket>,
     queue: mpsc::Sender<Vec<Pending>>,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
@@ -79,7 +79,7 @@ enum Stop {
 
 impl RequestSide {
     pub(super) fn new(
-        client: Arc<TcpStream>,
+        client: Arc<Socket>,
         queue: mpsc::Sender<Vec<Pending>>,
         peer: SocketAddr,
         ctx: Arc<SessionContext>,

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 /// A real Redis Cluster (3 primaries + replicas) for the cluster tests.
 pub mod cluster;
+/// Certificates generated at run time, and a TLS-only Redis.
+pub mod tls;
 
 /// How long a redis-server or keyward may take to start accepting connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,8 +82,9 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
 }
 
 /// `redis-cli -p PORT ARGS...`, bounded in time. Returns the whole output (redis-cli prints error
-/// replies on stdout without the `(error)` prefix when stdout is not a terminal).
-fn redis_cli(port: u16, args: &[&str]) -> Output {
+/// replies on stdout without the `(error)` prefix when stdout is not a terminal). Options such
+/// as `--tls` may lead `args`.
+pub fn redis_cli(port: u16, args: &[&str]) -> Output {
     let mut cmd = Command::new("redis-cli");
     cmd.arg("-h")
         .arg("127.0.0.1")
@@ -126,6 +129,8 @@ pub(crate) fn kill_and_reap(child: &mut Child) {
 /// A private `redis-server` on a free port, with no persistence, killed on drop.
 pub struct RedisServer {
     pub port: u16,
+    /// Options [`RedisServer::cli`] passes to redis-cli before the command (TLS settings).
+    cli_args: Vec<String>,
     child: Child,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -160,13 +165,39 @@ impl RedisServer {
     }
 
     fn try_start(port: u16, extra: &[&str]) -> Result<Self, String> {
+        let port_args = ["--port".to_string(), port.to_string()];
+        Self::try_start_args(port, &port_args, extra, Vec::new(), answers_ping)
+    }
+
+    /// A Redis on a free port whose listening options are `port_args(port)` (for instance TLS
+    /// only); it is ready once the port accepts connections. [`RedisServer::cli`] passes
+    /// `cli_args` to redis-cli.
+    pub fn start_custom(port_args: impl Fn(u16) -> Vec<String>, cli_args: Vec<String>) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let ready = |port: u16| accepts(&format!("127.0.0.1:{port}").parse().expect("addr"));
+            match Self::try_start_args(port, &port_args(port), &[], cli_args.clone(), ready) {
+                Ok(server) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-server did not start after 3 attempts: {last_error}");
+    }
+
+    fn try_start_args(
+        port: u16,
+        port_args: &[String],
+        extra: &[&str],
+        cli_args: Vec<String>,
+        ready: impl Fn(u16) -> bool,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for redis-server");
         let log_path = dir.path().join("redis.log");
         let log = File::create(&log_path).expect("create redis log");
         let log_err = log.try_clone().expect("clone redis log handle");
         let mut child = Command::new("redis-server")
-            .arg("--port")
-            .arg(port.to_string())
+            .args(port_args)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -191,12 +222,13 @@ impl RedisServer {
                     read_lossy(&log_path)
                 ));
             }
-            if answers_ping(port) {
+            if ready(port) {
                 // A port stolen by someone else would make our server exit right away.
                 thread::sleep(Duration::from_millis(30));
                 if let Ok(None) = child.try_wait() {
                     return Ok(RedisServer {
                         port,
+                        cli_args,
                         child,
                         log_path,
                         _dir: dir,
@@ -225,7 +257,9 @@ impl RedisServer {
 
     /// `redis-cli -p PORT ARGS...` straight against Redis; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        String::from_utf8_lossy(&redis_cli(self.port, args).stdout).into_owned()
+        let mut all: Vec<&str> = self.cli_args.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&redis_cli(self.port, &all).stdout).into_owned()
     }
 
     /// A redis-rs client talking to Redis directly.

@@ -1,0 +1,199 @@
+//! The sockets sessions and upstream connections read and write: a TCP connection, or one end
+//! of a Unix socket pair whose other end a bridge task serves.
+//!
+//! Sessions share one socket between a request half and a reply half (`Arc<Socket>`) and use
+//! tokio's readiness calls on it directly (`try_io`, `try_read_buf`, `try_write_vectored`,
+//! `readable`, `writable`): that is what keeps a plain TCP client at one system call per read and
+//! per write. A TLS stream cannot be used that way (reading may need to write, and rustls holds
+//! state that two halves would have to share behind a lock), so TLS is terminated in a bridge
+//! task instead ([`bridge`]): the TLS stream on one side, one end of a `UnixStream::pair()` on the
+//! other, and the session gets the other end as [`Socket::Unix`]. Plain TCP pays one `match` per
+//! call for this, nothing else.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connected socket: plain TCP, or the session's end of a [`bridge`].
+#[derive(Debug)]
+pub enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// Waits until the socket may be readable (see `TcpStream::readable`).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.readable().await,
+            Socket::Unix(s) => s.readable().await,
+        }
+    }
+
+    /// Waits until the socket may be writable (see `TcpStream::writable`).
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.writable().await,
+            Socket::Unix(s) => s.writable().await,
+        }
+    }
+
+    /// Reads what is there without waiting; `WouldBlock` when nothing is.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.try_read(buf),
+            Socket::Unix(s) => s.try_read(buf),
+        }
+    }
+
+    /// Reads what is there into the spare capacity of `buf` without waiting.
+    pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.try_read_buf(buf),
+            Socket::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    /// Writes as much of `bufs` as the socket takes without waiting.
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.try_write_vectored(bufs),
+            Socket::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+
+    /// Runs `f` as an I/O operation of the given interest; a `WouldBlock` from `f` clears the
+    /// socket's readiness (see `TcpStream::try_io`).
+    pub fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Socket::Tcp(s) => s.try_io(interest, f),
+            Socket::Unix(s) => s.try_io(interest, f),
+        }
+    }
+
+    /// Turns Nagle's algorithm off on TCP; a Unix socket has nothing to turn off (the bridge
+    /// sets it on the TCP connection it serves).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_nodelay(nodelay),
+            Socket::Unix(_) => Ok(()),
+        }
+    }
+}
+
+/// Used where a whole exchange is awaited at once (the upstream AUTH handshake, refusing a
+/// client over the cap); the session paths use the readiness calls above.
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Bytes one bridge direction reads at a time: one TLS record's worth (at most 16 KiB of data).
+/// Both directions keep their buffer for the life of the connection, so this is also most of
+/// what an idle TLS connection costs on top of a plain one.
+const BRIDGE_CHUNK: usize = 16 * 1024;
+
+/// Serves `stream` (a TLS stream) through a Unix socket pair and returns the session's end.
+///
+/// The bridge task copies both ways until the session's side is done:
+/// - the remote peer closes (end of stream): the session's end reads end of stream too, and the
+///   bridge keeps delivering what the session still writes (its replies) until it closes;
+/// - the session closes its end: the bridge sends TLS `close_notify`, closes the connection and
+///   ends, whatever the remote peer does;
+/// - an error either way (a reset, a broken TLS record): the bridge ends at once, and the
+///   session sees end of stream or an error on its end.
+pub fn bridge<S>(stream: S, what: &'static str, peer: String) -> io::Result<Socket>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (local, remote) = UnixStream::pair()?;
+    tokio::spawn(async move {
+        let (mut remote_read, mut remote_write) = tokio::io::split(stream);
+        let (mut local_read, mut local_write) = local.into_split();
+        let inbound = async {
+            let result = pump(&mut remote_read, &mut local_write).await;
+            // End of stream from the peer: pass it on as a half-close, so that the session
+            // still delivers the replies it owes.
+            let _ = local_write.shutdown().await;
+            result
+        };
+        let outbound = async {
+            let result = pump(&mut local_read, &mut remote_write).await;
+            let _ = remote_write.shutdown().await;
+            result
+        };
+        tokio::pin!(inbound, outbound);
+        let outcome = tokio::select! {
+            result = &mut inbound => match result {
+                Ok(()) => outbound.await,
+                Err(e) => Err(e),
+            },
+            result = &mut outbound => result,
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(%peer, error = %e, "{what} TLS connection ended with an error");
+        }
+    });
+    Ok(Socket::Unix(remote))
+}
+
+/// Copies `from` to `to` until end of stream, flushing after every read (a TLS writer holds
+/// records back until it is flushed, and a reply must not wait for the next one).
+async fn pump<R, W>(from: &mut R, to: &mut W) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(BRIDGE_CHUNK);
+    loop {
+        buf.clear();
+        if from.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf).await?;
+        to.flush().await?;
+    }
+}

@@ -1,0 +1,372 @@
+//! TLS: clients to keyward (`[server.tls]`, with and without required client certificates) and
+//! keyward to a TLS-only Redis (`[upstream.tls]`), against a real `redis-server --tls-port`, the
+//! real binary, `redis-cli --tls` and a rustls client. Certificates are generated at run time.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::tls::{TlsClient, TlsFiles};
+use support::{Keyward, RawConn, RedisServer, Reply, redis_cli, resp_str};
+
+/// `[server.tls]` with the certificates of `files`, requiring client certificates when asked.
+fn server_tls(files: &TlsFiles, require_client_cert: bool) -> String {
+    let mut toml = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        files.server_cert(),
+        files.server_key()
+    );
+    if require_client_cert {
+        toml.push_str(&format!("client_ca_file = \"{}\"\n", files.ca()));
+    }
+    toml
+}
+
+/// `[upstream.tls]` trusting the CA of `files`, with keyward's client certificate (Redis asks for
+/// one by default), and `share_connections` as given.
+fn upstream_tls(files: &TlsFiles, share_connections: bool) -> String {
+    format!(
+        "[upstream]\nshare_connections = {share_connections}\n\
+         [upstream.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        files.ca(),
+        files.client_cert(),
+        files.client_key()
+    )
+}
+
+/// `redis-cli --tls ...` against keyward; returns (success, stdout + stderr).
+fn tls_cli(
+    keyward: &Keyward,
+    files: &TlsFiles,
+    client_cert: bool,
+    args: &[&str],
+) -> (bool, String) {
+    let tls = files.cli_args(client_cert);
+    let mut all: Vec<&str> = tls.iter().map(String::as_str).collect();
+    all.extend_from_slice(args);
+    let out = redis_cli(keyward.port, &all);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A pipeline of 500 SET / GET pairs (1000 commands) and the replies it must get.
+fn pipeline() -> (Vec<u8>, Vec<Reply>) {
+    let mut bytes = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..500 {
+        let key = format!("pipe:{i}");
+        let value = format!("value-{i}-{}", "x".repeat(i % 50));
+        bytes.extend(resp_str(&["SET", &key, &value]));
+        bytes.extend(resp_str(&["GET", &key]));
+        expected.push(Reply::ok());
+        expected.push(Reply::bulk(value));
+    }
+    (bytes, expected)
+}
+
+#[test]
+fn clients_speak_tls_to_keyward() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let keyward = Keyward::start_with(&redis.addr(), &server_tls(&files, false));
+
+    let (ok, out) = tls_cli(&keyward, &files, false, &["SET", "user:1", "a"]);
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (_, out) = tls_cli(&keyward, &files, false, &["GET", "user:1"]);
+    assert_eq!(out.trim(), "a");
+    let (_, out) = tls_cli(&keyward, &files, false, &["DEL", "user:*"]);
+    assert!(
+        out.contains("keyward guard: DEL refused, key 'user:*' contains the wildcard character"),
+        "{out}"
+    );
+    assert!(redis.exists(b"user:1"), "a refused DEL deleted nothing");
+    let (_, out) = tls_cli(&keyward, &files, false, &["DEL", "user:1"]);
+    assert_eq!(out.trim(), "1");
+    assert!(!redis.exists(b"user:1"));
+
+    // A pipeline over TLS, then a half-close: every reply still arrives, then keyward closes.
+    let (requests, expected) = pipeline();
+    let mut client = TlsClient::connect(&keyward.addr(), &files, false).expect("TLS connect");
+    client.send(&requests).expect("send pipeline");
+    client.half_close().expect("half-close");
+    assert_eq!(client.read_replies(expected.len()), expected);
+    client
+        .read_close()
+        .expect("keyward closes after the last reply");
+    assert_eq!(
+        redis.cli(&["GET", "pipe:499"]).trim(),
+        format!("value-499-{}", "x".repeat(49))
+    );
+}
+
+#[test]
+fn client_authentication_works_over_tls() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let extra = format!(
+        "[server]\npassword = \"tls-s3cret\"\n{}",
+        server_tls(&files, false)
+    );
+    let keyward = Keyward::start_with(&redis.addr(), &extra);
+
+    let (_, out) = tls_cli(&keyward, &files, false, &["SET", "k", "v"]);
+    assert!(out.contains("NOAUTH"), "{out}");
+    let (ok, out) = tls_cli(
+        &keyward,
+        &files,
+        false,
+        &["--no-auth-warning", "-a", "tls-s3cret", "SET", "k", "v"],
+    );
+    assert!(ok && out.trim() == "OK", "{out}");
+    assert_eq!(redis.cli(&["GET", "k"]).trim(), "v");
+}
+
+/// Clients Redis counts (keyward's upstream connections plus the one asking).
+fn connected_clients(redis: &RedisServer) -> usize {
+    let info = redis.cli(&["INFO", "clients"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connected_clients in {info}"))
+}
+
+#[test]
+fn a_tls_client_that_leaves_closes_its_upstream_connection() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let extra = format!(
+        "{}[upstream]\nshare_connections = false\n",
+        server_tls(&files, false)
+    );
+    let keyward = Keyward::start_with(&redis.addr(), &extra);
+    let before = connected_clients(&redis);
+
+    let mut client = TlsClient::connect(&keyward.addr(), &files, false).expect("TLS connect");
+    client.send(&resp_str(&["PING"])).expect("send");
+    assert_eq!(client.read_replies(1), [Reply::simple("PONG")]);
+    assert_eq!(connected_clients(&redis), before + 1);
+    // Gone without close_notify, as a killed process would go.
+    drop(client);
+    assert!(
+        support::wait_until(Duration::from_secs(5), || connected_clients(&redis)
+            == before),
+        "keyward kept the upstream connection of a TLS client that left"
+    );
+}
+
+#[test]
+fn a_plain_client_on_the_tls_listener_is_dropped_and_others_carry_on() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let mut keyward = Keyward::start_with(&redis.addr(), &server_tls(&files, false));
+
+    // One connection that never says anything holds its slot until the handshake timeout; it
+    // must not hold anybody else up.
+    let _silent = RawConn::connect(&keyward.addr());
+
+    let mut plain = RawConn::connect(&keyward.addr());
+    plain.send(&resp_str(&["PING"]));
+    let (bytes, closed) = plain.read_to_close(Duration::from_secs(5));
+    assert!(
+        closed,
+        "keyward keeps a plain-text client on its TLS port open"
+    );
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("PONG"),
+        "a plain-text client got an answer: {bytes:?}"
+    );
+
+    let (ok, out) = tls_cli(&keyward, &files, false, &["PING"]);
+    assert!(ok && out.trim() == "PONG", "{out}");
+    keyward.assert_running();
+    assert!(
+        keyward
+            .wait_log_line(Duration::from_secs(5), |l| l
+                .contains("TLS handshake with a client failed"))
+            .is_some(),
+        "the failed handshake is not logged:\n{}",
+        keyward.log()
+    );
+}
+
+#[test]
+fn client_certificates_are_required_when_client_ca_file_is_set() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let mut keyward = Keyward::start_with(&redis.addr(), &server_tls(&files, true));
+
+    let (ok, out) = tls_cli(&keyward, &files, false, &["SET", "k", "without-cert"]);
+    assert!(
+        !ok || !out.contains("OK"),
+        "a client without a certificate got in: {out}"
+    );
+    assert_eq!(redis.cli(&["EXISTS", "k"]).trim(), "0");
+
+    // The same with a raw client: the handshake (or the first read after it, in TLS 1.3) fails.
+    let refused = TlsClient::connect(&keyward.addr(), &files, false).and_then(|mut c| {
+        c.send(&resp_str(&["PING"]))?;
+        c.read_close()
+    });
+    assert!(
+        refused.is_err(),
+        "a client without a certificate was served"
+    );
+
+    let (ok, out) = tls_cli(&keyward, &files, true, &["SET", "k", "with-cert"]);
+    assert!(ok && out.trim() == "OK", "{out}");
+    assert_eq!(redis.cli(&["GET", "k"]).trim(), "with-cert");
+    keyward.assert_running();
+}
+
+/// keyward with a plain listener in front of a TLS-only Redis: a 1000-command pipeline, a guarded
+/// refusal, a REMOVEKEYS, and per-connection state (SELECT) on a connection of the client's own.
+fn upstream_tls_round_trip(share_connections: bool) {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start_tls(&files);
+    let keyward = Keyward::start_with(&redis.addr(), &upstream_tls(&files, share_connections));
+
+    let (requests, expected) = pipeline();
+    let mut client = keyward.raw_conn();
+    client.send(&requests);
+    assert_eq!(
+        client.read_n_replies(expected.len(), Duration::from_secs(10)),
+        expected
+    );
+    assert_eq!(redis.cli(&["GET", "pipe:7"]).trim(), "value-7-xxxxxxx");
+
+    let refused = client.request(&["DEL", "pipe:*"]);
+    assert!(
+        refused
+            .error_text()
+            .is_some_and(|e| e.contains("keyward guard: DEL refused")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        client.request(&["REMOVEKEYS", "pipe:0", "pipe:1", "missing"]),
+        Reply::Int(2)
+    );
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "498");
+
+    // SELECT needs a connection of its own (in shared mode, taken from the warm pool).
+    assert_eq!(client.request(&["SELECT", "3"]), Reply::ok());
+    assert_eq!(client.request(&["SET", "in-db-3", "yes"]), Reply::ok());
+    assert_eq!(redis.cli(&["-n", "3", "GET", "in-db-3"]).trim(), "yes");
+}
+
+#[test]
+fn upstream_tls_with_a_connection_per_client() {
+    upstream_tls_round_trip(false);
+}
+
+#[test]
+fn upstream_tls_with_shared_connections() {
+    upstream_tls_round_trip(true);
+}
+
+#[test]
+fn losing_a_tls_upstream_is_reported_not_hung() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start_tls(&files);
+    let keyward = Keyward::start_with(&redis.addr(), &upstream_tls(&files, false));
+    let mut client = keyward.raw_conn();
+    assert_eq!(client.request(&["PING"]), Reply::simple("PONG"));
+    let addr = redis.addr();
+    drop(redis);
+    let reply = client.request(&["GET", "k"]);
+    let error = reply.error_text().unwrap_or_default().to_string();
+    assert!(
+        error.starts_with("ERR keyward:") && error.contains(&format!("upstream {addr}")),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn upstream_tls_checks_the_server_name() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start_tls(&files);
+    let extra = format!(
+        "{}server_name = \"redis.other.example\"\n",
+        upstream_tls(&files, false)
+    );
+    let keyward = Keyward::start_with(&redis.addr(), &extra);
+    let reply = keyward.raw_conn().request(&["PING"]);
+    let error = reply.error_text().unwrap_or_default().to_string();
+    assert!(
+        error.contains(&format!(
+            "upstream {} unavailable: TLS handshake failed",
+            redis.addr()
+        )) && error.contains("certificate"),
+        "{reply:?}"
+    );
+}
+
+/// `keyward --config FILE` with `text` written to FILE: returns (exit code, stderr, FILE).
+fn start_with_config(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls-test.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = support::run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("--config")
+            .arg(&path)
+            .current_dir(dir.path())
+            .env_remove("KEYWARD_CONFIG")
+            .env_remove("KEYWARD_CLUSTER"),
+        Duration::from_secs(10),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn bad_tls_settings_stop_keyward_with_the_key_named() {
+    let files = TlsFiles::generate();
+    let missing = files.dir().join("no-such-cert.pem");
+    let missing = missing.to_string_lossy();
+
+    let (code, stderr, path) = start_with_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert_file = \"{missing}\"\nkey_file = \"{}\"\n",
+        files.server_key()
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&path)
+            && stderr.contains("server.tls.cert_file: cannot read")
+            && stderr.contains(&*missing),
+        "{stderr}"
+    );
+
+    // A key that is not the certificate's.
+    let (code, stderr, _) = start_with_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        files.server_cert(),
+        files.client_key()
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("server.tls.key_file"), "{stderr}");
+
+    let (code, stderr, _) = start_with_config("[upstream.tls]\nserver_name = \"redis\"\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("upstream.tls.ca_file: is required"),
+        "{stderr}"
+    );
+
+    let (code, stderr, _) = start_with_config(&format!(
+        "[upstream]\nmode = \"cluster\"\n[upstream.tls]\nca_file = \"{}\"\n",
+        files.ca()
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("upstream.tls: is not supported in cluster mode"),
+        "{stderr}"
+    );
+}
