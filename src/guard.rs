@@ -21,6 +21,14 @@ pub struct GuardPolicy {
     delete_command: DeleteCommand,
     /// Uppercased `NAME` or `NAME SUBCOMMAND` entries.
     deny: Vec<DenyEntry>,
+    /// Bit `n` set when a deny entry's command name is `n` bytes long (bit 63: 63 or more): most
+    /// requests (GET, SET...) have a length no entry has and skip the list without comparing.
+    deny_lengths: u64,
+}
+
+/// The bit of [`GuardPolicy::deny_lengths`] for a name of `len` bytes.
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 #[derive(Debug, Clone)]
@@ -88,13 +96,17 @@ impl GuardPolicy {
                     label: entry.to_ascii_uppercase(),
                 }
             })
-            .collect();
+            .collect::<Vec<DenyEntry>>();
+        let deny_lengths = deny
+            .iter()
+            .fold(0, |bits, entry| bits | length_bit(entry.command.len()));
         GuardPolicy {
             max_keys: config.max_keys,
             wildcard,
             wildcard_chars: config.wildcard_chars.clone(),
             delete_command: config.delete_command,
             deny,
+            deny_lengths,
         }
     }
 
@@ -142,6 +154,9 @@ impl GuardPolicy {
     /// FLUSH`, which flushes every library the same way before it restores.
     fn denied(&self, name: &[u8], args: &[Bytes]) -> Option<Refusal> {
         let name = commands::effective_name(name);
+        if self.deny_lengths & length_bit(name.len()) == 0 {
+            return None;
+        }
         let first_arg = args.get(1).map(|a| commands::effective_name(a));
         let restore_flush = name.eq_ignore_ascii_case(b"function")
             && first_arg.is_some_and(|a| a.eq_ignore_ascii_case(b"restore"))
