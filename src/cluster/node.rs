@@ -386,6 +386,7 @@ async fn read_loop(mut reader: OwnedReadHalf, inner: &Inner) -> Option<String> {
             }
         }
         drop(state);
+        crate::session::release_grown_buffer(&mut buf, 16 * 1024);
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }

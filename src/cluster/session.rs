@@ -216,6 +216,7 @@ pub async fn run(
                 }
                 // One write per connection for everything this read asked of it.
                 session.flush();
+                crate::session::release_grown_buffer(&mut buf, READ_CHUNK);
             }
             _ = shutdown.changed(), if reading => { reading = false; }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
