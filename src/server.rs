@@ -29,6 +29,7 @@ const LISTEN_BACKLOG: u32 = 511;
 
 /// Runs the proxy until SIGINT or SIGTERM (a second signal cuts the wait for sessions short).
 pub async fn run(config: Config) -> std::io::Result<()> {
+    raise_open_files_limit(&config);
     let listener = listen(&config.server.listen).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -61,6 +62,60 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         }
     });
     serve(listener, config, signals_rx).await
+}
+
+/// File descriptors keyward uses besides its clients' (standard streams, the listener, the
+/// reactor, connections kept warm, topology reads, the spare), with room to spare.
+const FD_OVERHEAD: libc::rlim_t = 64;
+
+/// Raises the soft limit on open files as far as `max_clients` needs, up to the hard limit, as
+/// Redis does for `maxclients`: the usual soft default of 1024 would otherwise stop keyward at a
+/// few hundred clients, whatever `max_clients` says. When even the hard limit falls short, says
+/// so at start-up, with the number to set: clients beyond what fits are refused.
+fn raise_open_files_limit(config: &Config) {
+    // A client takes one descriptor, and in the default standalone mode one more for its own
+    // upstream connection (shared and cluster modes: more only while a client holds a private
+    // connection for a transaction, a blocking command or pub/sub).
+    let per_client: libc::rlim_t = match config.upstream.mode {
+        UpstreamMode::Standalone if !config.upstream.share_connections => 2,
+        _ => 1,
+    };
+    let max_clients = config.server.max_clients as libc::rlim_t;
+    let wanted = max_clients
+        .saturating_mul(per_client)
+        .saturating_add(FD_OVERHEAD);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a correctly sized struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < wanted && limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+            tracing::info!(
+                "open files limit raised from {before} to {}",
+                limit.rlim_cur
+            );
+        }
+    }
+    let have = limit.rlim_cur;
+    if have < wanted {
+        let fit = have.saturating_sub(FD_OVERHEAD) / per_client;
+        tracing::warn!(
+            "the open files limit is {have}: about {fit} clients fit, fewer than max_clients = \
+             {max_clients}; clients beyond that get \"max number of clients reached\"; raise the \
+             hard limit to at least {wanted} (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
+        );
+    }
 }
 
 /// Binds with Redis's backlog rather than the OS default.

@@ -1010,7 +1010,7 @@ fn slowloris_clients_do_not_block_others_shared_connection() {
 // 6. Out of file descriptors
 // ---------------------------------------------------------------------------------------------
 
-/// A keyward started with a tiny RLIMIT_NOFILE (the harness's keyward inherits this process's
+/// A keyward started with its own RLIMIT_NOFILE (the harness's keyward inherits this process's
 /// limit, so this one is spawned here), killed on drop.
 struct CrampedKeyward {
     child: std::process::Child,
@@ -1020,7 +1020,7 @@ struct CrampedKeyward {
 }
 
 impl CrampedKeyward {
-    fn start(upstream: &str, toml_extra: &str, nofile: u64) -> Self {
+    fn start(upstream: &str, toml_extra: &str, soft: u64, hard: u64) -> Self {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -1045,8 +1045,8 @@ impl CrampedKeyward {
         unsafe {
             cmd.pre_exec(move || {
                 let limit = libc::rlimit {
-                    rlim_cur: nofile as libc::rlim_t,
-                    rlim_max: nofile as libc::rlim_t,
+                    rlim_cur: soft as libc::rlim_t,
+                    rlim_max: hard as libc::rlim_t,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -1077,6 +1077,21 @@ impl CrampedKeyward {
     fn log(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
     }
+
+    /// keyward's (soft, hard) limit on open files, from /proc/PID/limits.
+    fn nofile_limit(&self) -> (u64, u64) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
+            .expect("/proc/PID/limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files line");
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    }
 }
 
 impl Drop for CrampedKeyward {
@@ -1090,11 +1105,19 @@ impl Drop for CrampedKeyward {
 /// none is left waiting without an answer, and once they leave new clients are served again.
 #[test]
 fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
-    const NOFILE: u64 = 64;
-    const CLIENTS: usize = 80;
+    const NOFILE: u64 = 128;
+    const CLIENTS: usize = 160;
     for mode in [Mode::PerClient, Mode::Shared] {
         let redis = RedisServer::start();
-        let mut kw = CrampedKeyward::start(&redis.addr(), &mode.toml(""), NOFILE);
+        let mut kw = CrampedKeyward::start(&redis.addr(), &mode.toml(""), NOFILE, NOFILE);
+        // At start-up keyward said how many clients fit.
+        let fit = (NOFILE - 64) / if mode == Mode::PerClient { 2 } else { 1 };
+        let warning = format!("the open files limit is {NOFILE}: about {fit} clients fit");
+        assert!(
+            kw.log().contains(&warning),
+            "no {warning:?} in\n{}",
+            kw.log()
+        );
         let mut clients = Vec::new();
         let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
         for i in 0..CLIENTS {
@@ -1156,4 +1179,35 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
         assert!(!log.contains("panicked"), "keyward panicked; log:\n{log}");
         eprintln!("[{mode:?}] {CLIENTS} clients, RLIMIT_NOFILE {NOFILE}: {outcomes:?}");
     }
+}
+
+/// keyward raises its soft limit on open files as far as `max_clients` needs (up to the hard
+/// limit), and warns, with the number to set, when the hard limit is too low.
+#[test]
+fn keyward_raises_its_open_files_limit_to_what_max_clients_needs() {
+    let redis = RedisServer::start();
+    // Per-client mode, max_clients 10,000 (the default): 2 x 10,000 + 64 wanted, 4096 allowed.
+    let kw = CrampedKeyward::start(&redis.addr(), &Mode::PerClient.toml(""), 256, 4096);
+    assert_eq!(kw.nofile_limit(), (4096, 4096));
+    let log = kw.log();
+    assert!(
+        log.contains("open files limit raised from 256 to 4096")
+            && log.contains("about 2016 clients fit, fewer than max_clients = 10000")
+            && log.contains("at least 20064"),
+        "{log}"
+    );
+    drop(kw);
+    // Shared mode, max_clients 1000: one descriptor per client, 1064 is enough, no warning.
+    let kw = CrampedKeyward::start(
+        &redis.addr(),
+        &format!("[server]\nmax_clients = 1000\n{}", Mode::Shared.toml("")),
+        256,
+        4096,
+    );
+    assert_eq!(kw.nofile_limit(), (1064, 4096));
+    let log = kw.log();
+    assert!(
+        log.contains("open files limit raised from 256 to 1064") && !log.contains("clients fit"),
+        "{log}"
+    );
 }
