@@ -37,6 +37,7 @@ const LISTEN_BACKLOG: u32 = 511;
 
 /// Runs the proxy until SIGINT or SIGTERM (a second signal cuts the wait for sessions short).
 pub async fn run(config: Config) -> std::io::Result<()> {
+    raise_open_files_limit(&config);
     let listener = listen(&config.server.listen).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -81,6 +82,60 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     serve(listener, config, signals_rx).await
 }
 
+/// File descriptors keyward uses besides its clients' (standard streams, the listener, the
+/// reactor, connections kept warm, topology reads, the spare), with room to spare.
+const FD_OVERHEAD: libc::rlim_t = 64;
+
+/// Raises the soft limit on open files as far as `max_clients` needs, up to the hard limit, as
+/// Redis does for `maxclients`: the usual soft default of 1024 would otherwise stop keyward at a
+/// few hundred clients, whatever `max_clients` says. When even the hard limit falls short, says
+/// so at start-up, with the number to set: clients beyond what fits are refused.
+fn raise_open_files_limit(config: &Config) {
+    // A client takes one descriptor, and in the default standalone mode one more for its own
+    // upstream connection (shared and cluster modes: more only while a client holds a private
+    // connection for a transaction, a blocking command or pub/sub).
+    let per_client: libc::rlim_t = match config.upstream.mode {
+        UpstreamMode::Standalone if !config.upstream.share_connections => 2,
+        _ => 1,
+    };
+    let max_clients = config.server.max_clients as libc::rlim_t;
+    let wanted = max_clients
+        .saturating_mul(per_client)
+        .saturating_add(FD_OVERHEAD);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a correctly sized struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < wanted && limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+            tracing::info!(
+                "open files limit raised from {before} to {}",
+                limit.rlim_cur
+            );
+        }
+    }
+    let have = limit.rlim_cur;
+    if have < wanted {
+        let fit = have.saturating_sub(FD_OVERHEAD) / per_client;
+        tracing::warn!(
+            "the open files limit is {have}: about {fit} clients fit, fewer than max_clients = \
+             {max_clients}; clients beyond that get \"max number of clients reached\"; raise the \
+             hard limit to at least {wanted} (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
+        );
+    }
+}
+
 /// Binds with Redis's backlog rather than the OS default.
 async fn listen(addr: &str) -> std::io::Result<TcpListener> {
     let mut last = None;
@@ -121,6 +176,7 @@ pub async fn serve(
     let max_clients = config.server.max_clients;
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut spare = SpareDescriptor::open();
 
     loop {
         let accepted = tokio::select! {
@@ -129,13 +185,28 @@ pub async fn serve(
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
+            Err(e) if is_out_of_descriptors(&e) && spare.release() => {
+                // The descriptor just freed lets the next accept take the waiting client.
+                continue;
+            }
             Err(e) => {
-                // Out of file descriptors and the like: keep serving the clients we have.
+                // Some other failure (or out of descriptors with no spare left to give back):
+                // keep serving the clients we have.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
+        if !spare.reopen() {
+            // Out of file descriptors: this client was accepted with the spare descriptor only
+            // to be told so (left in the backlog, it would wait for ever).
+            tracing::warn!(
+                client = %peer,
+                "out of file descriptors, client refused; raise the open files limit (ulimit -n)"
+            );
+            refuse_now(stream);
+            continue;
+        }
         if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
             clients.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(client = %peer, max_clients, "max number of clients reached");
@@ -310,10 +381,63 @@ impl Backend {
     }
 }
 
+/// A descriptor held in reserve (on /dev/null) for the moment keyward runs out of them.
+///
+/// When the process has no file descriptor left, `accept` fails with EMFILE (or ENFILE for the
+/// whole system) and the client stays in the listen backlog: connected as far as it can tell,
+/// and never answered. Giving the spare back lets keyward accept that client and refuse it with
+/// an error, as Redis does once it reaches the number of clients its descriptors allow.
+struct SpareDescriptor(Option<std::fs::File>);
+
+impl SpareDescriptor {
+    fn open() -> Self {
+        SpareDescriptor(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Closes the spare; false when there was none to close.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Makes sure the spare is held again; false when no descriptor is free for it.
+    fn reopen(&mut self) -> bool {
+        if self.0.is_none() {
+            *self = SpareDescriptor::open();
+        }
+        self.0.is_some()
+    }
+}
+
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Refuses a client at once, without a task: its descriptor is needed back before the next
+/// accept. The reply is one small write into an empty socket buffer, so it does not block; what
+/// the client already sent is read away first, so that closing sends a FIN, not a reset that
+/// could discard the reply before the client reads it.
+fn refuse_now(stream: TcpStream) {
+    use std::io::{Read, Write};
+    // A plain non-blocking socket: its reads and writes are system calls made now, whatever
+    // the reactor has yet to learn about the new socket's readiness.
+    let Ok(mut stream) = stream.into_std() else {
+        return;
+    };
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let _ = stream.write(MAX_CLIENTS_REACHED);
+}
+
+/// What Redis answers a client over `maxclients`.
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
 /// Answers a client over the connection cap the way Redis does, then closes.
 async fn refuse(mut stream: Socket) {
-    let _ = stream
-        .write_all(b"-ERR max number of clients reached\r\n")
-        .await;
+    let _ = stream.write_all(MAX_CLIENTS_REACHED).await;
     let _ = stream.shutdown().await;
 }

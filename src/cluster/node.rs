@@ -390,6 +390,7 @@ async fn read_loop(inner: &Inner) -> Option<String> {
             }
         }
         drop(state);
+        crate::session::release_grown_buffer(&mut buf, 16 * 1024);
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }

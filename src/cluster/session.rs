@@ -313,6 +313,7 @@ impl ClusterSession {
             }
         }
         self.flush();
+        crate::session::release_grown_buffer(buf, READ_CHUNK);
         paused
     }
 

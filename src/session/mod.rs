@@ -244,6 +244,28 @@ pub(crate) fn read_some(stream: &Socket, buf: &mut BytesMut) -> std::io::Result<
     }
 }
 
+/// A read buffer whose capacity grew past this (a big request or reply) is shrunk again once
+/// little of it is in use; see [`release_grown_buffer`].
+pub(crate) const KEEP_BUFFER: usize = 256 * 1024;
+
+/// Gives back the memory of a read buffer that a big request or reply made grow, once that
+/// request or reply has been split off and only a little (the start of the next one, usually
+/// nothing) is left in it.
+///
+/// The part split off is freed when its user drops it, but what remains of the buffer still
+/// points into the same allocation, keeps it alive, and later reuses it: without this, one
+/// 100 MB reply on a long-lived connection (a shared upstream connection lives as long as
+/// keyward) pins about 128 MB for good. The leftover bytes are copied as they are, so a framer's
+/// or scanner's position in the buffer stays valid. A buffer still filling with a big frame
+/// holds more than a quarter of `KEEP_BUFFER` and is left alone.
+pub(crate) fn release_grown_buffer(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() > KEEP_BUFFER && buf.len() <= KEEP_BUFFER / 4 {
+        let mut fresh = BytesMut::with_capacity(chunk.max(buf.len() * 2));
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
+
 /// Writes every chunk to `stream`, in order, waiting for the socket when it is full.
 pub(crate) async fn write_all_chunks(
     stream: &Socket,
@@ -306,5 +328,45 @@ impl Shared {
 
     fn upstream_failed(&self, generation: u64) -> bool {
         self.failed_generation.load(Ordering::Acquire) == generation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_grown_by_a_big_frame_is_released_once_the_frame_is_split_off() {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        buf.extend_from_slice(&vec![b'x'; 4 * 1024 * 1024]);
+        buf.extend_from_slice(b"+PA");
+        let frame = buf.split_to(4 * 1024 * 1024).freeze();
+        assert!(
+            buf.capacity() > KEEP_BUFFER,
+            "the remainder still holds the allocation"
+        );
+        release_grown_buffer(&mut buf, 16 * 1024);
+        assert_eq!(&buf[..], b"+PA", "the leftover bytes are kept as they are");
+        assert_eq!(buf.capacity(), 16 * 1024);
+        assert_eq!(frame.len(), 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_buffer_filling_with_a_big_frame_is_left_alone() {
+        let mut buf = BytesMut::with_capacity(1024 * 1024);
+        buf.extend_from_slice(&vec![b'x'; KEEP_BUFFER / 4 + 1]);
+        let capacity = buf.capacity();
+        release_grown_buffer(&mut buf, 16 * 1024);
+        assert_eq!(buf.capacity(), capacity);
+        assert_eq!(buf.len(), KEEP_BUFFER / 4 + 1);
+
+        let mut small = BytesMut::with_capacity(KEEP_BUFFER);
+        small.extend_from_slice(b"abc");
+        release_grown_buffer(&mut small, 16 * 1024);
+        assert_eq!(
+            small.capacity(),
+            KEEP_BUFFER,
+            "not grown past KEEP_BUFFER: kept"
+        );
     }
 }
