@@ -24,7 +24,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::commands::CommandSpec;
+use crate::commands::{self, CommandSpec};
+use crate::guard::printable_key;
 use crate::protocol::request::Request;
 use crate::protocol::write;
 
@@ -35,6 +36,11 @@ const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already 
      and select the RESP protocol version at the same time";
 const AUTH_WITHOUT_DEFAULT: &str = "ERR AUTH <password> called without any password configured \
      for the default user. Are you sure your configuration is correct?";
+
+/// Requests a client that has not logged in may have waiting for replies (all answered by
+/// keyward itself): with Redis's caps of 10 arguments of 16 KiB, an anonymous socket that never
+/// reads cannot make keyward hold more than a few hundred KiB for it.
+pub const UNAUTHENTICATED_MAX_PENDING: usize = 16;
 
 /// The user that `AUTH <password>` (one argument) logs in as, as in Redis.
 pub const DEFAULT_USER: &str = "default";
@@ -120,28 +126,30 @@ impl ClientAuth {
         self.users.iter().any(|u| u.name == DEFAULT_USER)
     }
 
-    /// Checks a login attempt from `peer`, waiting for its turn first when that address has
-    /// failed too often.
+    /// Checks a login attempt from `peer`. A right password is answered at once, whatever
+    /// happened before (a flood of wrong ones from the same address must not lock the rightful
+    /// user out); a wrong one is answered only after the throttle's wait, during which the
+    /// session reads nothing more from its client.
     async fn attempt(&self, peer: IpAddr, name: &[u8], password: &[u8]) -> Option<Login> {
-        self.throttle.wait_turn(peer).await;
-        match self.verify(name, password) {
-            Some(user) => {
-                self.throttle.succeeded(peer);
-                Some(Login::User {
-                    bypass_deny_commands: user.bypass_deny_commands,
-                })
-            }
-            None => {
-                let failures = self.throttle.failed(peer);
-                tracing::warn!(
-                    client = %peer,
-                    user = %String::from_utf8_lossy(name),
-                    failures,
-                    "authentication failed"
-                );
-                None
-            }
+        let key = self.throttle.key(peer, name);
+        if let Some(user) = self.verify(name, password) {
+            self.throttle.succeeded(&key);
+            return Some(Login::User {
+                bypass_deny_commands: user.bypass_deny_commands,
+            });
         }
+        let (failures, wait) = self.throttle.failed(key);
+        tracing::warn!(
+            client = %peer,
+            user = %printable_key(name),
+            failures,
+            wait_ms = wait.as_millis() as u64,
+            "authentication failed"
+        );
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        None
     }
 }
 
@@ -234,7 +242,15 @@ pub async fn gate(
             }
         }
         "hello" => hello(auth, login, peer, request).await,
-        "ping" | "quit" => Gate::Pass(request),
+        "quit" => Gate::Pass(request),
+        // Before the login keyward answers these itself: nothing an anonymous client sends
+        // reaches Redis, and nothing it sends moves it to a connection of its own.
+        "ping" if !login.is_authenticated() => Gate::Answer(match request.args.len() {
+            1 => write::simple("PONG"),
+            2 => write::bulk(&request.args[1]),
+            _ => write::error("ERR wrong number of arguments for 'ping' command"),
+        }),
+        "reset" if !login.is_authenticated() => Gate::Answer(write::simple("RESET")),
         "reset" => {
             // Redis logs a RESET connection back in as the default user, which with a password
             // set means logged out.
@@ -246,9 +262,12 @@ pub async fn gate(
     }
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: the credentials are checked here and the
-/// rest goes to Redis. Checks made before Redis would look at the credentials (the protocol
-/// version) are made here too, so that a request Redis would refuse does not log in.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: the credentials are checked here and only
+/// the protocol version and `SETNAME` go to Redis, in a HELLO rebuilt from them: nothing else the
+/// client wrote can reach Redis, so no option spelling that Redis reads as AUTH and keyward does
+/// not (an option cut at a NUL byte, as Redis's `strcasecmp` cuts it) can switch the upstream
+/// user. Options are parsed as Redis parses them, and a syntax error is answered before any
+/// credential is checked; the login changes only if every AUTH pair in the request is right.
 async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Request) -> Gate {
     let args = &request.args;
     if let Some(version) = args.get(1) {
@@ -265,28 +284,41 @@ async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Requ
             Some(_) => return Gate::Answer(write::error("NOPROTO unsupported protocol version")),
         }
     }
-    let mut kept: Vec<Bytes> = Vec::with_capacity(args.len());
-    kept.extend(args.iter().take(2).cloned());
+    let mut credentials: Vec<(&Bytes, &Bytes)> = Vec::new();
+    let mut setname: Option<&Bytes> = None;
     let mut i = 2;
-    let mut rewritten = false;
     while i < args.len() {
-        if args[i].eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
-            match auth.attempt(peer, &args[i + 1], &args[i + 2]).await {
-                Some(new) => *login = new,
-                None => return Gate::Answer(write::error(WRONGPASS)),
-            }
-            rewritten = true;
+        let option = commands::effective_name(&args[i]);
+        let more = args.len() - 1 - i;
+        if option.eq_ignore_ascii_case(b"auth") && more >= 2 {
+            credentials.push((&args[i + 1], &args[i + 2]));
             i += 3;
+        } else if option.eq_ignore_ascii_case(b"setname") && more >= 1 {
+            setname = Some(&args[i + 1]);
+            i += 2;
         } else {
-            kept.push(args[i].clone());
-            i += 1;
+            return Gate::Answer(write::error(&format!(
+                "ERR Syntax error in HELLO option '{}'",
+                printable_key(option)
+            )));
         }
     }
-    if !login.is_authenticated() {
+    let mut new_login = *login;
+    for (user, password) in credentials {
+        match auth.attempt(peer, user, password).await {
+            Some(logged_in) => new_login = logged_in,
+            None => return Gate::Answer(write::error(WRONGPASS)),
+        }
+    }
+    if !new_login.is_authenticated() {
         return Gate::Answer(write::error(HELLO_NOAUTH));
     }
-    if !rewritten {
-        return Gate::Pass(request);
+    *login = new_login;
+    let mut kept: Vec<Bytes> = vec![Bytes::from_static(b"HELLO")];
+    kept.extend(args.get(1).cloned());
+    if let Some(name) = setname {
+        kept.push(Bytes::from_static(b"SETNAME"));
+        kept.push(name.clone());
     }
     let refs: Vec<&[u8]> = kept[1..].iter().map(|a| &a[..]).collect();
     let raw = write::command(&kept[0], &refs);
@@ -297,59 +329,61 @@ async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Requ
     })
 }
 
-/// Free failed attempts per address before the throttle starts.
+/// Free failed attempts per address and user name before the throttle starts.
 const FREE_FAILURES: u32 = 5;
 /// The wait added by the first throttled failure; it doubles with every further one.
 const FIRST_DELAY: Duration = Duration::from_millis(100);
-/// The longest wait added by one failure.
+/// The longest wait of one failed attempt, however many failed before it.
 const MAX_DELAY: Duration = Duration::from_secs(10);
-/// An address with no failure for this long starts afresh.
+/// A key with no failure for this long starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Addresses tracked at most; beyond it, the oldest are forgotten first.
+/// Keys tracked at most; when full, expired keys are dropped, and if none has expired the table
+/// starts afresh (amortised: once per this many new keys, never a scan per failure).
 const MAX_TRACKED: usize = 65_536;
 
-/// Failed logins per client address, and when that address may try next.
+/// Failed logins per client address and user name, and when the next wrong answer to that
+/// pair may be given.
+///
+/// Keyed by the name too, so that a client who knows one user's password cannot reset the count
+/// of guesses at another's by logging in between them. Only wrong answers wait: a right password
+/// is never delayed, so a burst of wrong ones (a stale service after a password rotation, an
+/// attacker sharing a NAT or a sidecar's address) cannot lock the rightful users out.
 #[derive(Debug, Default)]
 struct Throttle {
-    by_address: Mutex<HashMap<IpAddr, Failures>>,
+    by_key: Mutex<HashMap<ThrottleKey, Failures>>,
+    /// Hashes user names (which a client chooses, up to 16 KiB before login) into the key.
+    names: std::hash::RandomState,
 }
+
+type ThrottleKey = (IpAddr, u64);
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
     last: Instant,
-    /// No attempt from this address is checked before this time.
+    /// The next wrong answer for this key is not given before this time.
     next_turn: Instant,
 }
 
 impl Throttle {
-    /// Waits until `peer` may try again. Attempts from one address queue up behind each other:
-    /// each failure pushes the next turn further away.
-    async fn wait_turn(&self, peer: IpAddr) {
-        let next_turn = {
-            let map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-            map.get(&peer).map(|f| f.next_turn)
-        };
-        if let Some(at) = next_turn
-            && at > Instant::now()
-        {
-            tokio::time::sleep_until(at).await;
-        }
+    fn key(&self, peer: IpAddr, name: &[u8]) -> ThrottleKey {
+        use std::hash::BuildHasher;
+        (peer, self.names.hash_one(name))
     }
 
-    /// Records a failure; returns how many in a row this address has had.
-    fn failed(&self, peer: IpAddr) -> u32 {
+    /// Records a failure; returns how many in a row the key has had and how long to wait before
+    /// answering it. Concurrent failures queue up behind each other, but no wait exceeds
+    /// [`MAX_DELAY`].
+    fn failed(&self, key: ThrottleKey) -> (u32, Duration) {
         let now = Instant::now();
-        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&peer) {
+        let mut map = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
             map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
-            if map.len() >= MAX_TRACKED
-                && let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a)
-            {
-                map.remove(&oldest);
+            if map.len() >= MAX_TRACKED {
+                map.clear();
             }
         }
-        let entry = map.entry(peer).or_insert(Failures {
+        let entry = map.entry(key).or_insert(Failures {
             count: 0,
             last: now,
             next_turn: now,
@@ -359,13 +393,16 @@ impl Throttle {
         }
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
-        entry.next_turn = entry.next_turn.max(now) + delay_after(entry.count);
-        entry.count
+        let delay = delay_after(entry.count);
+        if !delay.is_zero() {
+            entry.next_turn = (entry.next_turn.max(now) + delay).min(now + MAX_DELAY);
+        }
+        (entry.count, entry.next_turn.saturating_duration_since(now))
     }
 
-    fn succeeded(&self, peer: IpAddr) {
-        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&peer);
+    fn succeeded(&self, key: &ThrottleKey) {
+        let mut map = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
     }
 }
 
@@ -440,7 +477,10 @@ mod tests {
             run(&auth, &mut login, &["GET", "k"]).await.unwrap_err(),
             "-NOAUTH Authentication required."
         );
-        assert!(run(&auth, &mut login, &["PING"]).await.is_ok());
+        assert_eq!(
+            run(&auth, &mut login, &["PING"]).await.unwrap_err(),
+            "+PONG"
+        );
         assert_eq!(
             run(&auth, &mut login, &["AUTH", "wrong"])
                 .await
@@ -483,7 +523,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             &passed.raw[..],
-            b"*4\r\n$5\r\nhello\r\n$1\r\n3\r\n$7\r\nSETNAME\r\n$1\r\nn\r\n"
+            b"*4\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$7\r\nSETNAME\r\n$1\r\nn\r\n"
         );
         assert!(login.bypasses_deny_commands());
         assert_eq!(
@@ -532,22 +572,105 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failures_from_one_address_queue_up() {
-        let throttle = Throttle::default();
+    async fn failures_wait_capped_per_name_and_a_right_password_never_waits() {
+        let auth = auth();
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..FREE_FAILURES + 2 {
-            throttle.failed(peer);
+        let start = Instant::now();
+        for _ in 0..FREE_FAILURES - 1 {
+            assert!(auth.attempt(peer, b"ops", b"guess").await.is_none());
         }
-        let start = Instant::now();
-        throttle.wait_turn(other).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
-        throttle.wait_turn(peer).await;
-        // 100 + 200 + 400 ms queued by the three throttled failures.
+        // The 5th, 6th and 7th failures wait 100, 200 and 400 ms.
+        for _ in 0..3 {
+            assert!(auth.attempt(peer, b"ops", b"guess").await.is_none());
+        }
         assert_eq!(start.elapsed(), Duration::from_millis(700));
-        throttle.succeeded(peer);
+        // Many failures at once queue up, but no single one waits more than MAX_DELAY.
+        let key = auth.throttle.key(peer, b"ops");
+        for _ in 0..50 {
+            let (_, wait) = auth.throttle.failed(key);
+            assert!(wait <= MAX_DELAY, "{wait:?}");
+        }
+        // The right password is answered at once, and so are other names and addresses.
         let start = Instant::now();
-        throttle.wait_turn(peer).await;
+        assert!(auth.attempt(peer, b"ops", b"opspass").await.is_some());
+        assert!(auth.attempt(other, b"ops", b"guess").await.is_none());
+        assert!(auth.attempt(peer, b"default", b"nope").await.is_none());
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn logging_in_as_one_user_does_not_reset_the_count_for_another() {
+        let auth = auth();
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..FREE_FAILURES + 1 {
+            auth.attempt(peer, b"ops", b"guess").await;
+        }
+        assert!(auth.attempt(peer, b"default", b"secret").await.is_some());
+        let start = Instant::now();
+        assert!(auth.attempt(peer, b"ops", b"guess").await.is_none());
+        assert!(start.elapsed() >= FIRST_DELAY * 4, "{:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn hello_options_are_parsed_as_redis_parses_them() {
+        let auth = auth();
+        let mut login = Login::new(Some(&auth));
+        // An option Redis reads as AUTH (cut at the NUL byte) is AUTH for keyward too, and is
+        // never forwarded.
+        assert_eq!(
+            run(
+                &auth,
+                &mut login,
+                &["HELLO", "2", "AUTH\0x", "default", "wrong"]
+            )
+            .await
+            .unwrap_err(),
+            "-WRONGPASS invalid username-password pair or user is disabled."
+        );
+        let passed = run(
+            &auth,
+            &mut login,
+            &["HELLO", "2", "aUtH\0x", "default", "secret"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(&passed.raw[..], b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
+        // A syntax error is answered before any credential is checked.
+        let mut fresh = Login::new(Some(&auth));
+        assert_eq!(
+            run(
+                &auth,
+                &mut fresh,
+                &["HELLO", "3", "AUTH", "default", "secret", "BOGUS"]
+            )
+            .await
+            .unwrap_err(),
+            "-ERR Syntax error in HELLO option 'BOGUS'"
+        );
+        assert_eq!(fresh, Login::Required);
+        // Every AUTH pair must be right.
+        assert!(
+            run(
+                &auth,
+                &mut fresh,
+                &[
+                    "HELLO", "3", "AUTH", "default", "secret", "AUTH", "ops", "bad"
+                ]
+            )
+            .await
+            .is_err()
+        );
+        assert_eq!(fresh, Login::Required);
+        // Before the login, PING and RESET are answered without Redis.
+        assert_eq!(
+            run(&auth, &mut fresh, &["PING", "hi"]).await.unwrap_err(),
+            "$2\r\nhi"
+        );
+        assert_eq!(
+            run(&auth, &mut fresh, &["RESET"]).await.unwrap_err(),
+            "+RESET"
+        );
     }
 }

@@ -920,7 +920,8 @@ fn tls_from_file(file: &FileConfig, origins: &mut Origins) -> Result<TlsConfig, 
         let ca_file = t.ca_file.clone().ok_or_else(|| {
             required(
                 UPSTREAM_TLS_CA_FILE,
-                "the PEM file with the certificate authorities that may sign the Redis                  server's certificate (keyward trusts no others)",
+                "the PEM file with the certificate authorities that may sign the Redis \
+                 server's certificate (keyward trusts no others)",
             )
         })?;
         let mut upstream = UpstreamTlsConfig {

@@ -206,19 +206,24 @@ fn repeated_wrong_passwords_from_one_address_are_slowed_down() {
         slowed >= Duration::from_millis(700) && slowed < Duration::from_secs(5),
         "{slowed:?}"
     );
-    // A second connection from the same address waits its turn too; the right password still
-    // logs in, and other clients already logged in are not slowed.
+    // A wrong guess from a second connection of the same address waits its turn too; the
+    // right password is answered at once, and logged-in clients are not slowed.
     let mut other = keyward.raw_conn();
     let start = Instant::now();
-    assert_eq!(other.request(&["AUTH", PASSWORD]), Reply::ok());
+    assert!(error(&other.request(&["AUTH", "guess"])).starts_with("WRONGPASS"));
     assert!(
         start.elapsed() >= Duration::from_millis(500),
         "{:?}",
         start.elapsed()
     );
     let start = Instant::now();
+    assert_eq!(other.request(&["AUTH", PASSWORD]), Reply::ok());
     assert_eq!(other.request(&["PING"]), Reply::simple("PONG"));
-    assert!(start.elapsed() < Duration::from_millis(500));
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
     let log = keyward.log();
     assert!(log.contains("authentication failed"), "{log}");
     assert!(
@@ -329,5 +334,144 @@ fn check_config_shows_no_credentials() {
     assert!(
         text.contains("[[server.users]]") && text.contains("name = \"ops\""),
         "{text}"
+    );
+}
+
+/// Found in review: Redis cuts option names at a NUL byte, so `AUTH\0x` inside HELLO was AUTH
+/// to Redis but not to keyward, which forwarded the client's credentials and let Redis switch
+/// keyward's upstream connection to the client's user.
+#[test]
+fn no_hello_spelling_switches_the_upstream_user() {
+    let redis = RedisServer::start_with(&[
+        "--user", "kw", "on", ">kwpw", "~*", "&*", "+@all", "-config",
+    ]);
+    let keyward = Keyward::start_with(
+        &redis.addr(),
+        &format!(
+            "[server]\npassword = \"{PASSWORD}\"\n[upstream]\nusername = \"kw\"\npassword = \"kwpw\""
+        ),
+    );
+    let mut c = keyward.raw_conn();
+    assert_eq!(c.request(&["AUTH", PASSWORD]), Reply::ok());
+    assert!(error(&c.request(&["CONFIG", "GET", "maxmemory"])).starts_with("NOPERM"));
+    for option in [&b"AUTH\0x"[..], b"auth", b"AuTh\0"] {
+        let reply = c.request_bytes(&[b"HELLO", b"2", option, b"default", b"anything"]);
+        assert_eq!(
+            error(&reply),
+            "WRONGPASS invalid username-password pair or user is disabled.",
+            "{option:?}"
+        );
+    }
+    // keyward's own password in the same places logs in to keyward, not to Redis.
+    let hello = c.request_bytes(&[b"HELLO", b"2", b"AUTH\0x", b"default", PASSWORD.as_bytes()]);
+    assert!(matches!(hello, Reply::Array(_)), "{hello:?}");
+    let info = c.request(&["CLIENT", "INFO"]);
+    assert!(
+        matches!(&info, Reply::Bulk(b) if String::from_utf8_lossy(b).contains("user=kw")),
+        "{info:?}"
+    );
+    assert!(error(&c.request(&["CONFIG", "GET", "maxmemory"])).starts_with("NOPERM"));
+}
+
+/// Found in review: a burst of wrong passwords from one address used to push every later
+/// attempt from it, the right password included, minutes into the future.
+#[test]
+fn a_burst_of_wrong_passwords_does_not_lock_out_the_right_one() {
+    let (_redis, keyward) = with_password();
+    let addr = keyward.addr();
+    let guessers: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = RawConn::connect(&addr);
+                c.cmd(&["AUTH", "wrong"]);
+                c
+            })
+        })
+        .collect();
+    let mut guessers: Vec<RawConn> = guessers.into_iter().map(|t| t.join().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let mut c = keyward.raw_conn();
+    assert_eq!(c.request(&["AUTH", PASSWORD]), Reply::ok());
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    // Every wrong guess is answered, none after more than 10 s.
+    for g in &mut guessers {
+        assert!(error(&g.read_reply(Duration::from_secs(12))).starts_with("WRONGPASS"));
+    }
+}
+
+/// Found in review: an anonymous client could make Redis (or keyward) buffer megabytes with
+/// pipelined 16 KiB PINGs it never read, and could move itself to a private connection with
+/// RESET in shared mode.
+#[test]
+fn anonymous_clients_reach_nothing_upstream_and_are_held_to_a_few_replies() {
+    let (redis, keyward) = with_password();
+    let arg = "p".repeat(16 * 1024);
+    let mut c = keyward.raw_conn();
+    let mut pipeline = Vec::new();
+    for _ in 0..200 {
+        pipeline.extend(resp_str(&["PING", &arg]));
+    }
+    let before = redis.cli(&["INFO", "clients"]);
+    let pings = |stats: &str| -> String {
+        stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_ping:"))
+            .and_then(|l| l.split(',').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let pings_before = pings(&redis.cli(&["INFO", "commandstats"]));
+    // Written from a thread: keyward stops reading this client, so the write may block.
+    let mut writer = c.stream.try_clone().unwrap();
+    let _writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = writer.write_all(&pipeline);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert_eq!(pings(&stats), pings_before, "a PING reached Redis");
+    let omem: u64 = redis
+        .cli(&["CLIENT", "LIST"])
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("omem="))
+        .filter_map(|v| v.parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(omem < 64 * 1024, "Redis buffers {omem} bytes");
+    for i in 0..200 {
+        assert_eq!(c.read_reply(IO_TIMEOUT), Reply::bulk(&arg), "reply {i}");
+    }
+    // Fifty anonymous RESETs open no upstream connection.
+    let mut r = keyward.raw_conn();
+    for _ in 0..50 {
+        assert_eq!(r.request(&["RESET"]), Reply::simple("RESET"));
+    }
+    let after = redis.cli(&["INFO", "clients"]);
+    let connected = |info: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    assert!(
+        connected(&after) <= connected(&before) + 2,
+        "{before}\n{after}"
+    );
+    // A forged log line in a user name stays on one line.
+    let mut f = keyward.raw_conn();
+    f.request(&["AUTH", "x\nINFO keyward::audit: forged", "pw"]);
+    assert!(
+        !keyward
+            .log()
+            .lines()
+            .any(|l| l.starts_with("INFO keyward::audit: forged")),
+        "{}",
+        keyward.log()
     );
 }

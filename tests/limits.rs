@@ -20,6 +20,8 @@ fn idle_clients_are_closed_but_subscribers_blocked_and_busy_clients_are_not() {
     subscriber.read_reply(IO_TIMEOUT);
     let mut blocked = keyward.raw_conn();
     blocked.cmd(&["BLPOP", "queue", "0"]);
+    let mut monitor = keyward.raw_conn();
+    assert_eq!(monitor.request(&["MONITOR"]), Reply::ok());
 
     // The busy client sends something every 100 ms for well over the timeout.
     let start = Instant::now();
@@ -53,6 +55,17 @@ fn idle_clients_are_closed_but_subscribers_blocked_and_busy_clients_are_not() {
         Reply::Array(vec![Reply::bulk("queue"), Reply::bulk("job")])
     );
     assert_eq!(busy.request(&["PING"]), Reply::simple("PONG"));
+    // MONITOR clients are exempt, as in Redis: after well over the timeout with no traffic at
+    // all, the monitor still streams what Redis runs.
+    let _ = monitor.read_to_close(Duration::from_millis(50));
+    thread::sleep(Duration::from_millis(900));
+    redis.cli(&["SET", "after-the-quiet", "1"]);
+    let line = monitor.read_until(b"after-the-quiet", IO_TIMEOUT);
+    assert!(
+        line.starts_with(b"+"),
+        "{:?}",
+        String::from_utf8_lossy(&line)
+    );
 }
 
 /// Resident memory of a process in bytes, from /proc.
@@ -125,4 +138,40 @@ fn a_client_that_writes_without_reading_stops_being_read() {
         );
     }
     assert_eq!(c.request(&["PING"]), Reply::simple("PONG"));
+}
+
+/// Found in review: while keyward was not reading a client at the pending limit, it did not
+/// notice the client hanging up behind a blocking command, which then stayed blocked in Redis.
+#[test]
+fn a_paused_client_that_hangs_up_behind_a_blocked_command_is_let_go() {
+    let (redis, keyward) = start_pair("[limits]\nmax_pending_replies = 10");
+    let mut c = keyward.raw_conn();
+    let mut pipeline = resp_str(&["BLPOP", "never", "0"]);
+    for _ in 0..20 {
+        pipeline.extend(resp_str(&["PING"]));
+    }
+    c.send(&pipeline);
+    let blocked = |n: &str| {
+        redis
+            .cli(&["INFO", "clients"])
+            .contains(&format!("blocked_clients:{n}"))
+    };
+    assert!(wait_until(Duration::from_secs(5), || blocked("1")));
+    drop(c);
+    assert!(
+        wait_until(Duration::from_secs(2), || blocked("0")),
+        "the BLPOP is still blocked in Redis after the client left"
+    );
+}
+
+/// `CLIENT REPLY OFF` spelled with a NUL byte is OFF to Redis, and must be to keyward too, or
+/// every later reply goes to the wrong request.
+#[test]
+fn client_reply_modes_are_read_as_redis_reads_them() {
+    let (_redis, keyward) = start_pair("");
+    let mut c = keyward.raw_conn();
+    c.cmd_bytes(&[b"CLIENT", b"REPLY", b"OFF\0x"]);
+    c.cmd(&["SET", "a", "1"]);
+    assert_eq!(c.request(&["CLIENT", "REPLY", "ON"]), Reply::ok());
+    assert_eq!(c.request(&["GET", "a"]), Reply::bulk("1"));
 }

@@ -60,6 +60,9 @@ pub struct ClusterContext {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+/// While a client is not handled for `max_pending_replies`, keyward still reads up to this much
+/// of what it sends, to notice a client that hangs up behind a blocked command.
+const PAUSED_READ_LIMIT: usize = 64 * 1024;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
@@ -173,12 +176,12 @@ pub async fn run(
         if !reading && closing_at.is_none() && handoff.is_none() {
             closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
         }
-        let can_read = reading && session.replies.len() < ctx.max_pending_replies;
+        let can_read = reading && session.replies.len() < session.pending_limit();
         if reading && !can_read && !told_limit {
             told_limit = true;
             tracing::info!(
                 client = %peer,
-                max_pending_replies = ctx.max_pending_replies,
+                max_pending_replies = session.pending_limit(),
                 "client has reached max_pending_replies; not reading it until it reads replies"
             );
         }
@@ -209,7 +212,9 @@ pub async fn run(
                 }
                 last_activity = tokio::time::Instant::now();
             }
-            ready = client.readable(), if can_read && !unhandled => {
+            // Paused at the pending limit, the client is still read (up to PAUSED_READ_LIMIT, not
+            // handled) so that a hang-up behind a blocked command is noticed.
+            ready = client.readable(), if reading && (can_read || buf.len() < PAUSED_READ_LIMIT) => {
                 if ready.is_err() {
                     reading = false;
                     client_gone = true;
@@ -269,6 +274,16 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 impl ClusterSession {
+    /// How many requests may wait for replies: `max_pending_replies`, or a handful before the
+    /// client has logged in.
+    fn pending_limit(&self) -> usize {
+        if self.login.is_authenticated() {
+            self.ctx.max_pending_replies
+        } else {
+            auth::UNAUTHENTICATED_MAX_PENDING
+        }
+    }
+
     /// Scans and dispatches the complete requests in `buf`, then writes what they queued on
     /// shared connections (one write per connection for the whole read). Returns true when it
     /// paused because `max_pending_replies` requests wait for replies: requests may be left in
@@ -283,7 +298,8 @@ impl ClusterSession {
     ) -> bool {
         let mut paused = false;
         loop {
-            if self.replies.len() >= self.ctx.max_pending_replies {
+            // Checked per request: a login in this read raises the limit.
+            if self.replies.len() >= self.pending_limit() {
                 paused = true;
                 break;
             }
@@ -546,7 +562,8 @@ impl ClusterSession {
                         self.local(reply);
                     }
                     (b"reply", 3) => {
-                        let mode = args[2].to_ascii_lowercase();
+                        // Cut at a NUL byte, as Redis's strcasecmp reads it.
+                        let mode = commands::effective_name(&args[2]).to_ascii_lowercase();
                         match mode.as_slice() {
                             b"on" => {
                                 self.reply_mode = ReplyMode::On;

@@ -17,9 +17,9 @@
 //!   bytes so that Redis re-parses them into the same arguments.
 //! * Numbers are parsed with Redis's strict `string2ll` ([`string2ll`] here).
 //!
-//! Deliberate differences: Redis's `unauthenticated multibulk/bulk length` checks are not
-//! reproduced (keyward does not track authentication; Redis still applies them upstream), and
-//! keyward adds its own cap on the declared argument count ([`ScanLimits::max_args`]).
+//! Redis's `unauthenticated multibulk/bulk length` caps apply while a client has not logged in
+//! to keyward ([`RequestScanner::set_unauthenticated`]); keyward adds its own cap on the declared
+//! argument count ([`ScanLimits::max_args`]).
 //!
 //! Because the input is hostile the scanner never recurses, never panics, never allocates from a
 //! declared count (argument vectors start at most 1024 slots and grow as arguments really

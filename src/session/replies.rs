@@ -231,7 +231,12 @@ impl ReplySide {
     /// blocked clients, which wait by design).
     fn idle_deadline(&self) -> Option<Instant> {
         let timeout = self.ctx.idle_timeout;
-        if timeout.is_zero() || !self.pending.is_empty() || self.subscriptions.active() {
+        // MONITOR clients are exempt too, as in Redis (which flags them as replicas).
+        if timeout.is_zero()
+            || !self.pending.is_empty()
+            || self.subscriptions.active()
+            || self.monitoring
+        {
             return None;
         }
         Some(self.last_write.max(self.shared.last_read()) + timeout)
@@ -257,11 +262,16 @@ impl ReplySide {
 
     /// True when every reply still owed belongs to a blocking command.
     fn only_blocked_replies_owed(&self) -> bool {
-        self.pending.iter().all(|entry| match entry {
-            Pending::Reply(expect) => expect.blocking,
-            Pending::Replace(_) | Pending::Swallow | Pending::Local(_) => false,
-            _ => true,
-        })
+        // Everything behind a blocked command waits for it: once the first entry still owed is
+        // a blocked command, nothing more can reach a client that has gone.
+        for entry in &self.pending {
+            match entry {
+                Pending::Reply(expect) => return expect.blocking,
+                Pending::Replace(_) | Pending::Swallow | Pending::Local(_) => return false,
+                _ => {}
+            }
+        }
+        true
     }
 
     /// Reads what upstream has sent and deals with every complete frame.

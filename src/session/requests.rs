@@ -24,6 +24,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// pin memory for the rest of a long-lived connection.
 const KEEP_BUFFER: usize = 256 * 1024;
 
+/// While a client is not read for `max_pending_replies`, keyward still reads (without handling)
+/// up to this much of what it sends, to notice a client that hangs up behind a blocked command.
+const PAUSED_READ_LIMIT: usize = 64 * 1024;
+
 /// Name of the placeholder command sent in place of a refused command inside MULTI. Redis
 /// rejects it at queue time (unknown command), which makes the transaction fail with
 /// EXECABORT, exactly like a command Redis itself rejects.
@@ -77,6 +81,15 @@ enum Stop {
     Paused,
 }
 
+/// How waiting for replies ended.
+enum Resume {
+    /// Below the limit again: go on reading.
+    Go,
+    Shutdown,
+    /// The client hung up (or its socket failed) while keyward was not handling its requests.
+    ClientGone,
+}
+
 impl RequestSide {
     pub(super) fn new(
         client: Arc<Socket>,
@@ -126,11 +139,22 @@ impl RequestSide {
         // bytes, or what was left when max_pending_replies paused the scan.
         let mut unhandled = !buf.is_empty();
         loop {
-            if !self.wait_for_replies(&mut shutdown).await {
-                self.batch.push(Pending::Close);
-                self.send_batch().await;
-                return self;
+            let buffered = buf.len();
+            match self.wait_for_replies(&mut shutdown, &mut buf).await {
+                Resume::Go => {}
+                Resume::Shutdown => {
+                    self.batch.push(Pending::Close);
+                    self.send_batch().await;
+                    return self;
+                }
+                Resume::ClientGone => {
+                    self.batch.push(Pending::ClientGone);
+                    self.send_batch().await;
+                    return self;
+                }
             }
+            // Bytes read while paused are handled before anything new is read.
+            unhandled |= buf.len() > buffered;
             if unhandled {
                 let stop = self.process(&mut buf).await;
                 self.send_batch().await;
@@ -195,9 +219,9 @@ impl RequestSide {
     /// `max_pending_replies` requests waiting for replies.
     async fn process(&mut self, buf: &mut BytesMut) -> Stop {
         self.connect_failed_in_batch = false;
-        let limit = self.ctx.max_pending_replies as u64;
         loop {
-            if self.owed() + self.batch.len() as u64 >= limit {
+            // Checked per request: a login in this batch raises the limit.
+            if self.owed() + self.batch.len() as u64 >= self.pending_limit() {
                 return Stop::Paused;
             }
             match self.scanner.next(buf) {
@@ -350,9 +374,10 @@ impl RequestSide {
         if role == Role::Client
             && !self.in_multi
             && args.len() == 3
-            && args[1].eq_ignore_ascii_case(b"reply")
+            && commands::effective_name(&args[1]).eq_ignore_ascii_case(b"reply")
         {
-            let mode = &args[2];
+            // Redis compares with strcasecmp, which stops at a NUL byte: `OFF\0x` is OFF.
+            let mode = commands::effective_name(&args[2]);
             if mode.eq_ignore_ascii_case(b"off") {
                 self.reply_mode = ReplyMode::Off;
                 return false;
@@ -457,13 +482,28 @@ impl RequestSide {
             .saturating_sub(self.shared.done_entries.load(Ordering::Acquire))
     }
 
-    /// Backpressure: while `max_pending_replies` requests wait for replies that the client is
-    /// not reading, keyward stops reading the client, so that neither it nor Redis buffers
-    /// without bound. Returns false when shutdown comes first.
-    async fn wait_for_replies(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let limit = self.ctx.max_pending_replies as u64;
+    /// How many requests may wait for replies: `max_pending_replies`, or a handful before the
+    /// client has logged in.
+    fn pending_limit(&self) -> u64 {
+        if self.login.is_authenticated() {
+            self.ctx.max_pending_replies as u64
+        } else {
+            auth::UNAUTHENTICATED_MAX_PENDING as u64
+        }
+    }
+
+    /// Backpressure: while the pending limit's worth of requests wait for replies that the
+    /// client is not reading, keyward stops handling the client's requests, so that neither it
+    /// nor Redis buffers without bound. It still reads up to [`PAUSED_READ_LIMIT`] into `buf`,
+    /// so that a client that hangs up is noticed (its blocked command is then dropped upstream).
+    async fn wait_for_replies(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        buf: &mut BytesMut,
+    ) -> Resume {
+        let limit = self.pending_limit();
         if self.owed() < limit {
-            return true;
+            return Resume::Go;
         }
         if !self.told_limit {
             self.told_limit = true;
@@ -473,23 +513,36 @@ impl RequestSide {
                 "client has reached max_pending_replies; not reading it until it reads replies"
             );
         }
-        loop {
+        let resume = loop {
             let progress = self.shared.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
             self.shared.reader_waiting.store(true, Ordering::Release);
             if self.owed() < limit {
-                self.shared.reader_waiting.store(false, Ordering::Release);
-                return true;
+                break Resume::Go;
             }
+            let watch_client = buf.len() < PAUSED_READ_LIMIT;
             tokio::select! {
                 _ = progress => {}
-                _ = shutdown.changed() => {
-                    self.shared.reader_waiting.store(false, Ordering::Release);
-                    return false;
+                _ = shutdown.changed() => break Resume::Shutdown,
+                ready = self.client.readable(), if watch_client => {
+                    if ready.is_err() {
+                        break Resume::ClientGone;
+                    }
+                    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                        buf.reserve(READ_CHUNK);
+                    }
+                    match read_some(&self.client, buf) {
+                        Ok(0) => break Resume::ClientGone,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break Resume::ClientGone,
+                    }
                 }
             }
-        }
+        };
+        self.shared.reader_waiting.store(false, Ordering::Release);
+        resume
     }
 
     /// Sends the queued entries to the reply side, then the bytes upstream. Entries go first so
@@ -507,6 +560,7 @@ impl RequestSide {
         if let Link::Up { writer, .. } = &mut self.link
             && let Err(e) = write_all_chunks(writer, &mut self.outgoing).await
         {
+            self.sent_entries += 1;
             let _ = self.queue.send(vec![Pending::Broken(e.to_string())]).await;
             self.link = Link::Down(Some(format!(
                 "connection to upstream {} lost: {e}",
