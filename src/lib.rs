@@ -8,6 +8,8 @@ pub mod audit;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod guard;
 pub mod protocol;
 pub mod server;
