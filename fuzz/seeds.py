@@ -61,6 +61,8 @@ def scanner_seeds():
           + b"SET a \"hello world\" 'it\\'s'\r\n\"\\x41\\x4a\" \"\\n\\r\\t\\b\\a\\\\\\\"\\q\"\r\nab\"c d\" e'f g'\n")
     write(t, "inline-unbalanced", bytes([DEFAULTS]) + cuts() + b"SET a \"abc\r\n")
     write(t, "inline-vt-ff", bytes([DEFAULTS]) + cuts() + b"\x0bSET\x0ba \x0cb\r\n\"a\"\x0b\"b\"\r\n")
+    write(t, "inline-many-args", bytes([SMALL]) + cuts(4) + b"DEL a b c d e f\r\n")
+    write(t, "inline-long-arg", bytes([SMALL]) + cuts() + b"SET key " + b"x" * 40 + b"\r\n")
     write(t, "removekeys", bytes([DEFAULTS]) + cuts(12) + resp("REMOVEKEYS", "user:1", "user:*", "{t}x"))
     write(t, "removekeys-inline", bytes([MEDIUM]) + cuts(2, 8) + b"removekeys a b* c?\r\nDEL x[1]\r\n")
     write(t, "unlink-many", bytes([MEDIUM]) + cuts(100) + resp("UNLINK", *["key%d" % i for i in range(20)]))

@@ -195,6 +195,8 @@ struct ScanRun {
     error: Option<ProtocolError>,
     /// What was left in the buffer (moot after an error).
     rest: Vec<u8>,
+    /// The error is one of those that depend on how much had arrived (see [`check_scan_error`]).
+    stopped_by_arrival: bool,
 }
 
 /// Checks the request scanner on one fuzz input.
@@ -215,8 +217,9 @@ struct ScanRun {
 /// * A request is a function of its own bytes: the bytes it consumed, scanned alone, give exactly
 ///   that request (and the skipped bytes before a RESP request are empty requests only).
 /// * While waiting for more bytes the scanner never holds more than `max_query_buffer`.
-/// * Errors are Redis's texts (or keyward's query-buffer text with the configured limit), and a
-///   size-dependent error only fires when that much is really buffered.
+/// * Errors are Redis's texts (or keyward's query-buffer text with the configured limit), a
+///   size-dependent error only fires when that much is really buffered, and `too big inline
+///   request` for less than 64 KiB only for a complete line over `max_args` / `max_bulk_len`.
 /// * No single allocation is sized from a declared count or length ([`allocation_bound`]).
 pub fn check_request_scanner(data: &[u8]) {
     let mut input = Input { data };
@@ -263,12 +266,13 @@ fn scan_run(limits: ScanLimits, payload: &[u8], cuts: &[usize]) -> ScanRun {
                     break;
                 }
                 Err(error) => {
-                    check_scan_error(limits, &error, buf.len());
+                    let stopped_by_arrival = check_scan_error(limits, &error, &buf);
                     check_allocation(largest, payload.len(), "request scanner");
                     return ScanRun {
                         requests,
                         error: Some(error),
                         rest: buf.to_vec(),
+                        stopped_by_arrival,
                     };
                 }
             }
@@ -284,6 +288,7 @@ fn scan_run(limits: ScanLimits, payload: &[u8], cuts: &[usize]) -> ScanRun {
         requests,
         error: None,
         rest: buf.to_vec(),
+        stopped_by_arrival: false,
     }
 }
 
@@ -380,6 +385,7 @@ fn scan_once(limits: ScanLimits, bytes: &[u8]) -> ScanRun {
                     requests,
                     error: None,
                     rest: buf.to_vec(),
+                    stopped_by_arrival: false,
                 };
             }
             Err(e) => {
@@ -387,6 +393,7 @@ fn scan_once(limits: ScanLimits, bytes: &[u8]) -> ScanRun {
                     requests,
                     error: Some(e),
                     rest: buf.to_vec(),
+                    stopped_by_arrival: false,
                 };
             }
         }
@@ -403,8 +410,10 @@ fn resp_array<'a>(args: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
     out
 }
 
-/// Is the error one the scanner may give, given what was buffered when it gave it?
-fn check_scan_error(limits: ScanLimits, error: &ProtocolError, buffered: usize) {
+/// Is the error one the scanner may give, given what was buffered when it gave it? Returns
+/// whether it is one of the errors that depend on how much has arrived.
+fn check_scan_error(limits: ScanLimits, error: &ProtocolError, buf: &[u8]) -> bool {
+    let buffered = buf.len();
     match error {
         ProtocolError::QueryBufferLimit { limit } => {
             assert_eq!(
@@ -415,9 +424,31 @@ fn check_scan_error(limits: ScanLimits, error: &ProtocolError, buffered: usize) 
                 buffered > *limit,
                 "query buffer limit {limit} reported with {buffered} bytes buffered"
             );
+            true
+        }
+        ProtocolError::Redis(text) if text == ERR_TOO_BIG_INLINE && buffered <= INLINE_MAX => {
+            // Not the 64 KiB check: a complete inline line over max_args or max_bulk_len.
+            let relaxed = ScanLimits {
+                max_args: usize::MAX,
+                max_bulk_len: usize::MAX,
+                ..limits
+            };
+            let line = scan_once(relaxed, buf);
+            let over = line.requests.first().is_some_and(|r| {
+                r.inline
+                    && (r.args.len() > limits.max_args
+                        || r.args.iter().any(|a| a.len() > limits.max_bulk_len))
+            });
+            assert!(
+                over,
+                "{text:?} with {buffered} bytes buffered for a line within the limits: {buf:?}"
+            );
+            false
         }
         ProtocolError::Redis(text) => {
-            if [ERR_TOO_BIG_MBULK, ERR_TOO_BIG_BULK, ERR_TOO_BIG_INLINE].contains(&text.as_str()) {
+            let too_big =
+                [ERR_TOO_BIG_MBULK, ERR_TOO_BIG_BULK, ERR_TOO_BIG_INLINE].contains(&text.as_str());
+            if too_big {
                 assert!(
                     buffered > INLINE_MAX,
                     "{text:?} with only {buffered} bytes buffered"
@@ -434,24 +465,13 @@ fn check_scan_error(limits: ScanLimits, error: &ProtocolError, buffered: usize) 
                 expected_dollar || SCANNER_ERRORS.contains(&text.as_str()),
                 "not a Redis error text: {text:?}"
             );
-        }
-    }
-}
-
-/// Errors whose occurrence depends on how the bytes were split into reads.
-fn size_dependent(error: &ProtocolError) -> bool {
-    match error {
-        ProtocolError::QueryBufferLimit { .. } => true,
-        ProtocolError::Redis(text) => {
-            [ERR_TOO_BIG_MBULK, ERR_TOO_BIG_BULK, ERR_TOO_BIG_INLINE].contains(&text.as_str())
+            too_big
         }
     }
 }
 
 fn compare_scans(a: &ScanRun, b: &ScanRun, what: &str) {
-    let a_dep = a.error.as_ref().is_some_and(size_dependent);
-    let b_dep = b.error.as_ref().is_some_and(size_dependent);
-    if !a_dep && !b_dep {
+    if !a.stopped_by_arrival && !b.stopped_by_arrival {
         assert_eq!(a.requests, b.requests, "{what}: different requests");
         assert_eq!(a.error, b.error, "{what}: different errors");
         if a.error.is_none() {
@@ -470,7 +490,7 @@ fn compare_scans(a: &ScanRun, b: &ScanRun, what: &str) {
     );
     if short.requests.len() < long.requests.len() {
         assert!(
-            short.error.as_ref().is_some_and(size_dependent),
+            short.stopped_by_arrival,
             "{what}: one run stopped early with {:?}",
             short.error
         );
