@@ -143,6 +143,7 @@ def topology_seeds():
     write(t, "slots-ipv6", bytes([2]) + b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$3\r\n::1\r\n:7001\r\n$2\r\nid\r\n")
     write(t, "slots-string-numbers", bytes([0]) + b"*1\r\n*3\r\n$1\r\n0\r\n$5\r\n16383\r\n*2\r\n$1\r\nh\r\n$4\r\n7001\r\n")
     write(t, "slots-out-of-range", bytes([0]) + b"*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\nh\r\n:7001\r\n")
+    write(t, "slots-port-zero", bytes([0]) + b"*1\r\n*3\r\n:5\r\n:9\r\n*2\r\n$1\r\nh\r\n:0\r\n")
     write(t, "shards-minimal", bytes([0])
           + b"*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n*8\r\n"
           + b"$4\r\nport\r\n:7009\r\n$8\r\nendpoint\r\n$9\r\nlocalhost\r\n"
