@@ -122,7 +122,7 @@ def framer_seeds():
     # Generator instructions (odd mode byte).
     write(t, "gen-mixed", gen + cuts(5, 17) + bytes(range(7, 250, 3)))
     write(t, "gen-aggregates", gen + cuts(9) + bytes([3, 10, 4, 0, 0, 12, 3, 2, 14, 2, 3, 1, 9, 15, 2, 6, 9, 7]) * 4)
-    write(t, "gen-deep", gen + cuts(100) + bytes([2]) + struct.pack("<H", 20000) + bytes([0, 2, 1, 5]))
+    write(t, "gen-deep", gen + cuts(100) + bytes([2]) + struct.pack("<H", 16383) + bytes([0, 2, 1, 5]))
     write(t, "gen-deep-maps", gen + cuts() + bytes([2]) + struct.pack("<H", 3000) + bytes([2, 7, 1]))
     write(t, "gen-nulls", gen + cuts(1) + bytes([0, 1, 0, 1]))
 

@@ -150,9 +150,23 @@ impl<'a> Input<'a> {
     }
 }
 
-/// Every offset strictly inside `len`: feeding one byte at a time.
-fn every_byte(len: usize) -> Vec<usize> {
-    (1..len).collect()
+/// Cut offsets for feeding `len` bytes in small reads: one byte at a time up to 1 KiB, beyond
+/// that reads of 1, 2, 3, 5, 8, 13 and 21 bytes in turn (still thousands of resumptions, at a
+/// fraction of the cost, so that the fuzzer keeps its pace on long inputs).
+fn small_reads(len: usize) -> Vec<usize> {
+    if len <= 1024 {
+        return (1..len).collect();
+    }
+    let mut cuts = Vec::new();
+    let mut at = 0;
+    for size in [1, 2, 3, 5, 8, 13, 21].into_iter().cycle() {
+        at += size;
+        if at >= len {
+            break;
+        }
+        cuts.push(at);
+    }
+    cuts
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,11 +219,12 @@ struct ScanRun {
 /// `Input::cuts_and_payload`.
 ///
 /// Properties:
-/// * Resumability: feeding the payload whole, cut at the chosen offsets, and one byte at a time
-///   gives the same requests, the same error and the same leftover. The exceptions are the errors
-///   that by design depend on how much has arrived (the query buffer limit, and Redis's 64 KiB
-///   "too big" checks for a line whose end has not arrived yet): then the run that stopped
-///   earlier must have seen a prefix of the other's requests.
+/// * Resumability: feeding the payload whole, cut at the chosen offsets, and in small reads
+///   (`small_reads`: one byte at a time up to 1 KiB) gives the same requests, the same error and
+///   the same leftover. The exceptions are the errors that by design depend on how much has
+///   arrived (the query buffer limit, and Redis's 64 KiB "too big" checks for a line whose end
+///   has not arrived yet): then the run that stopped earlier must have seen a prefix of the
+///   other's requests.
 /// * Every request respects the limits: 1..=`max_args` arguments, each at most `max_bulk_len`
 ///   bytes, arguments are slices of `raw`, an inline request's `raw` is the canonical RESP
 ///   encoding of its arguments, and scanning `raw` again gives the same arguments (what Redis
@@ -229,10 +244,8 @@ pub fn check_request_scanner(data: &[u8]) {
     let whole = scan_run(limits, payload, &[]);
     let split = scan_run(limits, payload, &cuts);
     compare_scans(&whole, &split, "whole vs split");
-    if payload.len() <= 16 * 1024 {
-        let bytewise = scan_run(limits, payload, &every_byte(payload.len()));
-        compare_scans(&whole, &bytewise, "whole vs one byte at a time");
-    }
+    let small = scan_run(limits, payload, &small_reads(payload.len()));
+    compare_scans(&whole, &small, "whole vs small reads");
 }
 
 fn scan_run(limits: ScanLimits, payload: &[u8], cuts: &[usize]) -> ScanRun {
@@ -514,17 +527,17 @@ struct FrameRun {
 /// Layout: `[mode][n][n × u16 cut offsets][payload]`. An even `mode` frames the payload as it is
 /// (raw mode); an odd one reads the payload as instructions for [`generate_replies`], which
 /// writes well-formed replies (RESP2 and RESP3 types, nesting, attributes, and chains of
-/// 10,000s of nested single-element aggregates) and knows where each one ends; the cut offsets
+/// up to 16,383 nested single-element aggregates) and knows where each one ends; the cut offsets
 /// then apply to the generated stream.
 ///
 /// Properties:
-/// * Feeding whole, cut at the chosen offsets, and one byte at a time (61 bytes at a time for
-///   streams over 8 KiB) give the same frame lengths and the same error.
+/// * Feeding whole, cut at the chosen offsets, and in small reads (`small_reads`: one byte at a
+///   time up to 1 KiB) give the same frame lengths and the same error.
 /// * The frame lengths add up to exactly the consumed bytes; each frame framed alone is one
 ///   frame of the same length, and its prefix without the last byte is incomplete; when there
 ///   is no error the leftover framed alone is incomplete.
 /// * No allocation is sized from a declared count ([`allocation_bound`]); deep nesting is
-///   handled without recursion (a stack overflow would abort the process).
+///   handled without recursion: the framing runs happen on a 128 KiB stack ([`FRAMER_STACK`]).
 /// * Generated replies are framed exactly where the generator ended them, without error.
 /// * Differential oracle, `redis-protocol`'s RESP3 decoder (`streaming::decode_range`, which
 ///   also takes RESP2 replies), run where it cannot overflow its stack (at most 256 aggregate
@@ -568,16 +581,15 @@ pub fn check_reply_framer(data: &[u8]) {
         cuts
     };
 
-    let whole = frame_run(&stream, &[]);
-    assert_eq!(frame_run(&stream, &cuts), whole, "whole vs split");
-    // One byte at a time for short streams; a deep chain is fed in 61-byte reads instead.
-    let step = if stream.len() <= 8 * 1024 { 1 } else { 61 };
-    let small_reads: Vec<usize> = (step..stream.len()).step_by(step).collect();
-    assert_eq!(
-        frame_run(&stream, &small_reads),
-        whole,
-        "whole vs small reads"
-    );
+    let (whole, split, small) = on_small_stack(|| {
+        (
+            frame_run(&stream, &[]),
+            frame_run(&stream, &cuts),
+            frame_run(&stream, &small_reads(stream.len())),
+        )
+    });
+    assert_eq!(split, whole, "whole vs split");
+    assert_eq!(small, whole, "whole vs small reads");
 
     let mut at = 0;
     for &len in &whole.frames {
@@ -633,6 +645,22 @@ pub fn check_reply_framer(data: &[u8]) {
             }
         }
     }
+}
+
+/// The stack the framing runs get. The framer must not recurse; on this small a stack a
+/// recursion over the generated 16,383-level chains overflows at once (a crash the fuzzer
+/// reports) instead of only at some far greater depth on the main thread's 8 MiB.
+const FRAMER_STACK: usize = 128 * 1024;
+
+fn on_small_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(FRAMER_STACK)
+            .spawn_scoped(scope, f)
+            .expect("spawning the framing thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 fn frame_run(stream: &[u8], cuts: &[usize]) -> FrameRun {
@@ -714,7 +742,7 @@ fn reference_frame_len(bytes: &[u8]) -> Reference {
 /// only at top level, map keys, set members and attribute keys are scalars, doubles are Rust
 /// `f64` text (or `inf`, `-inf`, `nan`), verbatim strings carry `txt:` or `mkd:`, an attribute
 /// annotates neither a null nor another attribute, simple strings hold no `\r`. One decision
-/// wraps a scalar in up to 32,767 single-element arrays, pushes or maps, to check that deep
+/// wraps a scalar in up to 16,383 single-element arrays, pushes or maps, to check that deep
 /// nesting costs no stack.
 pub fn generate_replies(payload: &[u8]) -> Vec<Vec<u8>> {
     let mut generator = Generator {
@@ -752,7 +780,7 @@ enum Slot {
 
 impl Generator<'_> {
     fn top_level(&mut self, out: &mut Vec<u8>) {
-        match self.input.byte() % 8 {
+        match self.input.byte() % 16 {
             0 => out.extend_from_slice(b"$-1\r\n"),
             1 => out.extend_from_slice(b"*-1\r\n"),
             2 if !self.deep_done => {
@@ -765,7 +793,7 @@ impl Generator<'_> {
 
     /// A scalar inside many single-element aggregates.
     fn deep(&mut self, out: &mut Vec<u8>) {
-        let levels = usize::from(self.input.u16() & 0x7fff);
+        let levels = usize::from(self.input.u16() & 0x3fff);
         let kind = self.input.byte() % 3;
         for _ in 0..levels {
             out.extend_from_slice(match kind {
