@@ -581,7 +581,7 @@ pub fn check_reply_framer(data: &[u8]) {
         cuts
     };
 
-    let (whole, split, small) = on_small_stack(|| {
+    let (whole, split, small) = on_stack(FRAMER_STACK, || {
         (
             frame_run(&stream, &[]),
             frame_run(&stream, &cuts),
@@ -591,60 +591,65 @@ pub fn check_reply_framer(data: &[u8]) {
     assert_eq!(split, whole, "whole vs split");
     assert_eq!(small, whole, "whole vs small reads");
 
-    let mut at = 0;
-    for &len in &whole.frames {
-        let frame = &stream[at..at + len];
-        assert_eq!(
-            ReplyFramer::new().next_frame_len(frame),
-            Ok(Some(len)),
-            "a frame framed alone"
-        );
-        assert_eq!(
-            ReplyFramer::new().next_frame_len(&frame[..len - 1]),
-            Ok(None),
-            "a frame without its last byte"
-        );
-        match reference_frame_len(frame) {
-            Reference::Skipped | Reference::Rejected => {}
-            Reference::Complete(n) => {
-                assert_eq!(n, len, "redis-protocol frames {frame:?} differently")
-            }
-            Reference::Incomplete => {
-                panic!("redis-protocol wants more bytes after frame {frame:?}")
-            }
-        }
-        at += len;
-    }
-    assert_eq!(
-        at, whole.consumed,
-        "frame lengths do not add up to the consumed bytes"
-    );
-    if whole.error.is_none() {
-        let tail = &stream[at..];
-        assert_eq!(
-            ReplyFramer::new().next_frame_len(tail),
-            Ok(None),
-            "the leftover"
-        );
-        if let Reference::Complete(n) = reference_frame_len(tail) {
-            panic!("redis-protocol finds a frame of {n} bytes in the incomplete tail {tail:?}");
-        }
-    }
-
-    if let Some((frames, lens)) = expected {
-        assert_eq!(whole.error, None, "a generated reply was rejected");
-        assert_eq!(
-            whole.frames, lens,
-            "generated replies framed at other boundaries"
-        );
-        for frame in &frames {
+    // The reference decoder recurses: it gets a big stack.
+    on_stack(DEEP_STACK, || {
+        let mut at = 0;
+        for &len in &whole.frames {
+            let frame = &stream[at..at + len];
+            assert_eq!(
+                ReplyFramer::new().next_frame_len(frame),
+                Ok(Some(len)),
+                "a frame framed alone"
+            );
+            assert_eq!(
+                ReplyFramer::new().next_frame_len(&frame[..len - 1]),
+                Ok(None),
+                "a frame without its last byte"
+            );
             match reference_frame_len(frame) {
-                Reference::Complete(n) => assert_eq!(n, frame.len(), "redis-protocol: {frame:?}"),
-                Reference::Skipped => {}
-                other => panic!("redis-protocol: {other:?} for the generated reply {frame:?}"),
+                Reference::Skipped | Reference::Rejected => {}
+                Reference::Complete(n) => {
+                    assert_eq!(n, len, "redis-protocol frames {frame:?} differently")
+                }
+                Reference::Incomplete => {
+                    panic!("redis-protocol wants more bytes after frame {frame:?}")
+                }
+            }
+            at += len;
+        }
+        assert_eq!(
+            at, whole.consumed,
+            "frame lengths do not add up to the consumed bytes"
+        );
+        if whole.error.is_none() {
+            let tail = &stream[at..];
+            assert_eq!(
+                ReplyFramer::new().next_frame_len(tail),
+                Ok(None),
+                "the leftover"
+            );
+            if let Reference::Complete(n) = reference_frame_len(tail) {
+                panic!("redis-protocol finds a frame of {n} bytes in the incomplete tail {tail:?}");
             }
         }
-    }
+
+        if let Some((frames, lens)) = expected {
+            assert_eq!(whole.error, None, "a generated reply was rejected");
+            assert_eq!(
+                whole.frames, lens,
+                "generated replies framed at other boundaries"
+            );
+            for frame in &frames {
+                match reference_frame_len(frame) {
+                    Reference::Complete(n) => {
+                        assert_eq!(n, frame.len(), "redis-protocol: {frame:?}")
+                    }
+                    Reference::Skipped => {}
+                    other => panic!("redis-protocol: {other:?} for the generated reply {frame:?}"),
+                }
+            }
+        }
+    });
 }
 
 /// The stack the framing runs get. The framer must not recurse; on this small a stack a
@@ -652,12 +657,19 @@ pub fn check_reply_framer(data: &[u8]) {
 /// reports) instead of only at some far greater depth on the main thread's 8 MiB.
 const FRAMER_STACK: usize = 128 * 1024;
 
-fn on_small_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+/// The stack for code that recurses once per nesting level: `redis-protocol`'s decoder, and the
+/// topology parsers working on its frames. Inputs are limited to [`REFERENCE_MAX_AGGREGATES`]
+/// levels, which take a few KiB each in an unoptimised build (2 MiB, a test thread's default
+/// stack, is not enough); 64 MiB is a wide margin, and only reserved, not touched.
+const DEEP_STACK: usize = 64 * 1024 * 1024;
+
+/// Runs `f` on a thread of its own with `stack` bytes of stack; a panic in `f` is re-raised.
+fn on_stack<T: Send>(stack: usize, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
-            .stack_size(FRAMER_STACK)
+            .stack_size(stack)
             .spawn_scoped(scope, f)
-            .expect("spawning the framing thread")
+            .expect("spawning a check thread")
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
@@ -704,8 +716,9 @@ fn frame_run(stream: &[u8], cuts: &[usize]) -> FrameRun {
 
 /// The most aggregate type bytes (`*%~>|`) a frame may contain for it to be handed to
 /// `redis-protocol`, whose decoder recurses once per nesting level (ARCHITECTURE.md: about
-/// 10,000 levels overflow a 2 MiB stack in RESP2, under 2,000 in RESP3). Counting every such
-/// byte, payloads included, over-estimates the depth, so this is safe on any thread.
+/// 10,000 levels overflow a 2 MiB stack in RESP2, under 2,000 in RESP3, in release builds).
+/// Counting every such byte, payloads included, over-estimates the depth. The calls still run on
+/// a big stack ([`DEEP_STACK`]): unoptimised, 256 levels overflow a 2 MiB test thread.
 pub const REFERENCE_MAX_AGGREGATES: usize = 256;
 
 #[derive(Debug)]
@@ -954,7 +967,7 @@ const SEEDS: [&str; 4] = [
 /// Layout: `[selector][RESP bytes]`. Bit 0 of the selector picks `redis-protocol`'s RESP2 or
 /// RESP3 decoder (the decoded frame is what keyward's discovery hands the parsers), bits 1-2 the
 /// seed address. Inputs with more than [`REFERENCE_MAX_AGGREGATES`] aggregate type bytes are
-/// not decoded (the decoder recurses). Both parsers run on the first decoded frame, whatever its
+/// not decoded (the decoder recurses), and the rest is checked on a big stack ([`DEEP_STACK`]). Both parsers run on the first decoded frame, whatever its
 /// shape, and, when it was a map, on the frames left after it (a second map to apply `MOVED`
 /// updates from is not needed: a few `set_owner` calls are made from the last bytes).
 ///
@@ -968,13 +981,17 @@ pub fn check_cluster_topology(data: &[u8]) {
     if aggregate_bytes(bytes) > REFERENCE_MAX_AGGREGATES {
         return;
     }
-    if selector & 1 == 0 {
-        if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(bytes) {
+    // Decoding, the parsers' view of the frame and dropping it all recurse per level.
+    on_stack(DEEP_STACK, || {
+        if selector & 1 == 0 {
+            if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(bytes) {
+                check_topology_of(&frame, seed, bytes);
+            }
+        } else if let Ok(Some((frame, _))) = redis_protocol::resp3::decode::complete::decode(bytes)
+        {
             check_topology_of(&frame, seed, bytes);
         }
-    } else if let Ok(Some((frame, _))) = redis_protocol::resp3::decode::complete::decode(bytes) {
-        check_topology_of(&frame, seed, bytes);
-    }
+    });
 }
 
 fn check_topology_of<R>(frame: &R, seed: &str, bytes: &[u8])
