@@ -9,6 +9,8 @@ pub mod auth;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod guard;
 pub mod net;
 pub mod protocol;

@@ -499,11 +499,42 @@ impl fmt::Debug for SlotMap {
 
 /// The endpoint to use for a node: its preferred endpoint, or the seed's host when Redis says the
 /// endpoint is unknown (null, `?`, or empty).
-fn endpoint_or_seed(endpoint: Option<&str>, seed_host: &str) -> String {
+///
+/// An endpoint that cannot be a host is an error. Redis announces IP addresses and hostnames of
+/// letters, digits, `-` and `.` only; anything else (spaces, control characters, brackets,
+/// slashes, non-ASCII) means a corrupt reply, and such a string in the map would be dialled,
+/// logged and compared with `MOVED` targets as if it were an address.
+fn endpoint_or_seed(endpoint: Option<&str>, seed_host: &str) -> Result<String, String> {
     match endpoint {
-        Some(e) if !e.is_empty() && e != "?" => e.to_string(),
-        _ => seed_host.to_string(),
+        Some(e) if !e.is_empty() && e != "?" => {
+            if is_host(e) {
+                Ok(e.to_string())
+            } else {
+                Err(format!("endpoint {e:?} is not a host name or IP address"))
+            }
+        }
+        _ => Ok(seed_host.to_string()),
     }
+}
+
+/// A host name or an IP address: ASCII letters, digits, `-`, `.`, `_`, and `:` and `%` for IPv6
+/// (with a zone), optionally an IPv6 address in brackets.
+fn is_host(host: &str) -> bool {
+    let (inner, bracketed) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => (inner, true),
+        None => (host, false),
+    };
+    !inner.is_empty()
+        && (!bracketed || inner.contains(':'))
+        && inner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'%'))
+}
+
+/// A node's port: 1 to 65535. Redis leaves a port out rather than send 0 (`CLUSTER SHARDS` has
+/// no `port` for a TLS-only node), and nothing listens on port 0.
+fn node_port(port: i64) -> Option<u16> {
+    u16::try_from(port).ok().filter(|&p| p != 0)
 }
 
 /// One node of a `CLUSTER SHARDS` shard.
@@ -522,7 +553,7 @@ impl ShardNode {
             .or_else(|| field(&fields, "tls-port"))
             .and_then(Value::as_int)
             .ok_or("node has no port")?;
-        let port = u16::try_from(port).map_err(|_| format!("node port {port} is out of range"))?;
+        let port = node_port(port).ok_or_else(|| format!("node port {port} is out of range"))?;
         // `endpoint` is the preferred way to reach the node; it is `?` (or empty) when unknown.
         // Only a reply without an `endpoint` field at all falls back to `ip`.
         let endpoint = if field(&fields, "endpoint").is_some() {
@@ -531,7 +562,7 @@ impl ShardNode {
             text("ip")
         };
         Ok(ShardNode {
-            addr: NodeAddr::new(&endpoint_or_seed(endpoint.as_deref(), seed_host), port),
+            addr: NodeAddr::new(&endpoint_or_seed(endpoint.as_deref(), seed_host)?, port),
             id: text("id"),
             role: text("role").unwrap_or_default(),
             health: text("health").unwrap_or_else(|| "online".to_string()),
@@ -559,10 +590,10 @@ fn slots_node(node: &Value<'_>, seed_host: &str) -> Result<(NodeAddr, Option<Str
     let port = items[1]
         .as_int()
         .ok_or_else(|| format!("port {} is not a number", items[1]))?;
-    let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+    let port = node_port(port).ok_or_else(|| format!("port {port} is out of range"))?;
     let id = items.get(2).and_then(Value::as_text);
     Ok((
-        NodeAddr::new(&endpoint_or_seed(endpoint.as_deref(), seed_host), port),
+        NodeAddr::new(&endpoint_or_seed(endpoint.as_deref(), seed_host)?, port),
         id,
     ))
 }
@@ -1474,6 +1505,69 @@ mod tests {
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
             );
+        }
+    }
+
+    #[test]
+    fn endpoints_that_are_no_host_and_port_zero_are_malformed() {
+        // Found by the cluster_topology fuzz target: a CLUSTER SLOTS endpoint "127.\x10.0.1"
+        // (one flipped bit) made the node address "127.\x10.0.1:7001"; port 0 was accepted too.
+        for endpoint in [
+            "127.\x10.0.1",
+            "a b",
+            "evil\r\nhost",
+            "[x",
+            "[x]",
+            "host/path",
+            "h\u{e9}",
+        ] {
+            let reply = arr(vec![arr(vec![
+                int(0),
+                int(16383),
+                slots_node(Some(endpoint), 7001, "a"),
+            ])]);
+            let err = SlotMap::from_cluster_slots(&reply, "s:1")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not a host name or IP address"), "{err}");
+            let reply = arr(vec![shard(
+                &[(0, 16383)],
+                vec![shard_node(endpoint, 7001, "a", "master", "online")],
+            )]);
+            let err = SlotMap::from_cluster_shards(&reply, "s:1")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not a host name or IP address"), "{err}");
+        }
+        let reply = arr(vec![arr(vec![
+            int(0),
+            int(1),
+            slots_node(Some("h"), 0, "a"),
+        ])]);
+        let err = SlotMap::from_cluster_slots(&reply, "s:1").unwrap_err();
+        assert!(err.to_string().contains("port 0 is out of range"), "{err}");
+        let reply = arr(vec![shard(
+            &[(0, 1)],
+            vec![shard_node("h", 0, "a", "master", "online")],
+        )]);
+        let err = SlotMap::from_cluster_shards(&reply, "s:1").unwrap_err();
+        assert!(err.to_string().contains("port 0 is out of range"), "{err}");
+        // Host names, IPv4 and IPv6 (bare, bracketed, with a zone) are fine.
+        for (endpoint, addr) in [
+            ("node-1.example", "node-1.example:7001"),
+            ("redis_0", "redis_0:7001"),
+            ("10.0.0.7", "10.0.0.7:7001"),
+            ("::1", "[::1]:7001"),
+            ("[::1]", "[::1]:7001"),
+            ("fe80::1%eth0", "[fe80::1%eth0]:7001"),
+        ] {
+            let reply = arr(vec![arr(vec![
+                int(0),
+                int(16383),
+                slots_node(Some(endpoint), 7001, "a"),
+            ])]);
+            let map = SlotMap::from_cluster_slots(&reply, "s:1").unwrap();
+            assert_eq!(map.owner(0).unwrap(), addr);
         }
     }
 

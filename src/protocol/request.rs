@@ -18,8 +18,10 @@
 //! * Numbers are parsed with Redis's strict `string2ll` ([`string2ll`] here).
 //!
 //! Redis's `unauthenticated multibulk/bulk length` caps apply while a client has not logged in
-//! to keyward ([`RequestScanner::set_unauthenticated`]); keyward adds its own cap on the declared
-//! argument count ([`ScanLimits::max_args`]).
+//! to keyward ([`RequestScanner::set_unauthenticated`]). Deliberate differences: keyward adds its
+//! own cap on the declared argument count ([`ScanLimits::max_args`]), and it applies `max_args`
+//! and `max_bulk_len` to inline requests too (Redis has no such limits for them), answering
+//! Redis's `too big inline request`.
 //!
 //! Because the input is hostile the scanner never recurses, never panics, never allocates from a
 //! declared count (argument vectors start at most 1024 slots and grow as arguments really
@@ -31,9 +33,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// Limits that bound what one client can make keyward buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanLimits {
-    /// Largest bulk string accepted (Redis `proto-max-bulk-len`, default 512 MiB).
+    /// Largest bulk string accepted (Redis `proto-max-bulk-len`, default 512 MiB); also the
+    /// largest argument of an inline request.
     pub max_bulk_len: usize,
-    /// Largest declared argument count accepted.
+    /// Largest declared argument count accepted; also the most arguments of an inline request.
     pub max_args: usize,
     /// Largest size of one not-yet-complete request (Redis `client-query-buffer-limit`, 1 GiB).
     pub max_query_buffer: usize,
@@ -253,6 +256,13 @@ impl RequestScanner {
                         newline
                     };
                     let args = split_args(&buf[..end]).ok_or_else(|| redis_err(ERR_UNBALANCED))?;
+                    // The same limits as for RESP requests: without this an inline command
+                    // carried more arguments, or longer ones, than the configuration allows.
+                    if args.len() > self.limits.max_args
+                        || args.iter().any(|a| a.len() > self.limits.max_bulk_len)
+                    {
+                        return Err(redis_err(ERR_TOO_BIG_INLINE));
+                    }
                     buf.advance(newline + 1);
                     self.reset();
                     if !args.is_empty() {
@@ -1134,6 +1144,36 @@ mod tests {
         let mut s = scanner();
         let mut buf = BytesMut::from(&b"\"abc"[..]);
         assert_eq!(s.next(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn inline_requests_respect_max_args_and_max_bulk_len() {
+        // Found by the request_scanner fuzz target: inline requests were exempt from both
+        // limits (`DEL a b c d e f` with max_args 3, a 40-byte argument with max_bulk_len 5).
+        let too_big = "ERR Protocol error: too big inline request";
+        let limits = ScanLimits {
+            max_args: 3,
+            max_bulk_len: 5,
+            ..ScanLimits::default()
+        };
+        let scan = |input: &[u8]| scan_all(&mut RequestScanner::new(limits), input);
+        let (reqs, err, _) = scan(b"DEL a b\r\nDEL a b c d e f\r\n");
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(err.unwrap().message(), too_big);
+        assert_eq!(scan(b"SET key xxxxxx\r\n").1.unwrap().message(), too_big);
+        // Exactly at the limits; quoted arguments are measured after unquoting.
+        let (reqs, err, _) = scan(b"SET abcde \"\\x41\\x42\\x43\\x44\\x45\"\r\n");
+        assert_eq!((reqs.len(), err), (1, None));
+        assert_eq!(args_of(&reqs[0]), [&b"SET"[..], b"abcde", b"ABCDE"]);
+        // Blank lines have no arguments to count.
+        let limits = ScanLimits {
+            max_args: 1,
+            max_bulk_len: 0,
+            ..ScanLimits::default()
+        };
+        let (reqs, err, rest) = scan_all(&mut RequestScanner::new(limits), b"  \r\n\n");
+        assert_eq!((reqs.len(), err, rest.len()), (0, None, 0));
+        // With the default limits a long inline line is still fine (see too_big_inline_request).
     }
 
     #[test]

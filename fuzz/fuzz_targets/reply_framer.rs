@@ -1,0 +1,13 @@
+#![no_main]
+//! The upstream reply framer: resumability, frame lengths, deep nesting, bounded allocation, and
+//! `redis-protocol`'s decoder as a differential oracle. Input layout and properties:
+//! `keyward::fuzz_checks::check_reply_framer`.
+
+use keyward::fuzz_checks::{self, TrackingAlloc};
+use libfuzzer_sys::fuzz_target;
+
+// Lets the checks measure the largest single allocation.
+#[global_allocator]
+static ALLOC: TrackingAlloc = TrackingAlloc;
+
+fuzz_target!(|data: &[u8]| fuzz_checks::check_reply_framer(data));
