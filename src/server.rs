@@ -4,9 +4,10 @@
 //! Shutdown order: stop accepting, tell every session to stop reading, let each one deliver
 //! the replies it still owes (a bounded wait, `[server] shutdown_timeout_ms`), then return.
 //!
-//! With `[server.tls]` every connection first goes through a TLS handshake in its own task
-//! (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], and counted against `max_clients` meanwhile); a
-//! failed handshake closes that connection and is logged, and nobody else notices.
+//! With `[server.tls]` every connection within `max_clients` first goes through a TLS handshake
+//! in its own task (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], and counted against
+//! `max_clients` meanwhile); a failed handshake closes that connection and is logged, and nobody
+//! else notices. A connection over the cap is closed at once, without a handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -210,17 +211,15 @@ pub async fn serve(
         if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
             clients.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(client = %peer, max_clients, "max number of clients reached");
-            let tls = tls.clone();
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let client = match &tls {
-                    None => Some(Socket::Tcp(stream)),
-                    Some(tls) => handshake(tls, stream, peer, stop).await,
-                };
-                if let Some(client) = client {
-                    refuse(client).await;
+            match &tls {
+                None => {
+                    tokio::spawn(refuse(Socket::Tcp(stream)));
                 }
-            });
+                // Closed at once, without the handshake that Redis's error text would need: a
+                // handshake for every connection over the cap would hold a task and a
+                // descriptor each, uncounted, for up to the handshake timeout.
+                Some(_) => drop(stream),
+            }
             continue;
         }
         let backend = backend.clone();

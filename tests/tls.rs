@@ -370,3 +370,89 @@ fn bad_tls_settings_stop_keyward_with_the_key_named() {
         "{stderr}"
     );
 }
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or_else(|e| panic!("cannot list /proc/{pid}/fd: {e}"))
+}
+
+/// keyward's open descriptors once the count holds still for 200 ms (connections that are
+/// closing, such as the start-up probe's, gone).
+fn settled_fds(pid: u32) -> usize {
+    let mut last = open_fds(pid);
+    for _ in 0..25 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = open_fds(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("keyward's open descriptors never settled (last {last})");
+}
+
+/// A TLS client that connects and PINGs: `Ok` with the reply, `Err` when the handshake or the
+/// exchange failed (keyward closed the connection).
+fn tls_ping(addr: &str, files: &TlsFiles) -> std::io::Result<(TlsClient, Reply)> {
+    let mut client = TlsClient::connect(addr, files, false)?;
+    client
+        .socket()
+        .set_read_timeout(Some(Duration::from_secs(3)))?;
+    client.send(&resp_str(&["PING"]))?;
+    let reply = client.try_read_reply()?;
+    Ok((client, reply))
+}
+
+#[test]
+fn tls_connections_over_max_clients_are_closed_at_once() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let extra = format!("[server]\nmax_clients = 2\n{}", server_tls(&files, false));
+    let mut keyward = Keyward::start_with(&redis.addr(), &extra);
+    let addr = keyward.addr();
+    let (mut first, pong) = tls_ping(&addr, &files).expect("first client");
+    assert_eq!(pong, Reply::simple("PONG"));
+    let (mut second, pong) = tls_ping(&addr, &files).expect("second client");
+    assert_eq!(pong, Reply::simple("PONG"));
+    let pid = keyward.pid();
+    let before = settled_fds(pid);
+
+    // Connections that never start a handshake, beyond the cap: each is closed at once, with
+    // nothing written to it, instead of holding a descriptor for the handshake timeout.
+    let mut silent: Vec<RawConn> = (0..50).map(|_| RawConn::connect(&addr)).collect();
+    for (i, conn) in silent.iter_mut().enumerate() {
+        let (bytes, closed) = conn.read_to_close(Duration::from_secs(2));
+        assert!(
+            closed && bytes.is_empty(),
+            "over-cap connection {i}: closed {closed}, {bytes:?}"
+        );
+    }
+    assert!(
+        support::wait_until(Duration::from_secs(2), || open_fds(pid) <= before),
+        "keyward holds {} descriptors, {before} before the over-cap connections",
+        open_fds(pid)
+    );
+    // A TLS client over the cap gets no handshake (Redis's error text would need one).
+    assert!(
+        tls_ping(&addr, &files).is_err(),
+        "a TLS client over max_clients was served"
+    );
+    assert!(
+        keyward
+            .log()
+            .lines()
+            .filter(|l| l.contains("max number of clients reached"))
+            .count()
+            >= 51,
+        "{}",
+        keyward.log()
+    );
+    // The two clients within the cap carry on.
+    for client in [&mut first, &mut second] {
+        client.send(&resp_str(&["PING"])).expect("PING");
+        assert_eq!(client.read_replies(1), [Reply::simple("PONG")]);
+    }
+    keyward.assert_running();
+}
