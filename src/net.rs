@@ -136,7 +136,21 @@ impl AsyncWrite for Socket {
 /// what an idle TLS connection costs on top of a plain one.
 const BRIDGE_CHUNK: usize = 16 * 1024;
 
-/// Serves `stream` (a TLS stream) through a Unix socket pair and returns the session's end.
+/// A running bridge task.
+#[derive(Debug)]
+pub struct Bridge(tokio::task::JoinHandle<()>);
+
+impl Bridge {
+    /// Waits until the bridge has ended: it has passed on what the session wrote and closed the
+    /// connection, or it failed. Dropping a `Bridge` leaves the task running on its own.
+    pub async fn finished(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Serves `stream` (a TLS stream) through a Unix socket pair; returns the session's end and the
+/// bridge task, which outlives the session's end by as long as it takes to deliver the last of
+/// what the session wrote.
 ///
 /// The bridge task copies both ways until the session's side is done:
 /// - the remote peer closes (end of stream): the session's end reads end of stream too, and the
@@ -145,12 +159,12 @@ const BRIDGE_CHUNK: usize = 16 * 1024;
 ///   ends, whatever the remote peer does;
 /// - an error either way (a reset, a broken TLS record): the bridge ends at once, and the
 ///   session sees end of stream or an error on its end.
-pub fn bridge<S>(stream: S, what: &'static str, peer: String) -> io::Result<Socket>
+pub fn bridge<S>(stream: S, what: &'static str, peer: String) -> io::Result<(Socket, Bridge)>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (local, remote) = UnixStream::pair()?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let (mut remote_read, mut remote_write) = tokio::io::split(stream);
         let (mut local_read, mut local_write) = local.into_split();
         let inbound = async {
@@ -177,7 +191,7 @@ where
             tracing::debug!(%peer, error = %e, "{what} TLS connection ended with an error");
         }
     });
-    Ok(Socket::Unix(remote))
+    Ok((Socket::Unix(remote), Bridge(task)))
 }
 
 /// Copies `from` to `to` until end of stream, flushing after every read (a TLS writer holds

@@ -2,7 +2,8 @@
 //! down gracefully on SIGINT or SIGTERM.
 //!
 //! Shutdown order: stop accepting, tell every session to stop reading, let each one deliver
-//! the replies it still owes (a bounded wait, `[server] shutdown_timeout_ms`), then return.
+//! the replies it still owes (a TLS client's through its bridge, which must pass them on too;
+//! a bounded wait, `[server] shutdown_timeout_ms`), then return.
 //!
 //! With `[server.tls]` every connection within `max_clients` first goes through a TLS handshake
 //! in its own task (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], and counted against
@@ -23,7 +24,7 @@ use crate::cluster::session::ClusterContext;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamMode};
 use crate::guard::GuardPolicy;
-use crate::net::Socket;
+use crate::net::{Bridge, Socket};
 use crate::protocol::request::ScanLimits;
 use crate::session::{self, SessionContext};
 use crate::tls::{ClientTls, ServerTls};
@@ -229,13 +230,21 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let client = match &tls {
-                None => Some(Socket::Tcp(stream)),
-                Some(tls) => handshake(tls, stream, peer, stop.clone()).await,
+                None => Some((Socket::Tcp(stream), None)),
+                Some(tls) => handshake(tls, stream, peer, stop.clone())
+                    .await
+                    .map(|(socket, bridge)| (socket, Some(bridge))),
             };
-            if let Some(client) = client {
+            if let Some((client, bridge)) = client {
                 match backend {
                     Backend::Standalone(ctx) => session::run(client, peer, ctx, stop).await,
                     Backend::Cluster(ctx) => cluster::session::run(client, peer, ctx, stop).await,
+                }
+                // A TLS client is still connected until its bridge has passed on the last
+                // replies and closed the connection: it stays counted against max_clients, and
+                // shutdown waits for it, until then.
+                if let Some(bridge) = bridge {
+                    bridge.finished().await;
                 }
             }
             clients.fetch_sub(1, Ordering::AcqRel);
@@ -266,15 +275,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// A client's TLS handshake; `None` when it failed, timed out, or keyward began shutting down
-/// meanwhile. A client that connects and leaves without a word (a port probe, a load
-/// balancer's health check) is logged at debug level only, any other failure as a warning.
+/// A client's TLS handshake: the session's socket and the bridge serving it; `None` when it
+/// failed, timed out, or keyward began shutting down meanwhile. A client that connects and
+/// leaves without a word (a port probe, a load balancer's health check) is logged at debug
+/// level only, any other failure as a warning.
 async fn handshake(
     tls: &ServerTls,
     stream: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) -> Option<Socket> {
+) -> Option<(Socket, Bridge)> {
     let result = tokio::select! {
         result = tls.accept(stream, peer.to_string()) => result,
         _ = stop.wait_for(|&stop| stop) => return None,

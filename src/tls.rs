@@ -177,8 +177,13 @@ impl ServerTls {
     }
 
     /// Runs the handshake with a client (within [`HANDSHAKE_TIMEOUT`]) and returns the socket
-    /// the session uses. `UnexpectedEof`: the client closed before finishing the handshake.
-    pub async fn accept(&self, stream: TcpStream, peer: String) -> std::io::Result<Socket> {
+    /// the session uses, with the bridge that serves it. `UnexpectedEof`: the client closed
+    /// before finishing the handshake.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        peer: String,
+    ) -> std::io::Result<(Socket, net::Bridge)> {
         let _ = stream.set_nodelay(true);
         let stream =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
@@ -275,7 +280,10 @@ impl ClientTls {
             .connector
             .connect(self.server_name.clone(), stream)
             .await?;
-        net::bridge(stream, "upstream", addr.to_string())
+        // Nobody waits for an upstream connection's bridge: it ends on its own once the session
+        // has closed its end.
+        let (socket, _bridge) = net::bridge(stream, "upstream", addr.to_string())?;
+        Ok(socket)
     }
 }
 

@@ -406,6 +406,34 @@ fn tls_ping(addr: &str, files: &TlsFiles) -> std::io::Result<(TlsClient, Reply)>
 }
 
 #[test]
+fn graceful_shutdown_delivers_the_replies_owed_to_tls_clients() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let mut keyward = Keyward::start_with(&redis.addr(), &server_tls(&files, false));
+    let mut client = TlsClient::connect(&keyward.addr(), &files, false).expect("TLS connect");
+    client
+        .send(&resp_str(&["BLPOP", "q", "1"]))
+        .expect("send BLPOP");
+    std::thread::sleep(Duration::from_millis(300));
+    keyward.send_signal("TERM");
+    // The BLPOP times out a second after it was sent; its reply is still owed and delivered.
+    let reply = client.try_read_reply();
+    assert!(
+        matches!(reply, Ok(Reply::NilArray)),
+        "{reply:?}; log:\n{}",
+        keyward.log()
+    );
+    client
+        .read_close()
+        .expect("keyward closes with close_notify after the last reply");
+    assert!(
+        keyward.wait_exit(Duration::from_secs(5)).is_some(),
+        "keyward did not exit after SIGTERM; log:\n{}",
+        keyward.log()
+    );
+}
+
+#[test]
 fn tls_connections_over_max_clients_are_closed_at_once() {
     let files = TlsFiles::generate();
     let redis = RedisServer::start();
