@@ -169,9 +169,13 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let backend = Backend::start(&config).await?;
     let tls = match &config.tls.server {
-        Some(settings) => Some(ServerTls::new(settings).map_err(|e| {
-            std::io::Error::other(format!("server.tls.{}: {}", e.field, e.message))
-        })?),
+        Some(settings) => Some(
+            ServerTls::new(settings)
+                .map_err(|e| {
+                    std::io::Error::other(format!("server.tls.{}: {}", e.field, e.message))
+                })?
+                .with_close_grace(config.server.shutdown_timeout),
+        ),
         None => None,
     };
     let clients = Arc::new(AtomicUsize::new(0));
@@ -326,9 +330,14 @@ impl Backend {
             resp3: false,
             tls: match &config.tls.upstream {
                 Some(settings) => Some(
-                    ClientTls::new(settings, &config.upstream.nodes[0]).map_err(|e| {
-                        std::io::Error::other(format!("upstream.tls.{}: {}", e.field, e.message))
-                    })?,
+                    ClientTls::new(settings, &config.upstream.nodes[0])
+                        .map_err(|e| {
+                            std::io::Error::other(format!(
+                                "upstream.tls.{}: {}",
+                                e.field, e.message
+                            ))
+                        })?
+                        .with_close_grace(config.server.shutdown_timeout),
                 ),
                 None => None,
             },

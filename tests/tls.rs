@@ -484,3 +484,122 @@ fn tls_connections_over_max_clients_are_closed_at_once() {
     }
     keyward.assert_running();
 }
+
+/// Bytes keyward has queued on its side of the TCP connection from `client_port` (sent but not
+/// acknowledged, or not sent yet), from /proc/net/tcp.
+fn send_queue(keyward_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{keyward_port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() > 4 && fields[1] == local && fields[2] == remote {
+            let tx_queue = fields[4].split(':').next()?;
+            u64::from_str_radix(tx_queue, 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Shrinks a socket's receive buffer (and so the window it advertises).
+fn set_receive_buffer(socket: &std::net::TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+}
+
+/// A TLS client that never reads leaves replies behind in its bridge once its session has
+/// closed. The bridge gives up on them `shutdown_timeout_ms` later, and until then the client
+/// still counts against max_clients: keyward never holds more connections than the cap allows.
+#[test]
+fn a_tls_client_that_never_reads_is_counted_until_its_bridge_gives_up() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let value = vec![b'x'; 64 * 1024];
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query(&mut redis.conn())
+        .expect("SET big");
+    let extra = format!(
+        "[server]\nmax_clients = 1\nshutdown_timeout_ms = 500\n\
+         [upstream]\nshare_connections = false\n{}",
+        server_tls(&files, false)
+    );
+    let keyward = Keyward::start_with(&redis.addr(), &extra);
+    let (addr, pid) = (keyward.addr(), keyward.pid());
+    let idle = settled_fds(pid);
+
+    // GETs until keyward's send queue towards the client stops growing: the client's window
+    // and keyward's send buffer are full, and the last reply waits in the bridge.
+    let mut stuck = TlsClient::connect(&addr, &files, false).expect("TLS connect");
+    set_receive_buffer(stuck.socket(), 4096);
+    let client_port = stuck.socket().local_addr().expect("local addr").port();
+    let get = resp_str(&["GET", "big"]);
+    let mut queued = 0;
+    let mut full = false;
+    for _ in 0..200 {
+        stuck.send(&get).expect("send GET");
+        std::thread::sleep(Duration::from_millis(20));
+        let now = send_queue(keyward.port, client_port).expect("connection in /proc/net/tcp");
+        if now <= queued {
+            std::thread::sleep(Duration::from_millis(200));
+            full = send_queue(keyward.port, client_port) == Some(now);
+            if full {
+                break;
+            }
+        }
+        queued = now;
+    }
+    assert!(full, "keyward's send queue kept growing ({queued} bytes)");
+    // The session writes the rest into its end of the bridge and closes on QUIT.
+    stuck.send(&resp_str(&["QUIT"])).expect("send QUIT");
+    let quit = std::time::Instant::now();
+
+    // Another client is served only once the first one's connection is closed.
+    let (probe, pong, fds) = loop {
+        if let Ok((probe, reply)) = tls_ping(&addr, &files) {
+            let fds = open_fds(pid);
+            break (probe, reply, fds);
+        }
+        assert!(
+            quit.elapsed() < Duration::from_secs(5),
+            "no client served within 5 s of the first one's QUIT ({} descriptors open, {idle} \
+             with no client); log:\n{}",
+            open_fds(pid),
+            keyward.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waited = quit.elapsed();
+    assert_eq!(pong, Reply::simple("PONG"));
+    // One TLS client in the default mode: its TCP connection, the bridge's Unix socket pair and
+    // its upstream connection.
+    assert!(
+        fds <= idle + 4,
+        "a client was served while keyward still held the first one's connection: {fds} \
+         descriptors open, {idle} with no client"
+    );
+    drop(probe);
+    assert!(
+        support::wait_until(Duration::from_secs(2), || open_fds(pid) == idle),
+        "{} descriptors open, {idle} with no client",
+        open_fds(pid)
+    );
+    eprintln!(
+        "{} bytes queued towards the client that never reads; the next client was served {} \
+         ms after its QUIT",
+        queued,
+        waited.as_millis()
+    );
+}
