@@ -205,12 +205,17 @@ pub async fn serve(
         };
         if !spare.reopen() {
             // Out of file descriptors: this client was accepted with the spare descriptor only
-            // to be told so (left in the backlog, it would wait for ever).
+            // to be told so, or on a TLS listener closed (left in the backlog, it would wait
+            // for ever).
             tracing::warn!(
                 client = %peer,
                 "out of file descriptors, client refused; raise the open files limit (ulimit -n)"
             );
-            refuse_now(stream);
+            match &tls {
+                None => refuse_now(stream),
+                // Plain text would read as a broken TLS record; the close says enough.
+                Some(_) => drop(stream),
+            }
             continue;
         }
         if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
@@ -430,10 +435,10 @@ fn is_out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// Refuses a client at once, without a task: its descriptor is needed back before the next
-/// accept. The reply is one small write into an empty socket buffer, so it does not block; what
-/// the client already sent is read away first, so that closing sends a FIN, not a reset that
-/// could discard the reply before the client reads it.
+/// Refuses a plain-TCP client at once, without a task: its descriptor is needed back before
+/// the next accept. The reply is one small write into an empty socket buffer, so it does not
+/// block; what the client already sent is read away first, so that closing sends a FIN, not a
+/// reset that could discard the reply before the client reads it.
 fn refuse_now(stream: TcpStream) {
     use std::io::{Read, Write};
     // A plain non-blocking socket: its reads and writes are system calls made now, whatever

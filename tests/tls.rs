@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
@@ -602,4 +603,45 @@ fn a_tls_client_that_never_reads_is_counted_until_its_bridge_gives_up() {
         queued,
         waited.as_millis()
     );
+}
+
+/// Out of file descriptors, keyward accepts a waiting client with its spare descriptor only to
+/// close it; on a TLS listener that close is all the client gets, not plain-text bytes that
+/// its TLS library would take for a broken handshake record.
+#[test]
+fn a_tls_listener_out_of_descriptors_closes_clients_without_writing_plain_text() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let keyward = Keyward::start_with_nofile(&redis.addr(), &server_tls(&files, false), 48, 48);
+    // Connections that never start their handshake each hold a descriptor (for up to the
+    // handshake timeout) until keyward has none left.
+    let conns: Vec<RawConn> = (0..80).map(|_| RawConn::connect(&keyward.addr())).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut closed, mut open) = (0, 0);
+    for (i, conn) in conns.iter().enumerate() {
+        conn.stream.set_nonblocking(true).expect("non-blocking");
+        let mut buf = [0u8; 256];
+        match (&conn.stream).read(&mut buf) {
+            Ok(0) => closed += 1,
+            Ok(n) => panic!(
+                "connection {i} got plain text from a TLS listener: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+            Err(_) => closed += 1,
+        }
+    }
+    assert!(
+        closed > 0 && open > 0,
+        "{closed} closed, {open} open: the descriptor limit was not reached; log:\n{}",
+        keyward.log()
+    );
+    assert!(
+        keyward
+            .log()
+            .contains("out of file descriptors, client refused"),
+        "{}",
+        keyward.log()
+    );
+    eprintln!("RLIMIT_NOFILE 48: {open} connections in their handshake, {closed} closed");
 }
