@@ -85,21 +85,31 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 }
 
 /// File descriptors keyward uses besides its clients' (standard streams, the listener, the
-/// reactor, connections kept warm, topology reads, the spare), with room to spare.
+/// reactor, connections kept warm, topology reads, the spare), with room to spare (with TLS to
+/// Redis, the shared connection and the 4 kept warm take 15).
 const FD_OVERHEAD: libc::rlim_t = 64;
+
+/// File descriptors one client takes: its connection, and in the default standalone mode its
+/// own upstream connection (shared and cluster modes: more only while a client holds a private
+/// connection for a transaction, a blocking command or pub/sub). A TLS connection takes 3: the
+/// TCP connection and both ends of its bridge's Unix socket pair.
+fn descriptors_per_client(config: &Config) -> libc::rlim_t {
+    let connection = |tls: bool| if tls { 3 } else { 1 };
+    let client = connection(config.tls.server.is_some());
+    match config.upstream.mode {
+        UpstreamMode::Standalone if !config.upstream.share_connections => {
+            client + connection(config.tls.upstream.is_some())
+        }
+        _ => client,
+    }
+}
 
 /// Raises the soft limit on open files as far as `max_clients` needs, up to the hard limit, as
 /// Redis does for `maxclients`: the usual soft default of 1024 would otherwise stop keyward at a
 /// few hundred clients, whatever `max_clients` says. When even the hard limit falls short, says
 /// so at start-up, with the number to set: clients beyond what fits are refused.
 fn raise_open_files_limit(config: &Config) {
-    // A client takes one descriptor, and in the default standalone mode one more for its own
-    // upstream connection (shared and cluster modes: more only while a client holds a private
-    // connection for a transaction, a blocking command or pub/sub).
-    let per_client: libc::rlim_t = match config.upstream.mode {
-        UpstreamMode::Standalone if !config.upstream.share_connections => 2,
-        _ => 1,
-    };
+    let per_client = descriptors_per_client(config);
     let max_clients = config.server.max_clients as libc::rlim_t;
     let wanted = max_clients
         .saturating_mul(per_client)
@@ -130,10 +140,16 @@ fn raise_open_files_limit(config: &Config) {
     let have = limit.rlim_cur;
     if have < wanted {
         let fit = have.saturating_sub(FD_OVERHEAD) / per_client;
+        let refused = if config.tls.server.is_some() {
+            "are closed"
+        } else {
+            "get \"max number of clients reached\""
+        };
         tracing::warn!(
             "the open files limit is {have}: about {fit} clients fit, fewer than max_clients = \
-             {max_clients}; clients beyond that get \"max number of clients reached\"; raise the \
-             hard limit to at least {wanted} (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
+             {max_clients}; clients beyond that {refused}; raise the hard limit to at least \
+             {wanted} ({per_client} per client plus {FD_OVERHEAD}; ulimit -Hn, or LimitNOFILE= \
+             in a systemd unit)"
         );
     }
 }

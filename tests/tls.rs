@@ -645,3 +645,71 @@ fn a_tls_listener_out_of_descriptors_closes_clients_without_writing_plain_text()
     );
     eprintln!("RLIMIT_NOFILE 48: {open} connections in their handshake, {closed} closed");
 }
+
+/// What each client costs in file descriptors with TLS on either side (a TLS connection is its
+/// TCP connection plus both ends of its bridge's Unix socket pair): measured with one client,
+/// and what keyward counts when it sizes its open-files limit at start-up.
+#[test]
+fn the_open_files_limit_counts_the_descriptors_of_tls_connections() {
+    let files = TlsFiles::generate();
+    let plain_redis = RedisServer::start();
+    let tls_redis = RedisServer::start_tls(&files);
+    // (TLS clients, TLS to Redis, shared connections, descriptors per client)
+    for (tls_clients, tls_redis_side, shared, per_client) in [
+        (true, false, false, 4),
+        (true, true, false, 6),
+        (false, true, false, 4),
+        (true, false, true, 3),
+    ] {
+        let case =
+            format!("TLS clients {tls_clients}, TLS to Redis {tls_redis_side}, shared {shared}");
+        let mut extra = String::new();
+        if tls_clients {
+            extra.push_str(&server_tls(&files, false));
+        }
+        let redis = if tls_redis_side {
+            extra.push_str(&upstream_tls(&files, shared));
+            &tls_redis
+        } else {
+            extra.push_str(&format!("[upstream]\nshare_connections = {shared}\n"));
+            &plain_redis
+        };
+        let keyward = Keyward::start_with_nofile(&redis.addr(), &extra, 256, 1024);
+        // max_clients is 10,000 (the default): more than a hard limit of 1024 allows.
+        let fit = (1024 - 64) / per_client;
+        let wanted = 10_000 * per_client + 64;
+        let log = keyward.log();
+        assert!(
+            log.contains("open files limit raised from 256 to 1024")
+                && log.contains(&format!(
+                    "about {fit} clients fit, fewer than max_clients = 10000"
+                ))
+                && log.contains(&format!("at least {wanted} ({per_client} per client")),
+            "{case}: {log}"
+        );
+
+        let pid = keyward.pid();
+        // The first request opens the shared connection (shared mode), which is keyward's own,
+        // not the client's: one client comes and goes before the count.
+        let ping = || -> Box<dyn std::any::Any> {
+            if tls_clients {
+                let (client, pong) = tls_ping(&keyward.addr(), &files).expect("TLS client");
+                assert_eq!(pong, Reply::simple("PONG"), "{case}");
+                Box::new(client)
+            } else {
+                let mut client = keyward.raw_conn();
+                assert_eq!(client.request(&["PING"]), Reply::simple("PONG"), "{case}");
+                Box::new(client)
+            }
+        };
+        drop(ping());
+        let idle = settled_fds(pid);
+        let client = ping();
+        assert_eq!(
+            open_fds(pid) - idle,
+            per_client as usize,
+            "{case}: descriptors taken by one client"
+        );
+        drop(client);
+    }
+}
