@@ -148,6 +148,11 @@ impl AsyncWrite for Socket {
 /// what an idle TLS connection costs on top of a plain one.
 const BRIDGE_CHUNK: usize = 16 * 1024;
 
+/// The shortest close grace a bridge gets, whatever it is given: enough to pass on what is
+/// already written to a peer that reads (a zero `shutdown_timeout_ms` must not cut off the
+/// reply to a QUIT), too short to matter to one that does not.
+const MIN_CLOSE_GRACE: Duration = Duration::from_millis(100);
+
 /// A running bridge task.
 #[derive(Debug)]
 pub struct Bridge(tokio::task::JoinHandle<()>);
@@ -163,7 +168,7 @@ impl Bridge {
 
 /// Serves `stream` (a TLS stream) through a Unix socket pair; returns the session's end and the
 /// bridge task, which outlives the session's end by as long as it takes to deliver the last of
-/// what the session wrote, and never by more than `grace`.
+/// what the session wrote, and never by more than `grace` (at least [`MIN_CLOSE_GRACE`]).
 ///
 /// The bridge task copies both ways until the session's side is done:
 /// - the remote peer closes (end of stream): the session's end reads end of stream too, and the
@@ -185,6 +190,7 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (local, remote) = UnixStream::pair()?;
+    let grace = grace.max(MIN_CLOSE_GRACE);
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let (mut remote_read, mut remote_write) = tokio::io::split(stream);
@@ -218,6 +224,8 @@ where
             tokio::time::sleep(grace).await;
         };
         let outcome = tokio::select! {
+            // Copying first: what can be passed on at once is, even as the grace runs out.
+            biased;
             outcome = copy => outcome,
             () = given_up => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -266,8 +274,8 @@ mod tests {
     async fn a_bridge_delivers_what_the_session_wrote_last_then_closes() {
         // A duplex stream stands in for the TLS stream; `peer` is the remote peer's side.
         let (stream, mut peer) = duplex(64 * 1024);
-        let (mut session, bridge) =
-            bridge(stream, "test", "peer".into(), Duration::from_secs(5)).unwrap();
+        // Even with no grace at all (shutdown_timeout_ms = 0).
+        let (mut session, bridge) = bridge(stream, "test", "peer".into(), Duration::ZERO).unwrap();
         session.write_all(b"+last reply\r\n").await.unwrap();
         drop(session);
         let mut received = Vec::new();
