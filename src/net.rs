@@ -13,16 +13,28 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::oneshot;
 
 /// A connected socket: plain TCP, or the session's end of a [`bridge`].
 #[derive(Debug)]
 pub enum Socket {
     Tcp(TcpStream),
-    Unix(UnixStream),
+    Unix(BridgeEnd),
+}
+
+/// The session's end of a [`bridge`]: one end of the Unix socket pair, and what tells the
+/// bridge task that the session has closed it.
+#[derive(Debug)]
+pub struct BridgeEnd {
+    stream: UnixStream,
+    /// Dropped right after `stream` (fields drop in order): the bridge's receiver then
+    /// resolves, and the bridge has its close grace to deliver what is left.
+    _closed: oneshot::Sender<()>,
 }
 
 impl Socket {
@@ -30,7 +42,7 @@ impl Socket {
     pub async fn readable(&self) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.readable().await,
-            Socket::Unix(s) => s.readable().await,
+            Socket::Unix(s) => s.stream.readable().await,
         }
     }
 
@@ -38,7 +50,7 @@ impl Socket {
     pub async fn writable(&self) -> io::Result<()> {
         match self {
             Socket::Tcp(s) => s.writable().await,
-            Socket::Unix(s) => s.writable().await,
+            Socket::Unix(s) => s.stream.writable().await,
         }
     }
 
@@ -46,7 +58,7 @@ impl Socket {
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.try_read(buf),
-            Socket::Unix(s) => s.try_read(buf),
+            Socket::Unix(s) => s.stream.try_read(buf),
         }
     }
 
@@ -54,7 +66,7 @@ impl Socket {
     pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.try_read_buf(buf),
-            Socket::Unix(s) => s.try_read_buf(buf),
+            Socket::Unix(s) => s.stream.try_read_buf(buf),
         }
     }
 
@@ -62,7 +74,7 @@ impl Socket {
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Socket::Tcp(s) => s.try_write_vectored(bufs),
-            Socket::Unix(s) => s.try_write_vectored(bufs),
+            Socket::Unix(s) => s.stream.try_write_vectored(bufs),
         }
     }
 
@@ -75,7 +87,7 @@ impl Socket {
     ) -> io::Result<R> {
         match self {
             Socket::Tcp(s) => s.try_io(interest, f),
-            Socket::Unix(s) => s.try_io(interest, f),
+            Socket::Unix(s) => s.stream.try_io(interest, f),
         }
     }
 
@@ -99,7 +111,7 @@ impl AsyncRead for Socket {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
         }
     }
 }
@@ -112,21 +124,21 @@ impl AsyncWrite for Socket {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => Pin::new(&mut s.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 }
@@ -136,21 +148,51 @@ impl AsyncWrite for Socket {
 /// what an idle TLS connection costs on top of a plain one.
 const BRIDGE_CHUNK: usize = 16 * 1024;
 
-/// Serves `stream` (a TLS stream) through a Unix socket pair and returns the session's end.
+/// The shortest close grace a bridge gets, whatever it is given: enough to pass on what is
+/// already written to a peer that reads (a zero `shutdown_timeout_ms` must not cut off the
+/// reply to a QUIT), too short to matter to one that does not.
+const MIN_CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+/// A running bridge task.
+#[derive(Debug)]
+pub struct Bridge(tokio::task::JoinHandle<()>);
+
+impl Bridge {
+    /// Waits until the bridge has ended: it has passed on what the session wrote and closed the
+    /// connection, or it failed, or it gave up (at most its close grace after the session's end
+    /// was closed). Dropping a `Bridge` leaves the task running on its own.
+    pub async fn finished(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Serves `stream` (a TLS stream) through a Unix socket pair; returns the session's end and the
+/// bridge task, which outlives the session's end by as long as it takes to deliver the last of
+/// what the session wrote, and never by more than `grace` (at least [`MIN_CLOSE_GRACE`]).
 ///
 /// The bridge task copies both ways until the session's side is done:
 /// - the remote peer closes (end of stream): the session's end reads end of stream too, and the
 ///   bridge keeps delivering what the session still writes (its replies) until it closes;
-/// - the session closes its end: the bridge sends TLS `close_notify`, closes the connection and
-///   ends, whatever the remote peer does;
+/// - the session closes its end: the bridge passes on what the session wrote before, sends TLS
+///   `close_notify`, closes the connection and ends, whatever the remote peer does; a peer that
+///   does not take all that within `grace` of the session's close (a client that stopped
+///   reading) loses the rest: the bridge closes the connection without `close_notify`, which
+///   TLS peers read as a truncation;
 /// - an error either way (a reset, a broken TLS record): the bridge ends at once, and the
 ///   session sees end of stream or an error on its end.
-pub fn bridge<S>(stream: S, what: &'static str, peer: String) -> io::Result<Socket>
+pub fn bridge<S>(
+    stream: S,
+    what: &'static str,
+    peer: String,
+    grace: Duration,
+) -> io::Result<(Socket, Bridge)>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (local, remote) = UnixStream::pair()?;
-    tokio::spawn(async move {
+    let grace = grace.max(MIN_CLOSE_GRACE);
+    let (closed_tx, closed_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         let (mut remote_read, mut remote_write) = tokio::io::split(stream);
         let (mut local_read, mut local_write) = local.into_split();
         let inbound = async {
@@ -165,19 +207,43 @@ where
             let _ = remote_write.shutdown().await;
             result
         };
-        tokio::pin!(inbound, outbound);
+        let copy = async {
+            tokio::pin!(inbound, outbound);
+            tokio::select! {
+                result = &mut inbound => match result {
+                    Ok(()) => outbound.await,
+                    Err(e) => Err(e),
+                },
+                result = &mut outbound => result,
+            }
+        };
+        // The session's end closed (the sender is never used, only dropped): from then on
+        // the peer has `grace` to take what is left.
+        let given_up = async {
+            let _ = closed_rx.await;
+            tokio::time::sleep(grace).await;
+        };
         let outcome = tokio::select! {
-            result = &mut inbound => match result {
-                Ok(()) => outbound.await,
-                Err(e) => Err(e),
-            },
-            result = &mut outbound => result,
+            // Copying first: what can be passed on at once is, even as the grace runs out.
+            biased;
+            outcome = copy => outcome,
+            () = given_up => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the peer did not take the last bytes within {} ms of the session's close",
+                    grace.as_millis()
+                ),
+            )),
         };
         if let Err(e) = outcome {
             tracing::debug!(%peer, error = %e, "{what} TLS connection ended with an error");
         }
     });
-    Ok(Socket::Unix(remote))
+    let end = BridgeEnd {
+        stream: remote,
+        _closed: closed_tx,
+    };
+    Ok((Socket::Unix(end), Bridge(task)))
 }
 
 /// Copies `from` to `to` until end of stream, flushing after every read (a TLS writer holds
@@ -195,5 +261,54 @@ where
         }
         to.write_all(&buf).await?;
         to.flush().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+    use tokio::time::{Instant, timeout};
+
+    #[tokio::test]
+    async fn a_bridge_delivers_what_the_session_wrote_last_then_closes() {
+        // A duplex stream stands in for the TLS stream; `peer` is the remote peer's side.
+        let (stream, mut peer) = duplex(64 * 1024);
+        // Even with no grace at all (shutdown_timeout_ms = 0).
+        let (mut session, bridge) = bridge(stream, "test", "peer".into(), Duration::ZERO).unwrap();
+        session.write_all(b"+last reply\r\n").await.unwrap();
+        drop(session);
+        let mut received = Vec::new();
+        peer.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, b"+last reply\r\n");
+        timeout(Duration::from_secs(1), bridge.finished())
+            .await
+            .expect("the bridge ends once it has delivered everything");
+    }
+
+    #[tokio::test]
+    async fn a_bridge_gives_up_on_a_peer_that_stops_reading_its_grace_after_the_session_closed() {
+        let grace = Duration::from_millis(200);
+        let (stream, peer) = duplex(1024);
+        let (mut session, bridge) = bridge(stream, "test", "peer".into(), grace).unwrap();
+        // Far more than the peer's side takes: the bridge waits to write the rest.
+        session.write_all(&[b'x'; 32 * 1024]).await.unwrap();
+        // While the session is open, a peer that does not read is the session's business.
+        tokio::time::sleep(grace * 2).await;
+        assert!(
+            !bridge.0.is_finished(),
+            "the bridge gave up on an open session"
+        );
+        let closed = Instant::now();
+        drop(session);
+        timeout(Duration::from_secs(2), bridge.finished())
+            .await
+            .expect("the bridge ends within its grace after the session closed");
+        assert!(
+            closed.elapsed() >= grace,
+            "gave up after {:?}",
+            closed.elapsed()
+        );
+        drop(peer);
     }
 }

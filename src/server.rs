@@ -2,11 +2,13 @@
 //! down gracefully on SIGINT or SIGTERM.
 //!
 //! Shutdown order: stop accepting, tell every session to stop reading, let each one deliver
-//! the replies it still owes (a bounded wait, `[server] shutdown_timeout_ms`), then return.
+//! the replies it still owes (a TLS client's through its bridge, which must pass them on too;
+//! a bounded wait, `[server] shutdown_timeout_ms`), then return.
 //!
-//! With `[server.tls]` every connection first goes through a TLS handshake in its own task
-//! (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], and counted against `max_clients` meanwhile); a
-//! failed handshake closes that connection and is logged, and nobody else notices.
+//! With `[server.tls]` every connection within `max_clients` first goes through a TLS handshake
+//! in its own task (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`], and counted against
+//! `max_clients` meanwhile); a failed handshake closes that connection and is logged, and nobody
+//! else notices. A connection over the cap is closed at once, without a handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use crate::cluster::session::ClusterContext;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, UpstreamMode};
 use crate::guard::GuardPolicy;
-use crate::net::Socket;
+use crate::net::{Bridge, Socket};
 use crate::protocol::request::ScanLimits;
 use crate::session::{self, SessionContext};
 use crate::tls::{ClientTls, ServerTls};
@@ -83,21 +85,31 @@ pub async fn run(config: Config) -> std::io::Result<()> {
 }
 
 /// File descriptors keyward uses besides its clients' (standard streams, the listener, the
-/// reactor, connections kept warm, topology reads, the spare), with room to spare.
+/// reactor, connections kept warm, topology reads, the spare), with room to spare (with TLS to
+/// Redis, the shared connection and the 4 kept warm take 15).
 const FD_OVERHEAD: libc::rlim_t = 64;
+
+/// File descriptors one client takes: its connection, and in the default standalone mode its
+/// own upstream connection (shared and cluster modes: more only while a client holds a private
+/// connection for a transaction, a blocking command or pub/sub). A TLS connection takes 3: the
+/// TCP connection and both ends of its bridge's Unix socket pair.
+fn descriptors_per_client(config: &Config) -> libc::rlim_t {
+    let connection = |tls: bool| if tls { 3 } else { 1 };
+    let client = connection(config.tls.server.is_some());
+    match config.upstream.mode {
+        UpstreamMode::Standalone if !config.upstream.share_connections => {
+            client + connection(config.tls.upstream.is_some())
+        }
+        _ => client,
+    }
+}
 
 /// Raises the soft limit on open files as far as `max_clients` needs, up to the hard limit, as
 /// Redis does for `maxclients`: the usual soft default of 1024 would otherwise stop keyward at a
 /// few hundred clients, whatever `max_clients` says. When even the hard limit falls short, says
 /// so at start-up, with the number to set: clients beyond what fits are refused.
 fn raise_open_files_limit(config: &Config) {
-    // A client takes one descriptor, and in the default standalone mode one more for its own
-    // upstream connection (shared and cluster modes: more only while a client holds a private
-    // connection for a transaction, a blocking command or pub/sub).
-    let per_client: libc::rlim_t = match config.upstream.mode {
-        UpstreamMode::Standalone if !config.upstream.share_connections => 2,
-        _ => 1,
-    };
+    let per_client = descriptors_per_client(config);
     let max_clients = config.server.max_clients as libc::rlim_t;
     let wanted = max_clients
         .saturating_mul(per_client)
@@ -128,10 +140,16 @@ fn raise_open_files_limit(config: &Config) {
     let have = limit.rlim_cur;
     if have < wanted {
         let fit = have.saturating_sub(FD_OVERHEAD) / per_client;
+        let refused = if config.tls.server.is_some() {
+            "are closed"
+        } else {
+            "get \"max number of clients reached\""
+        };
         tracing::warn!(
             "the open files limit is {have}: about {fit} clients fit, fewer than max_clients = \
-             {max_clients}; clients beyond that get \"max number of clients reached\"; raise the \
-             hard limit to at least {wanted} (ulimit -Hn, or LimitNOFILE= in a systemd unit)"
+             {max_clients}; clients beyond that {refused}; raise the hard limit to at least \
+             {wanted} ({per_client} per client plus {FD_OVERHEAD}; ulimit -Hn, or LimitNOFILE= \
+             in a systemd unit)"
         );
     }
 }
@@ -167,9 +185,13 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let backend = Backend::start(&config).await?;
     let tls = match &config.tls.server {
-        Some(settings) => Some(ServerTls::new(settings).map_err(|e| {
-            std::io::Error::other(format!("server.tls.{}: {}", e.field, e.message))
-        })?),
+        Some(settings) => Some(
+            ServerTls::new(settings)
+                .map_err(|e| {
+                    std::io::Error::other(format!("server.tls.{}: {}", e.field, e.message))
+                })?
+                .with_close_grace(config.server.shutdown_timeout),
+        ),
         None => None,
     };
     let clients = Arc::new(AtomicUsize::new(0));
@@ -199,28 +221,31 @@ pub async fn serve(
         };
         if !spare.reopen() {
             // Out of file descriptors: this client was accepted with the spare descriptor only
-            // to be told so (left in the backlog, it would wait for ever).
+            // to be told so, or on a TLS listener closed (left in the backlog, it would wait
+            // for ever).
             tracing::warn!(
                 client = %peer,
                 "out of file descriptors, client refused; raise the open files limit (ulimit -n)"
             );
-            refuse_now(stream);
+            match &tls {
+                None => refuse_now(stream),
+                // Plain text would read as a broken TLS record; the close says enough.
+                Some(_) => drop(stream),
+            }
             continue;
         }
         if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
             clients.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(client = %peer, max_clients, "max number of clients reached");
-            let tls = tls.clone();
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let client = match &tls {
-                    None => Some(Socket::Tcp(stream)),
-                    Some(tls) => handshake(tls, stream, peer, stop).await,
-                };
-                if let Some(client) = client {
-                    refuse(client).await;
+            match &tls {
+                None => {
+                    tokio::spawn(refuse(Socket::Tcp(stream)));
                 }
-            });
+                // Closed at once, without the handshake that Redis's error text would need: a
+                // handshake for every connection over the cap would hold a task and a
+                // descriptor each, uncounted, for up to the handshake timeout.
+                Some(_) => drop(stream),
+            }
             continue;
         }
         let backend = backend.clone();
@@ -230,13 +255,21 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let client = match &tls {
-                None => Some(Socket::Tcp(stream)),
-                Some(tls) => handshake(tls, stream, peer, stop.clone()).await,
+                None => Some((Socket::Tcp(stream), None)),
+                Some(tls) => handshake(tls, stream, peer, stop.clone())
+                    .await
+                    .map(|(socket, bridge)| (socket, Some(bridge))),
             };
-            if let Some(client) = client {
+            if let Some((client, bridge)) = client {
                 match backend {
                     Backend::Standalone(ctx) => session::run(client, peer, ctx, stop).await,
                     Backend::Cluster(ctx) => cluster::session::run(client, peer, ctx, stop).await,
+                }
+                // A TLS client is still connected until its bridge has passed on the last
+                // replies and closed the connection: it stays counted against max_clients, and
+                // shutdown waits for it, until then.
+                if let Some(bridge) = bridge {
+                    bridge.finished().await;
                 }
             }
             clients.fetch_sub(1, Ordering::AcqRel);
@@ -267,15 +300,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// A client's TLS handshake; `None` when it failed, timed out, or keyward began shutting down
-/// meanwhile. A client that connects and leaves without a word (a port probe, a load
-/// balancer's health check) is logged at debug level only, any other failure as a warning.
+/// A client's TLS handshake: the session's socket and the bridge serving it; `None` when it
+/// failed, timed out, or keyward began shutting down meanwhile. A client that connects and
+/// leaves without a word (a port probe, a load balancer's health check) is logged at debug
+/// level only, any other failure as a warning.
 async fn handshake(
     tls: &ServerTls,
     stream: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) -> Option<Socket> {
+) -> Option<(Socket, Bridge)> {
     let result = tokio::select! {
         result = tls.accept(stream, peer.to_string()) => result,
         _ = stop.wait_for(|&stop| stop) => return None,
@@ -317,9 +351,14 @@ impl Backend {
             resp3: false,
             tls: match &config.tls.upstream {
                 Some(settings) => Some(
-                    ClientTls::new(settings, &config.upstream.nodes[0]).map_err(|e| {
-                        std::io::Error::other(format!("upstream.tls.{}: {}", e.field, e.message))
-                    })?,
+                    ClientTls::new(settings, &config.upstream.nodes[0])
+                        .map_err(|e| {
+                            std::io::Error::other(format!(
+                                "upstream.tls.{}: {}",
+                                e.field, e.message
+                            ))
+                        })?
+                        .with_close_grace(config.server.shutdown_timeout),
                 ),
                 None => None,
             },
@@ -412,10 +451,10 @@ fn is_out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// Refuses a client at once, without a task: its descriptor is needed back before the next
-/// accept. The reply is one small write into an empty socket buffer, so it does not block; what
-/// the client already sent is read away first, so that closing sends a FIN, not a reset that
-/// could discard the reply before the client reads it.
+/// Refuses a plain-TCP client at once, without a task: its descriptor is needed back before
+/// the next accept. The reply is one small write into an empty socket buffer, so it does not
+/// block; what the client already sent is read away first, so that closing sends a FIN, not a
+/// reset that could discard the reply before the client reads it.
 fn refuse_now(stream: TcpStream) {
     use std::io::{Read, Write};
     // A plain non-blocking socket: its reads and writes are system calls made now, whatever

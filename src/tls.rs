@@ -28,6 +28,11 @@ use crate::net::{self, Socket};
 /// too little) would otherwise hold one of `max_clients` slots for ever.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a bridge may take, once its session has closed, to deliver what the session wrote
+/// last, unless [`ServerTls::with_close_grace`] / [`ClientTls::with_close_grace`] say otherwise
+/// (keyward passes `shutdown_timeout_ms`, whose default this is).
+const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// A TLS file that cannot be used: `field` is the key inside `[server.tls]` or `[upstream.tls]`
 /// (such as `"cert_file"`) that names it, `message` says which file and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +139,7 @@ fn key_error(e: rustls::Error, key_file: &Path, cert_file: &Path) -> TlsError {
 #[derive(Clone)]
 pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,
+    close_grace: Duration,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -173,12 +179,25 @@ impl ServerTls {
             .map_err(|e| key_error(e, &config.key_file, &config.cert_file))?;
         Ok(ServerTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            close_grace: DEFAULT_CLOSE_GRACE,
         })
     }
 
+    /// Sets how long a client's bridge may take, once the session has closed, to deliver its
+    /// last replies (see [`net::bridge`]).
+    pub fn with_close_grace(mut self, grace: Duration) -> ServerTls {
+        self.close_grace = grace;
+        self
+    }
+
     /// Runs the handshake with a client (within [`HANDSHAKE_TIMEOUT`]) and returns the socket
-    /// the session uses. `UnexpectedEof`: the client closed before finishing the handshake.
-    pub async fn accept(&self, stream: TcpStream, peer: String) -> std::io::Result<Socket> {
+    /// the session uses, with the bridge that serves it. `UnexpectedEof`: the client closed
+    /// before finishing the handshake.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        peer: String,
+    ) -> std::io::Result<(Socket, net::Bridge)> {
         let _ = stream.set_nodelay(true);
         let stream =
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
@@ -193,7 +212,7 @@ impl ServerTls {
                     ));
                 }
             };
-        net::bridge(stream, "client", peer)
+        net::bridge(stream, "client", peer, self.close_grace)
     }
 }
 
@@ -203,6 +222,7 @@ impl ServerTls {
 pub struct ClientTls {
     connector: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
+    close_grace: Duration,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -265,7 +285,15 @@ impl ClientTls {
         Ok(ClientTls {
             connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
             server_name,
+            close_grace: DEFAULT_CLOSE_GRACE,
         })
+    }
+
+    /// Sets how long an upstream connection's bridge may take, once the session has closed the
+    /// connection, to deliver what it wrote last (see [`net::bridge`]).
+    pub fn with_close_grace(mut self, grace: Duration) -> ClientTls {
+        self.close_grace = grace;
+        self
     }
 
     /// Runs the handshake with Redis over `stream` and returns the socket keyward uses. The
@@ -275,7 +303,11 @@ impl ClientTls {
             .connector
             .connect(self.server_name.clone(), stream)
             .await?;
-        net::bridge(stream, "upstream", addr.to_string())
+        // Nobody waits for an upstream connection's bridge: it ends on its own once the session
+        // has closed its end.
+        let (socket, _bridge) =
+            net::bridge(stream, "upstream", addr.to_string(), self.close_grace)?;
+        Ok(socket)
     }
 }
 

@@ -455,26 +455,40 @@ impl Keyward {
     /// keyward with TOML overrides, e.g. `"max_keys = 3\ndeny_commands = []"` (entries before
     /// any header go to `[guard]`) or `"[server]\nmax_clients = 2"`.
     pub fn start_with(upstream: &str, toml_extra: &str) -> Self {
-        Self::start_config(upstream, |listen| proxy_toml(listen, upstream, toml_extra))
+        Self::start_config(upstream, None, |listen| {
+            proxy_toml(listen, upstream, toml_extra)
+        })
+    }
+
+    /// Like [`Keyward::start_with`], with the process's limit on open files set to `soft` /
+    /// `hard` (RLIMIT_NOFILE) before it starts.
+    pub fn start_with_nofile(upstream: &str, toml_extra: &str, soft: u64, hard: u64) -> Self {
+        Self::start_config(upstream, Some((soft, hard)), |listen| {
+            proxy_toml(listen, upstream, toml_extra)
+        })
     }
 
     /// keyward in front of a Redis Cluster (`[upstream] mode = "cluster"`, `nodes` = every
     /// address of `seeds`), with TOML overrides as in [`Keyward::start_with`]. `upstream` is then
     /// the seeds joined with `,`.
     pub fn start_cluster(seeds: &[String], toml_extra: &str) -> Self {
-        Self::start_config(&seeds.join(","), |listen| {
+        Self::start_config(&seeds.join(","), None, |listen| {
             proxy_toml_cluster(listen, seeds, toml_extra)
         })
     }
 
     /// Starts keyward on a free port with the configuration `config(listen address)`, retrying
     /// on a new port when the one picked was taken meanwhile.
-    fn start_config(upstream: &str, config: impl Fn(&str) -> String) -> Self {
+    fn start_config(
+        upstream: &str,
+        nofile: Option<(u64, u64)>,
+        config: impl Fn(&str) -> String,
+    ) -> Self {
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = free_port();
             let text = config(&format!("127.0.0.1:{port}"));
-            match Self::try_start(port, upstream, text) {
+            match Self::try_start(port, upstream, text, nofile) {
                 Ok(k) => return k,
                 Err(e) => last_error = e,
             }
@@ -482,7 +496,12 @@ impl Keyward {
         panic!("keyward did not start after 3 attempts: {last_error}");
     }
 
-    fn try_start(port: u16, upstream: &str, config: String) -> Result<Self, String> {
+    fn try_start(
+        port: u16,
+        upstream: &str,
+        config: String,
+        nofile: Option<(u64, u64)>,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for keyward");
         let config_path = dir.path().join("proxy.toml");
         fs::write(&config_path, &config).expect("write proxy.toml");
@@ -493,6 +512,22 @@ impl Keyward {
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("KEYWARD_") {
                 cmd.env_remove(name);
+            }
+        }
+        if let Some((soft, hard)) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft as libc::rlim_t,
+                        rlim_max: hard as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
             }
         }
         let mut child = cmd

@@ -224,6 +224,40 @@ impl TlsClient {
         replies
     }
 
+    /// The TCP connection under the TLS session (to set socket options or read its address).
+    pub fn socket(&self) -> &std::net::TcpStream {
+        &self.stream.sock
+    }
+
+    /// Reads one reply; an error when the connection ends or fails first, or the read times
+    /// out (the I/O timeout unless [`TlsClient::socket`] was given another).
+    pub fn try_read_reply(&mut self) -> std::io::Result<super::Reply> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match super::parse_reply(&buf) {
+                Ok(Some((reply, used))) if used == buf.len() => return Ok(reply),
+                Ok(Some(_)) => {
+                    return Err(std::io::Error::other(format!(
+                        "more than one reply: {buf:?}"
+                    )));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::other(format!("malformed reply: {e}"))),
+            }
+            match self.stream.read(&mut chunk)? {
+                0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("closed after {} bytes", buf.len()),
+                    ));
+                }
+                k => buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+    }
+
     /// Waits for the server to close: `Ok(())` on a clean end of stream, the error otherwise
     /// (a timeout included).
     pub fn read_close(&mut self) -> std::io::Result<()> {
