@@ -395,14 +395,15 @@ impl ClusterSession {
             None => request,
             Some(client_auth) => {
                 let in_transaction = self.transaction.is_some();
-                let gate = auth::gate(
+                // Boxed: inline, its state would enlarge every session's task.
+                let gate = Box::pin(auth::gate(
                     Some(&client_auth),
                     &mut self.login,
                     self.peer.ip(),
                     spec,
                     request,
                     in_transaction,
-                )
+                ))
                 .await;
                 scanner.set_unauthenticated(!self.login.is_authenticated());
                 match gate {

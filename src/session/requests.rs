@@ -140,7 +140,13 @@ impl RequestSide {
         let mut unhandled = !buf.is_empty();
         loop {
             let buffered = buf.len();
-            match self.wait_for_replies(&mut shutdown, &mut buf).await {
+            let resume = if self.owed() < self.pending_limit() {
+                Resume::Go
+            } else {
+                // Boxed: rarely taken, and inline its state would enlarge every session's task.
+                Box::pin(self.wait_for_replies(&mut shutdown, &mut buf)).await
+            };
+            match resume {
                 Resume::Go => {}
                 Resume::Shutdown => {
                     self.batch.push(Pending::Close);
@@ -247,14 +253,16 @@ impl RequestSide {
         let request = match self.ctx.auth.as_deref() {
             None => request,
             Some(client_auth) => {
-                let gate = auth::gate(
+                // Boxed, like the other rarely taken waits below: inline, their state would
+                // enlarge every session's task, which is most of keyward's memory per client.
+                let gate = Box::pin(auth::gate(
                     Some(client_auth),
                     &mut self.login,
                     self.peer.ip(),
                     spec,
                     request,
                     self.in_multi,
-                )
+                ))
                 .await;
                 self.scanner
                     .set_unauthenticated(!self.login.is_authenticated());
@@ -454,9 +462,11 @@ impl RequestSide {
     async fn connect(&mut self) {
         // Replies still owed on an older connection are failed by the reply side.
         self.send_batch().await;
+        // Boxed: a connection attempt (with its TLS handshake) has a large state, which inline
+        // would stay part of every session's task for the session's whole life.
         let connected = match &self.ctx.warm {
-            Some(pool) => pool.connect().await,
-            None => self.ctx.upstream.connect().await,
+            Some(pool) => Box::pin(pool.connect()).await,
+            None => Box::pin(self.ctx.upstream.connect()).await,
         };
         match connected {
             Ok(stream) => {
