@@ -177,6 +177,16 @@ impl Login {
         !matches!(self, Login::Required)
     }
 
+    /// How many requests the client may have waiting for replies: `configured`
+    /// (`limits.max_pending_replies`), or [`UNAUTHENTICATED_MAX_PENDING`] before the login.
+    pub fn pending_limit(self, configured: usize) -> usize {
+        if self.is_authenticated() {
+            configured
+        } else {
+            UNAUTHENTICATED_MAX_PENDING
+        }
+    }
+
     /// Whether `[guard] deny_commands` is waived for this client.
     pub fn bypasses_deny_commands(self) -> bool {
         matches!(

@@ -1010,95 +1010,18 @@ fn slowloris_clients_do_not_block_others_shared_connection() {
 // 6. Out of file descriptors
 // ---------------------------------------------------------------------------------------------
 
-/// A keyward started with its own RLIMIT_NOFILE (the harness's keyward inherits this process's
-/// limit, so this one is spawned here), killed on drop.
-struct CrampedKeyward {
-    child: std::process::Child,
-    addr: String,
-    log_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl CrampedKeyward {
-    fn start(upstream: &str, toml_extra: &str, soft: u64, hard: u64) -> Self {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("proxy.toml");
-        std::fs::write(&config, proxy_toml(&addr, upstream, toml_extra)).expect("proxy.toml");
-        let log_path = dir.path().join("keyward.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("KEYWARD_") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log);
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let limit = libc::rlimit {
-                    rlim_cur: soft as libc::rlim_t,
-                    rlim_max: hard as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn keyward");
-        let kw = CrampedKeyward {
-            child,
-            addr,
-            log_path,
-            _dir: dir,
-        };
-        let up = wait_until(START_TIMEOUT, || {
-            let mut c = match TcpStream::connect(&kw.addr) {
-                Ok(c) => c,
-                Err(_) => return false,
-            };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut pong = [0u8; 7];
-            c.write_all(b"PING\r\n").is_ok() && c.read_exact(&mut pong).is_ok()
-        });
-        assert!(up, "keyward did not start; log:\n{}", kw.log());
-        kw
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
-    }
-
-    /// keyward's (soft, hard) limit on open files, from /proc/PID/limits.
-    fn nofile_limit(&self) -> (u64, u64) {
-        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
-            .expect("/proc/PID/limits");
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .expect("Max open files line");
-        let numbers: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (numbers[0], numbers[1])
-    }
-}
-
-impl Drop for CrampedKeyward {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A process's (soft, hard) limit on open files, from /proc/PID/limits.
+fn nofile_limit(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc/PID/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
 }
 
 /// More clients than keyward has file descriptors for: each one gets PONG or an error reply,
@@ -1109,7 +1032,7 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
     const CLIENTS: usize = 160;
     for mode in [Mode::PerClient, Mode::Shared] {
         let redis = RedisServer::start();
-        let mut kw = CrampedKeyward::start(&redis.addr(), &mode.toml(""), NOFILE, NOFILE);
+        let mut kw = Keyward::start_with_nofile(&redis.addr(), &mode.toml(""), NOFILE, NOFILE);
         // At start-up keyward said how many clients fit.
         let fit = (NOFILE - 64) / if mode == Mode::PerClient { 2 } else { 1 };
         let warning = format!("the open files limit is {NOFILE}: about {fit} clients fit");
@@ -1121,7 +1044,7 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
         let mut clients = Vec::new();
         let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
         for i in 0..CLIENTS {
-            let mut c = TcpStream::connect(&kw.addr).expect("connect");
+            let mut c = TcpStream::connect(kw.addr()).expect("connect");
             c.set_read_timeout(Some(Duration::from_secs(3)))
                 .expect("read timeout");
             c.write_all(b"PING\r\n").expect("write PING");
@@ -1160,7 +1083,7 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
         );
         drop(clients);
         let served = wait_until(Duration::from_secs(5), || {
-            let Ok(mut c) = TcpStream::connect(&kw.addr) else {
+            let Ok(mut c) = TcpStream::connect(kw.addr()) else {
                 return false;
             };
             let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
@@ -1170,11 +1093,7 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
                 && &pong == b"+PONG\r\n"
         });
         assert!(served, "[{mode:?}] not served after the clients left");
-        assert!(
-            kw.child.try_wait().expect("try_wait").is_none(),
-            "keyward exited; log:\n{}",
-            kw.log()
-        );
+        assert!(kw.is_running(), "keyward exited; log:\n{}", kw.log());
         let log = kw.log();
         assert!(!log.contains("panicked"), "keyward panicked; log:\n{log}");
         eprintln!("[{mode:?}] {CLIENTS} clients, RLIMIT_NOFILE {NOFILE}: {outcomes:?}");
@@ -1187,8 +1106,8 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
 fn keyward_raises_its_open_files_limit_to_what_max_clients_needs() {
     let redis = RedisServer::start();
     // Per-client mode, max_clients 10,000 (the default): 2 x 10,000 + 64 wanted, 4096 allowed.
-    let kw = CrampedKeyward::start(&redis.addr(), &Mode::PerClient.toml(""), 256, 4096);
-    assert_eq!(kw.nofile_limit(), (4096, 4096));
+    let kw = Keyward::start_with_nofile(&redis.addr(), &Mode::PerClient.toml(""), 256, 4096);
+    assert_eq!(nofile_limit(kw.pid()), (4096, 4096));
     let log = kw.log();
     assert!(
         log.contains("open files limit raised from 256 to 4096")
@@ -1198,13 +1117,13 @@ fn keyward_raises_its_open_files_limit_to_what_max_clients_needs() {
     );
     drop(kw);
     // Shared mode, max_clients 1000: one descriptor per client, 1064 is enough, no warning.
-    let kw = CrampedKeyward::start(
+    let kw = Keyward::start_with_nofile(
         &redis.addr(),
         &format!("[server]\nmax_clients = 1000\n{}", Mode::Shared.toml("")),
         256,
         4096,
     );
-    assert_eq!(kw.nofile_limit(), (1064, 4096));
+    assert_eq!(nofile_limit(kw.pid()), (1064, 4096));
     let log = kw.log();
     assert!(
         log.contains("open files limit raised from 256 to 1064") && !log.contains("clients fit"),

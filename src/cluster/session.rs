@@ -33,7 +33,7 @@ use crate::guard::{GuardPolicy, Verdict};
 use crate::net::Socket;
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
-use crate::session::{ReplyMode, SessionContext, read_some, write_all_chunks};
+use crate::session::{PAUSED_READ_LIMIT, ReplyMode, SessionContext, read_some, write_all_chunks};
 
 /// Settings shared by every session of this kind.
 pub struct ClusterContext {
@@ -60,9 +60,6 @@ pub struct ClusterContext {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
-/// While a client is not handled for `max_pending_replies`, keyward still reads up to this much
-/// of what it sends, to notice a client that hangs up behind a blocked command.
-const PAUSED_READ_LIMIT: usize = 64 * 1024;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
@@ -277,11 +274,7 @@ impl ClusterSession {
     /// How many requests may wait for replies: `max_pending_replies`, or a handful before the
     /// client has logged in.
     fn pending_limit(&self) -> usize {
-        if self.login.is_authenticated() {
-            self.ctx.max_pending_replies
-        } else {
-            auth::UNAUTHENTICATED_MAX_PENDING
-        }
+        self.login.pending_limit(self.ctx.max_pending_replies)
     }
 
     /// Scans and dispatches the complete requests in `buf`, then writes what they queued on
@@ -746,19 +739,8 @@ impl ClusterSession {
             let addr = self.ctx.cluster.primaries().into_iter().next();
             return self.handoff(addr, request.raw);
         }
-        let cluster = self.cluster();
-        let submitted = cluster.submit(Target::Any, request.raw, false).await;
-        self.note(&submitted);
-        self.push(
-            async move {
-                let frame = submitted.reply(&cluster).await;
-                if let Some(audit) = audit {
-                    audit.answered(&frame);
-                }
-                frame
-            }
-            .boxed(),
-        );
+        // `resp3` is false here: HELLO moved the client to a connection of its own.
+        self.forward(Target::Any, request.raw, audit).await;
         Next::Continue
     }
 

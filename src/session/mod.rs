@@ -52,6 +52,11 @@ pub struct SessionContext {
     pub max_pending_replies: usize,
 }
 
+/// While a client is not handled for `max_pending_replies`, keyward still reads up to this much
+/// of what it sends (without handling it), to notice a client that hangs up behind a blocked
+/// command.
+pub(crate) const PAUSED_READ_LIMIT: usize = 64 * 1024;
+
 /// How many request batches may wait between the two halves before the request side stops
 /// reading the client (backpressure for clients that write without reading).
 const BATCH_QUEUE: usize = 1024;

@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    Expect, ExpectKind, Pending, ReplyMode, SessionContext, Shared, read_some, write_all_chunks,
+    Expect, ExpectKind, PAUSED_READ_LIMIT, Pending, ReplyMode, SessionContext, Shared, read_some,
+    write_all_chunks,
 };
 use crate::audit::{self, Audit};
 use crate::auth::{self, Gate, Login};
@@ -23,10 +24,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A read buffer this large is released when it runs empty, so that one big request does not
 /// pin memory for the rest of a long-lived connection.
 const KEEP_BUFFER: usize = 256 * 1024;
-
-/// While a client is not read for `max_pending_replies`, keyward still reads (without handling)
-/// up to this much of what it sends, to notice a client that hangs up behind a blocked command.
-const PAUSED_READ_LIMIT: usize = 64 * 1024;
 
 /// Name of the placeholder command sent in place of a refused command inside MULTI. Redis
 /// rejects it at queue time (unknown command), which makes the transaction fail with
@@ -495,11 +492,7 @@ impl RequestSide {
     /// How many requests may wait for replies: `max_pending_replies`, or a handful before the
     /// client has logged in.
     fn pending_limit(&self) -> u64 {
-        if self.login.is_authenticated() {
-            self.ctx.max_pending_replies as u64
-        } else {
-            auth::UNAUTHENTICATED_MAX_PENDING as u64
-        }
+        self.login.pending_limit(self.ctx.max_pending_replies) as u64
     }
 
     /// Backpressure: while the pending limit's worth of requests wait for replies that the

@@ -35,7 +35,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{answers_ping, free_port, kill_and_reap};
+use super::{answers_ping, free_port, kill_and_reap, wait_until};
 
 /// How long the whole cluster may take to be created and to agree on its topology.
 pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -750,20 +750,6 @@ fn run_bounded(cmd: &mut Command, dir: &Path, timeout: Duration) -> RunOutput {
         status,
         stdout: read(&out_file),
         stderr: read(&err_file),
-    }
-}
-
-/// Polls `f` every 50 ms until it returns true or `timeout` elapses.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
     }
 }
 
