@@ -211,16 +211,13 @@ pub enum Gate {
 /// and refuses everything else until the client has logged in. `in_transaction`: `AUTH` inside
 /// MULTI is refused (Redis would run it at EXEC, out of keyward's sight).
 pub async fn gate(
-    auth: Option<&ClientAuth>,
+    auth: &ClientAuth,
     login: &mut Login,
     peer: IpAddr,
     spec: Option<&CommandSpec>,
     request: Request,
     in_transaction: bool,
 ) -> Gate {
-    let Some(auth) = auth else {
-        return Gate::Pass(request);
-    };
     let name = spec.map_or("", |s| s.name);
     match name {
         "auth" => {
@@ -463,7 +460,7 @@ mod tests {
         let request = request(args);
         let spec = commands::lookup(&request.args[0]);
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
-        match gate(Some(auth), login, peer, spec, request, false).await {
+        match gate(auth, login, peer, spec, request, false).await {
             Gate::Pass(r) => Ok(r),
             Gate::Answer(reply) => Err(String::from_utf8_lossy(&reply).trim_end().to_string()),
         }

@@ -390,7 +390,7 @@ impl ClusterSession {
                 let in_transaction = self.transaction.is_some();
                 // Boxed: inline, its state would enlarge every session's task.
                 let gate = Box::pin(auth::gate(
-                    Some(&client_auth),
+                    &client_auth,
                     &mut self.login,
                     self.peer.ip(),
                     spec,

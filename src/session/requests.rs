@@ -253,7 +253,7 @@ impl RequestSide {
                 // Boxed, like the other rarely taken waits below: inline, their state would
                 // enlarge every session's task, which is most of keyward's memory per client.
                 let gate = Box::pin(auth::gate(
-                    Some(client_auth),
+                    client_auth,
                     &mut self.login,
                     self.peer.ip(),
                     spec,
