@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -205,15 +206,31 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = signals.wait_for(|&n| n >= 1) => break,
         };
+        let accepted = match accepted {
+            // Linux reports EMFILE before it looks at the backlog: no client need be waiting.
+            Err(e) if is_out_of_descriptors(&e) && spare.release() => {
+                // Accept with the freed descriptor at once, before any other task runs: if no
+                // client is waiting, the spare is taken back before a session's upstream
+                // connect can take it, which would leave the next client in the backlog with
+                // no descriptor to be refused with (seen in CI). Unconstrained: a Pending
+                // here must mean an empty backlog, not a spent cooperative budget.
+                match tokio::task::coop::unconstrained(listener.accept()).now_or_never() {
+                    Some(accepted) => accepted,
+                    None => {
+                        spare.reopen();
+                        continue;
+                    }
+                }
+            }
+            accepted => accepted,
+        };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
-            Err(e) if is_out_of_descriptors(&e) && spare.release() => {
-                // The descriptor just freed lets the next accept take the waiting client.
-                continue;
-            }
             Err(e) => {
                 // Some other failure (or out of descriptors with no spare left to give back):
-                // keep serving the clients we have.
+                // keep serving the clients we have, and take the spare back when a
+                // descriptor frees up.
+                spare.reopen();
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;

@@ -1028,14 +1028,20 @@ fn nofile_limit(pid: u32) -> (u64, u64) {
 /// none is left waiting without an answer, and once they leave new clients are served again.
 #[test]
 fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
-    const NOFILE: u64 = 128;
     const CLIENTS: usize = 160;
-    for mode in [Mode::PerClient, Mode::Shared] {
+    // Two limits one apart: with a descriptor per client and one per upstream connection, one
+    // of them runs out on an accept and the other on an upstream connect (which once left the
+    // next client waiting in the backlog).
+    for (mode, nofile) in [
+        (Mode::PerClient, 128),
+        (Mode::PerClient, 129),
+        (Mode::Shared, 128),
+    ] {
         let redis = RedisServer::start();
-        let mut kw = Keyward::start_with_nofile(&redis.addr(), &mode.toml(""), NOFILE, NOFILE);
+        let mut kw = Keyward::start_with_nofile(&redis.addr(), &mode.toml(""), nofile, nofile);
         // At start-up keyward said how many clients fit.
-        let fit = (NOFILE - 64) / if mode == Mode::PerClient { 2 } else { 1 };
-        let warning = format!("the open files limit is {NOFILE}: about {fit} clients fit");
+        let fit = (nofile - 64) / if mode == Mode::PerClient { 2 } else { 1 };
+        let warning = format!("the open files limit is {nofile}: about {fit} clients fit");
         assert!(
             kw.log().contains(&warning),
             "no {warning:?} in\n{}",
@@ -1056,8 +1062,9 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
                     Ok(_) => break,
                     Err(e) => panic!(
                         "[{mode:?}] client {i} got no answer ({e}) after {:?}; outcomes so \
-                         far: {outcomes:?}",
-                        String::from_utf8_lossy(&line)
+                         far: {outcomes:?}; log:\n{}",
+                        String::from_utf8_lossy(&line),
+                        kw.log()
                     ),
                 }
             }
@@ -1096,7 +1103,7 @@ fn clients_over_the_file_descriptor_limit_get_an_error_not_a_hang() {
         assert!(kw.is_running(), "keyward exited; log:\n{}", kw.log());
         let log = kw.log();
         assert!(!log.contains("panicked"), "keyward panicked; log:\n{log}");
-        eprintln!("[{mode:?}] {CLIENTS} clients, RLIMIT_NOFILE {NOFILE}: {outcomes:?}");
+        eprintln!("[{mode:?}] {CLIENTS} clients, RLIMIT_NOFILE {nofile}: {outcomes:?}");
     }
 }
 
