@@ -8,6 +8,7 @@
 
 pub mod fanout;
 pub mod node;
+mod replies;
 pub mod session;
 pub mod topology;
 
@@ -80,6 +81,15 @@ impl Submitted {
     /// The reply, after following any MOVED / ASK / TRYAGAIN.
     pub async fn reply(self, cluster: &Cluster) -> Bytes {
         cluster.follow(self).await
+    }
+
+    /// The first reply from the node it was queued on (or why there is none), when it has
+    /// come; [`Cluster::follow_from`] takes it from there when it is not the answer.
+    fn poll_first(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<node::NodeReply> {
+        match &mut self.first {
+            Ok(pending) => pending.poll_reply(cx),
+            Err(e) => std::task::Poll::Ready(Err(e.clone())),
+        }
     }
 }
 
@@ -258,12 +268,23 @@ impl Cluster {
         }
     }
 
-    async fn follow(&self, submitted: Submitted) -> Bytes {
+    async fn follow(&self, mut submitted: Submitted) -> Bytes {
+        // An empty String does not allocate: a placeholder for what was moved out.
+        let first =
+            match std::mem::replace(&mut submitted.first, Err(NodeError::NotSent(String::new()))) {
+                Ok(pending) => pending.reply().await,
+                Err(e) => Err(e),
+            };
+        self.follow_from(submitted, first).await
+    }
+
+    /// Follows a request's redirections (or retries it while its node is unreachable) from its
+    /// first reply on; the reply the client gets.
+    async fn follow_from(&self, submitted: Submitted, first: node::NodeReply) -> Bytes {
         let Submitted {
             target,
             request,
             resp3,
-            first,
             started,
             ..
         } = submitted;
@@ -275,8 +296,7 @@ impl Cluster {
         let mut tryagain = 0;
         loop {
             let result = match outcome.take() {
-                Some(Ok(pending)) => pending.reply().await,
-                Some(Err(e)) => Err(e),
+                Some(result) => result,
                 None => match addr.clone().or_else(|| self.address_for(&target)) {
                     Some(node) => match self.shared(&node, resp3).await {
                         Ok(conn) => {

@@ -12,6 +12,7 @@
 //! them out together, many per system call, which is what keeps many busy clients fast.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -113,12 +114,19 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub async fn reply(self) -> NodeReply {
-        self.rx.await.unwrap_or_else(|_| {
-            Err(NodeError::Lost(format!(
-                "connection to {} closed before its reply",
-                self.addr
-            )))
+    pub async fn reply(mut self) -> NodeReply {
+        std::future::poll_fn(|cx| self.poll_reply(cx)).await
+    }
+
+    /// The reply, when it has come. Not to be polled again once it has answered.
+    pub fn poll_reply(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<NodeReply> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|received| {
+            received.unwrap_or_else(|_| {
+                Err(NodeError::Lost(format!(
+                    "connection to {} closed before its reply",
+                    self.addr
+                )))
+            })
         })
     }
 }
@@ -362,7 +370,9 @@ async fn read_loop(inner: &Inner) -> Option<String> {
         if let Err(e) = inner.socket.readable().await {
             return Some(e.to_string());
         }
-        match inner.socket.try_read_buf(&mut buf) {
+        // A short read clears the readiness flag (see `read_some`): no second read that
+        // only returns EAGAIN after every reply.
+        match crate::session::read_some(&inner.socket, &mut buf) {
             Ok(0) => return Some("closed by the server".into()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,

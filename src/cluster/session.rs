@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::stream::FuturesOrdered;
+use futures_util::future::FutureExt;
 use tokio::sync::watch;
 
 use super::fanout::{self, Plan};
 use super::node::{self, NodeConn};
+use super::replies::{Out, ReplyQueue};
 use super::topology::slot_of;
 use super::{Cluster, Target};
 use crate::audit::{self, Audit};
@@ -63,17 +63,6 @@ const READ_CHUNK: usize = 16 * 1024;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
-/// What one request's future yields.
-enum Out {
-    Reply(Bytes),
-    /// The client switched replies off (`CLIENT REPLY OFF|SKIP`).
-    Nothing,
-    /// Close the connection (after QUIT's `+OK`).
-    Close,
-}
-
-type ReplyFuture = BoxFuture<'static, Out>;
-
 /// A private connection pinned to one node for WATCH / MULTI.
 struct Pinned {
     conn: NodeConn,
@@ -103,7 +92,7 @@ struct ClusterSession {
     name: Option<Bytes>,
     watch: Option<Pinned>,
     transaction: Option<Transaction>,
-    replies: FuturesOrdered<ReplyFuture>,
+    replies: ReplyQueue,
     /// Shared connections with requests queued by this read, flushed once it is processed.
     dirty: Vec<NodeConn>,
     /// Blocking commands in flight (their replies may never come).
@@ -140,7 +129,7 @@ pub async fn run(
         name: None,
         watch: None,
         transaction: None,
-        replies: FuturesOrdered::new(),
+        replies: ReplyQueue::default(),
         dirty: Vec::new(),
         blocking: Arc::default(),
     };
@@ -315,7 +304,7 @@ impl ClusterSession {
                 Ok(None) => break,
                 Err(e) => {
                     self.local(write::error(&e.message()));
-                    self.replies.push_back(async { Out::Close }.boxed());
+                    self.replies.push_ready(Out::Close);
                     *reading = false;
                     break;
                 }
@@ -335,12 +324,20 @@ impl ClusterSession {
         self.reply_mode.take_delivery()
     }
 
-    fn push(&mut self, future: BoxFuture<'static, Bytes>) {
-        if self.deliver() {
-            self.replies.push_back(future.map(Out::Reply).boxed());
-        } else {
-            self.replies.push_back(future.map(|_| Out::Nothing).boxed());
-        }
+    /// Queues a reply that takes work of its own (fan-outs, blocking commands, transactions).
+    fn push(&mut self, future: impl Future<Output = Bytes> + Send + 'static) {
+        let deliver = self.deliver();
+        self.replies.push_future(
+            async move {
+                let reply = future.await;
+                if deliver {
+                    Out::Reply(reply)
+                } else {
+                    Out::Nothing
+                }
+            }
+            .boxed(),
+        );
     }
 
     /// Remembers the connection a request was queued on, to flush it after this read.
@@ -359,8 +356,14 @@ impl ClusterSession {
         }
     }
 
+    /// Queues a reply keyward gives itself.
     fn local(&mut self, reply: Bytes) {
-        self.push(async move { reply }.boxed());
+        let out = if self.deliver() {
+            Out::Reply(reply)
+        } else {
+            Out::Nothing
+        };
+        self.replies.push_ready(out);
     }
 
     /// Sends a request over a shared connection now; its reply comes in order, and goes in the
@@ -369,16 +372,9 @@ impl ClusterSession {
         let cluster = self.cluster();
         let submitted = cluster.submit(target, request, self.resp3).await;
         self.note(&submitted);
-        self.push(
-            async move {
-                let frame = submitted.reply(&cluster).await;
-                if let Some(audit) = audit {
-                    audit.answered(&frame);
-                }
-                frame
-            }
-            .boxed(),
-        );
+        let deliver = self.deliver();
+        self.replies
+            .push_forwarded(submitted, cluster, deliver, audit);
     }
 
     async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
@@ -417,7 +413,7 @@ impl ClusterSession {
         match role {
             Role::Quit => {
                 self.local(write::simple("OK"));
-                self.replies.push_back(async { Out::Close }.boxed());
+                self.replies.push_ready(Out::Close);
                 return Next::Stop;
             }
             Role::Replication => {
@@ -591,20 +587,17 @@ impl ClusterSession {
                 }
                 let cluster = self.cluster();
                 let raw = request.raw.clone();
-                self.push(
-                    async move {
-                        let Some(addr) = cluster.primaries().into_iter().next() else {
-                            return write::error("CLUSTERDOWN keyward: no primary known");
-                        };
-                        match cluster.private(&addr, false).await {
-                            Ok(conn) => conn.request(raw, 0).await.unwrap_or_else(|e| {
-                                write::error(&format!("ERR keyward: {}", e.message()))
-                            }),
-                            Err(e) => write::error(&format!("ERR keyward: {e}")),
-                        }
+                self.push(async move {
+                    let Some(addr) = cluster.primaries().into_iter().next() else {
+                        return write::error("CLUSTERDOWN keyward: no primary known");
+                    };
+                    match cluster.private(&addr, false).await {
+                        Ok(conn) => conn.request(raw, 0).await.unwrap_or_else(|e| {
+                            write::error(&format!("ERR keyward: {}", e.message()))
+                        }),
+                        Err(e) => write::error(&format!("ERR keyward: {e}")),
                     }
-                    .boxed(),
-                );
+                });
             }
             b"readonly" | b"readwrite" | b"asking" => self.local(write::simple("OK")),
             b"watch" if args.len() >= 2 => {
@@ -757,16 +750,13 @@ impl ClusterSession {
         let groups = plan.groups;
         let by_key = plan.by_key;
         let resp3 = self.resp3;
-        self.push(
-            async move {
-                let mut replies = fanout::replies(&cluster, submitted).await;
-                if let Some(by_key) = &by_key {
-                    fanout::split_tryagain(&cluster, &groups, by_key, &mut replies, resp3).await;
-                }
-                combine(&groups, &replies)
+        self.push(async move {
+            let mut replies = fanout::replies(&cluster, submitted).await;
+            if let Some(by_key) = &by_key {
+                fanout::split_tryagain(&cluster, &groups, by_key, &mut replies, resp3).await;
             }
-            .boxed(),
-        );
+            combine(&groups, &replies)
+        });
     }
 
     async fn all_primaries(&mut self, request: &Request) {
@@ -780,13 +770,10 @@ impl ClusterSession {
                     let submitted = cluster.submit(step.target, step.request, self.resp3).await;
                     self.note(&submitted);
                     let node = step.node;
-                    self.push(
-                        async move {
-                            let frame = submitted.reply(&cluster).await;
-                            fanout::finish_scan(&frame, node, count)
-                        }
-                        .boxed(),
-                    );
+                    self.push(async move {
+                        let frame = submitted.reply(&cluster).await;
+                        fanout::finish_scan(&frame, node, count)
+                    });
                 }
                 Err(e) => self.local(e),
             }
@@ -819,27 +806,24 @@ impl ClusterSession {
         let blocking = self.blocking.clone();
         blocking.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let done = BlockingDone(blocking);
-        self.push(
-            async move {
-                let _done = done;
-                let map = cluster.map();
-                let addr = match &target {
-                    Target::Slot(s) => map.owner(*s).map(|a| a.to_string()),
-                    _ => cluster.primaries().into_iter().next(),
-                };
-                let Some(addr) = addr else {
-                    return write::error("CLUSTERDOWN keyward: no node serves the slot");
-                };
-                match cluster.private(&addr, resp3).await {
-                    Ok(conn) => conn
-                        .request(request.raw, 0)
-                        .await
-                        .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message()))),
-                    Err(e) => write::error(&format!("ERR keyward: {e}")),
-                }
+        self.push(async move {
+            let _done = done;
+            let map = cluster.map();
+            let addr = match &target {
+                Target::Slot(s) => map.owner(*s).map(|a| a.to_string()),
+                _ => cluster.primaries().into_iter().next(),
+            };
+            let Some(addr) = addr else {
+                return write::error("CLUSTERDOWN keyward: no node serves the slot");
+            };
+            match cluster.private(&addr, resp3).await {
+                Ok(conn) => conn
+                    .request(request.raw, 0)
+                    .await
+                    .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message()))),
+                Err(e) => write::error(&format!("ERR keyward: {e}")),
             }
-            .boxed(),
-        );
+        });
     }
 
     /// Opens a private connection to the owner of `slot` (or any primary).
@@ -850,7 +834,7 @@ impl ClusterSession {
     /// Writes `raw` on a pinned connection now and queues its reply.
     async fn submit_on(&mut self, conn: &NodeConn, raw: Bytes) {
         let pending = conn.submit(raw, 0).await;
-        self.push(async move { pending_reply(pending).await }.boxed());
+        self.push(pending_reply(pending));
     }
 
     async fn multi(&mut self) -> Next {
@@ -934,16 +918,13 @@ impl ClusterSession {
                 let conn = p.conn.clone();
                 self.transaction = Some(transaction);
                 let pending = conn.submit(request.raw, 0).await;
-                self.push(
-                    async move {
-                        let frame = pending_reply(pending).await;
-                        if let Some(audit) = audit {
-                            audit.answered(&frame);
-                        }
-                        frame
+                self.push(async move {
+                    let frame = pending_reply(pending).await;
+                    if let Some(audit) = audit {
+                        audit.answered(&frame);
                     }
-                    .boxed(),
-                );
+                    frame
+                });
             }
             None => {
                 // No key yet, so no node: keyward answers QUEUED itself (MULTI's OK was its own
