@@ -541,33 +541,8 @@ const SINGLE_KEY_COMMANDS: &[&str] = &[
     "lcs",
 ];
 
-/// FNV-1a: the table is fixed at start-up and every lookup hashes a short name, for which
-/// SipHash's setup cost (measured: a tenth of the request path's instructions spent in
-/// `commands::lookup` under callgrind) buys nothing: clients cannot add entries, so there is no
-/// flooding to defend against.
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl std::hash::Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Table = HashMap<&'static [u8], CommandSpec, std::hash::BuildHasherDefault<NameHasher>>;
+/// Hashed with FNV-1a ([`crate::fnv`]): fixed at start-up, short keys.
+type Table = HashMap<&'static [u8], CommandSpec, crate::fnv::BuildFnv>;
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod fnv;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod guard;

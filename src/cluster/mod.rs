@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::fnv::BuildFnv;
 use crate::protocol::{reply, write};
 use crate::upstream::UpstreamTarget;
 use node::{NodeConn, NodeError};
@@ -45,7 +46,7 @@ pub struct Cluster {
     primaries: RwLock<Arc<Vec<String>>>,
     /// Shared connections, per (node address, RESP3).
     /// Shared connections by node address: `[0]` RESP2, `[1]` RESP3.
-    pool: [DashMap<String, NodeConn>; 2],
+    pool: [DashMap<String, NodeConn, BuildFnv>; 2],
     seeds: Vec<String>,
     template: UpstreamTarget,
     refresh: Arc<Notify>,
@@ -118,7 +119,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
-            pool: [DashMap::new(), DashMap::new()],
+            pool: [DashMap::default(), DashMap::default()],
             seeds,
             template,
             refresh: Arc::new(Notify::new()),
@@ -140,7 +141,7 @@ impl Cluster {
         Arc::new(Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
-            pool: [DashMap::new(), DashMap::new()],
+            pool: [DashMap::default(), DashMap::default()],
             seeds: vec![template.addr.clone()],
             template,
             refresh: Arc::new(Notify::new()),
@@ -166,12 +167,16 @@ impl Cluster {
             .to_vec()
     }
 
-    fn first_primary(&self) -> Option<String> {
+    /// Every primary that owns slots, in a stable order, without copying the list.
+    fn primaries_shared(&self) -> Arc<Vec<String>> {
         self.primaries
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .first()
-            .cloned()
+            .clone()
+    }
+
+    fn first_primary(&self) -> Option<String> {
+        self.primaries_shared().first().cloned()
     }
 
     /// Installs a new slot map.
@@ -238,12 +243,12 @@ impl Cluster {
         let mut conn = None;
         // The owner's address is borrowed from the map: no allocation on this per-request path.
         let map = self.map();
-        let first_primary;
+        let primaries;
         let addr = match &target {
             Target::Slot(slot) => map.owner(*slot).map(|a| a.as_str()),
             Target::Any => {
-                first_primary = self.first_primary();
-                first_primary.as_deref()
+                primaries = self.primaries_shared();
+                primaries.first().map(|a| a.as_str())
             }
             Target::Node(addr) => Some(addr.as_str()),
         };

@@ -136,6 +136,8 @@ const PROTO_INLINE_MAX_SIZE: usize = 64 * 1024;
 /// 1024)`): a client may *declare* a million arguments in six bytes; memory is only spent on
 /// arguments that actually arrive.
 const MAX_INITIAL_ARGS: usize = 1024;
+/// Argument positions kept allocated between requests (16 bytes each).
+const KEEP_ARGS: usize = 16;
 
 /// Redis's `LONG_STR_SIZE`: `string2ll` rejects inputs of this length or longer.
 const LONG_STR_SIZE: usize = 21;
@@ -292,7 +294,7 @@ impl RequestScanner {
                     if count > self.limits.max_args {
                         return Err(redis_err(ERR_INVALID_MBULK));
                     }
-                    self.args = Vec::with_capacity(count.min(MAX_INITIAL_ARGS));
+                    self.args.reserve(count.min(MAX_INITIAL_ARGS));
                     self.pos = cr + 2;
                     self.scan = self.pos;
                     self.state = State::BulkHeader { remaining: count };
@@ -395,7 +397,13 @@ impl RequestScanner {
         self.state = State::Idle;
         self.pos = 0;
         self.scan = 0;
-        self.args = Vec::new();
+        // Kept for the next request (one allocation less per request), unless a request with
+        // many arguments made it big.
+        if self.args.capacity() > KEEP_ARGS {
+            self.args = Vec::new();
+        } else {
+            self.args.clear();
+        }
     }
 }
 
