@@ -33,7 +33,7 @@ use crate::guard::{GuardPolicy, Verdict};
 use crate::net::Socket;
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
-use crate::session::{PAUSED_READ_LIMIT, ReplyMode, SessionContext, read_some, write_all_chunks};
+use crate::session::{PAUSED_READ_LIMIT, ReadChunk, ReplyMode, SessionContext, write_all_chunks};
 
 /// Settings shared by every session of this kind.
 pub struct ClusterContext {
@@ -59,6 +59,7 @@ pub struct ClusterContext {
     pub max_pending_replies: usize,
 }
 
+/// The capacity a read buffer shrinks back to after a big request.
 const READ_CHUNK: usize = 16 * 1024;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -136,6 +137,7 @@ pub async fn run(
     let mut scanner = RequestScanner::new(ctx.limits);
     scanner.set_unauthenticated(!session.login.is_authenticated());
     let mut buf = BytesMut::new();
+    let mut read_chunk = ReadChunk::new();
     let mut out: Vec<Bytes> = Vec::new();
     let mut reading = true;
     let mut closing_at: Option<tokio::time::Instant> = None;
@@ -206,10 +208,7 @@ pub async fn run(
                     client_gone = true;
                     continue;
                 }
-                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                    buf.reserve(READ_CHUNK);
-                }
-                match read_some(&client, &mut buf) {
+                match read_chunk.read(&client, &mut buf) {
                     Ok(0) => { reading = false; client_gone = true; continue; }
                     Ok(_) => last_activity = tokio::time::Instant::now(),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,

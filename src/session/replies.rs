@@ -13,12 +13,11 @@ use tokio::time::{Instant, Sleep};
 
 use super::pubsub::{self, Subscriptions};
 use super::{
-    Expect, ExpectKind, Pending, SessionContext, Shared, read_some, upstream_lost, write_all_chunks,
+    Expect, ExpectKind, Pending, ReadChunk, SessionContext, Shared, upstream_lost, write_all_chunks,
 };
 use crate::net::Socket;
 use crate::protocol::reply::{self, ReplyFramer};
 
-const READ_CHUNK: usize = 16 * 1024;
 const KEEP_BUFFER: usize = 256 * 1024;
 
 pub(super) struct ReplySide {
@@ -33,6 +32,8 @@ pub(super) struct ReplySide {
     /// Upstream bytes read and not yet passed on. `buf[..forward]` has been framed and is to be
     /// forwarded as it is; framing resumes at `forward`.
     buf: BytesMut,
+    /// How much room `buf` gets.
+    read_chunk: ReadChunk,
     forward: usize,
     framer: ReplyFramer,
     /// Chunks waiting to be written to the client.
@@ -87,6 +88,7 @@ impl ReplySide {
             pending: VecDeque::new(),
             upstream: None,
             buf: BytesMut::new(),
+            read_chunk: ReadChunk::new(),
             forward: 0,
             framer: ReplyFramer::new(),
             out: Vec::new(),
@@ -302,10 +304,7 @@ impl ReplySide {
         let Some((reader, _)) = &self.upstream else {
             return;
         };
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        match read_some(reader, &mut self.buf) {
+        match self.read_chunk.read(reader, &mut self.buf) {
             Ok(0) => {
                 self.fail_upstream("closed by the upstream");
                 return;

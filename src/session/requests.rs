@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    Expect, ExpectKind, PAUSED_READ_LIMIT, Pending, ReplyMode, SessionContext, Shared, read_some,
+    Expect, ExpectKind, PAUSED_READ_LIMIT, Pending, ReadChunk, ReplyMode, SessionContext, Shared,
     write_all_chunks,
 };
 use crate::audit::{self, Audit};
@@ -19,8 +19,6 @@ use crate::net::Socket;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
 
-/// How much the client read buffer grows by when it needs room.
-const READ_CHUNK: usize = 16 * 1024;
 /// A read buffer this large is released when it runs empty, so that one big request does not
 /// pin memory for the rest of a long-lived connection.
 const KEEP_BUFFER: usize = 256 * 1024;
@@ -47,6 +45,8 @@ enum Link {
 
 pub(super) struct RequestSide {
     client: Arc<Socket>,
+    /// How much room the client's read buffer gets.
+    read_chunk: ReadChunk,
     queue: mpsc::Sender<Vec<Pending>>,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
@@ -100,6 +100,7 @@ impl RequestSide {
         scanner.set_unauthenticated(!login.is_authenticated());
         RequestSide {
             client,
+            read_chunk: ReadChunk::new(),
             queue,
             peer,
             ctx,
@@ -182,10 +183,7 @@ impl RequestSide {
                     return self;
                 }
             }
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
-            match read_some(&self.client, &mut buf) {
+            match self.read_chunk.read(&self.client, &mut buf) {
                 Ok(0) => {
                     // End of stream: answer what was asked, then close.
                     self.batch.push(Pending::ClientGone);
@@ -532,10 +530,7 @@ impl RequestSide {
                     if ready.is_err() {
                         break Resume::ClientGone;
                     }
-                    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                        buf.reserve(READ_CHUNK);
-                    }
-                    match read_some(&self.client, buf) {
+                    match self.read_chunk.read(&self.client, buf) {
                         Ok(0) => break Resume::ClientGone,
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
