@@ -40,13 +40,18 @@ pub fn bulk(data: &[u8]) -> Bytes {
 
 /// A command as a RESP array of bulk strings: `name` followed by `args`.
 pub fn command<A: AsRef<[u8]>>(name: &[u8], args: &[A]) -> Bytes {
+    command_in(&mut BytesMut::new(), name, args)
+}
+
+/// Like [`command`], encoded at the end of `buf` and split off from it: the commands of a
+/// fan-out, built one after the other, share one allocation instead of one each.
+pub fn command_in<A: AsRef<[u8]>>(buf: &mut BytesMut, name: &[u8], args: &[A]) -> Bytes {
     let mut parts: Vec<BorrowedFrame<'_>> = Vec::with_capacity(args.len() + 1);
     parts.push(BorrowedFrame::BulkString(name));
     parts.extend(args.iter().map(|a| BorrowedFrame::BulkString(a.as_ref())));
     let frame = BorrowedFrame::Array(&parts);
-    let mut buf = BytesMut::new();
-    let _ = extend_encode_borrowed(&mut buf, &frame, false);
-    buf.freeze()
+    let _ = extend_encode_borrowed(buf, &frame, false);
+    buf.split().freeze()
 }
 
 #[cfg(test)]
