@@ -39,10 +39,20 @@ pub struct BridgeEnd {
 
 impl Socket {
     /// Waits until the socket may be readable (see `TcpStream::readable`).
+    ///
+    /// Through `poll_read_ready`, which keeps one waker in the socket's own slot: `readable()`
+    /// would put a waiter in the socket's list, under its lock, every time a session's loop
+    /// waits, and take it out again when the loop wakes for anything else. Only one task may
+    /// wait on a socket's readability this way, which holds for keyward: each socket is read
+    /// by one task only.
     pub async fn readable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Socket::Tcp(s) => s.readable().await,
-            Socket::Unix(s) => s.stream.readable().await,
+            Socket::Tcp(s) => s.poll_read_ready(cx),
+            Socket::Unix(s) => s.stream.poll_read_ready(cx),
         }
     }
 

@@ -33,7 +33,9 @@ use crate::guard::{GuardPolicy, Verdict};
 use crate::net::Socket;
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
-use crate::session::{PAUSED_READ_LIMIT, ReadChunk, ReplyMode, SessionContext, write_all_chunks};
+use crate::session::{
+    PAUSED_READ_LIMIT, ReadChunk, ReplyMode, SessionContext, ShutdownSignal, write_all_chunks,
+};
 
 /// Settings shared by every session of this kind.
 pub struct ClusterContext {
@@ -117,8 +119,9 @@ pub async fn run(
     stream: Socket,
     peer: SocketAddr,
     ctx: Arc<ClusterContext>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let mut shutdown = ShutdownSignal::new(shutdown);
     let _ = stream.set_nodelay(true);
     let client = stream;
     let mut session = ClusterSession {
@@ -218,7 +221,7 @@ pub async fn run(
                     .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
                     .await;
             }
-            _ = shutdown.changed(), if reading => { reading = false; }
+            _ = shutdown.fired(), if reading => { reading = false; }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
             _ = sleep_until(idle_at), if idle_at.is_some() => {
                 tracing::info!(

@@ -19,6 +19,7 @@ mod requests;
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -172,6 +173,37 @@ impl Default for Shared {
     }
 }
 
+/// keyward's shutdown signal, as one future that a session keeps for its whole life.
+///
+/// `watch::Receiver::changed()` made afresh on every turn of a session's loop puts a waiter in
+/// the channel's list, under its lock, and takes it out again whenever the loop wakes for
+/// anything else: per request, for every client. Kept, it is registered once.
+pub struct ShutdownSignal {
+    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+    fired: bool,
+}
+
+impl ShutdownSignal {
+    pub fn new(mut stop: watch::Receiver<bool>) -> Self {
+        ShutdownSignal {
+            // A dropped sender also means keyward is going away.
+            signal: Box::pin(async move {
+                let _ = stop.wait_for(|&stop| stop).await;
+            }),
+            fired: false,
+        }
+    }
+
+    /// Resolves once keyward begins shutting down; after that, never again.
+    pub async fn fired(&mut self) {
+        if self.fired {
+            return std::future::pending().await;
+        }
+        (&mut self.signal).await;
+        self.fired = true;
+    }
+}
+
 /// Serves one client until it leaves, the upstream connection is lost with state on it, or
 /// keyward shuts down.
 pub async fn run(
@@ -181,6 +213,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let login = Login::new(ctx.auth.as_deref());
+    let shutdown = ShutdownSignal::new(shutdown);
     run_with_input(stream, peer, ctx, shutdown, BytesMut::new(), login).await
 }
 
@@ -191,7 +224,7 @@ pub async fn run_with_input(
     stream: Socket,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: ShutdownSignal,
     input: BytesMut,
     login: Login,
 ) {

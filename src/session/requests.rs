@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{
     Expect, ExpectKind, PAUSED_READ_LIMIT, Pending, ReadChunk, ReplyMode, SessionContext, Shared,
-    write_all_chunks,
+    ShutdownSignal, write_all_chunks,
 };
 use crate::audit::{self, Audit};
 use crate::auth::{self, Gate, Login};
@@ -122,11 +122,7 @@ impl RequestSide {
     /// Runs until the client leaves, QUITs, breaks the protocol or keyward shuts down, having
     /// queued a closing entry for the reply side, which finishes answering. Returns itself: the
     /// caller drops it only once the reply side is done.
-    pub(super) async fn run(
-        mut self,
-        mut shutdown: watch::Receiver<bool>,
-        input: BytesMut,
-    ) -> Self {
+    pub(super) async fn run(mut self, mut shutdown: ShutdownSignal, input: BytesMut) -> Self {
         // The upstream connection is opened with the session, so that a client's first request
         // does not pay for it; a failure is reported on the first request.
         self.connect().await;
@@ -177,7 +173,7 @@ impl RequestSide {
                         return self;
                     }
                 }
-                _ = shutdown.changed() => {
+                _ = shutdown.fired() => {
                     self.batch.push(Pending::Close);
                     self.send_batch().await;
                     return self;
@@ -499,7 +495,7 @@ impl RequestSide {
     /// so that a client that hangs up is noticed (its blocked command is then dropped upstream).
     async fn wait_for_replies(
         &mut self,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut ShutdownSignal,
         buf: &mut BytesMut,
     ) -> Resume {
         let limit = self.pending_limit();
@@ -525,7 +521,7 @@ impl RequestSide {
             let watch_client = buf.len() < PAUSED_READ_LIMIT;
             tokio::select! {
                 _ = progress => {}
-                _ = shutdown.changed() => break Resume::Shutdown,
+                _ = shutdown.fired() => break Resume::Shutdown,
                 ready = self.client.readable(), if watch_client => {
                     if ready.is_err() {
                         break Resume::ClientGone;
