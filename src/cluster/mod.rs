@@ -240,6 +240,17 @@ impl Cluster {
     /// it has queued all it has, and the reply (with redirections followed) comes from
     /// [`Submitted::reply`]. Waits only when a connection has to be opened.
     pub async fn submit(&self, target: Target, request: Bytes, resp3: bool) -> Submitted {
+        self.submit_alerting(target, request, resp3, None).await
+    }
+
+    /// Like [`Cluster::submit`], raising `alert` if the node's reply is an error.
+    pub async fn submit_alerting(
+        &self,
+        target: Target,
+        request: Bytes,
+        resp3: bool,
+        alert: Option<Arc<node::ErrorAlert>>,
+    ) -> Submitted {
         let mut conn = None;
         // The owner's address is borrowed from the map: no allocation on this per-request path.
         let map = self.map();
@@ -255,7 +266,7 @@ impl Cluster {
         let first = match addr {
             Some(addr) => match self.shared(addr, resp3).await {
                 Ok(c) => {
-                    let pending = c.enqueue(request.clone(), 0).await;
+                    let pending = c.enqueue_alerting(request.clone(), 0, alert).await;
                     conn = Some(c);
                     pending
                 }

@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::{Notify, oneshot};
 
 use crate::net::Socket;
-use crate::protocol::reply::ReplyFramer;
+use crate::protocol::reply::{self, ReplyFramer};
 use crate::upstream::UpstreamTarget;
 
 /// How a request on a node connection ended.
@@ -51,6 +51,33 @@ struct Waiting {
     /// Replies to drop before the one that answers (1 after an `ASKING` prefix).
     skip: usize,
     reply: oneshot::Sender<NodeReply>,
+    /// Raised when the reply is an error.
+    alert: Option<Arc<ErrorAlert>>,
+}
+
+/// Tells a session that one of its requests got an error reply, wherever that request is in
+/// its queue.
+///
+/// A session polls only the reply slot at the front of its queue; an error further back (a
+/// MOVED, ASK, TRYAGAIN or CLUSTERDOWN to follow up, each with its own retry budget) must not
+/// wait for the requests ahead of it, which may take long (a blocking command, a slow node).
+#[derive(Default)]
+pub struct ErrorAlert {
+    raised: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl ErrorAlert {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether an error came since the last call; wakes `cx`'s task at the next one.
+    pub fn take(&self, cx: &std::task::Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.raised.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// What submitters, the flusher and the reader share, under one lock so that the order of
@@ -183,6 +210,16 @@ impl NodeConn {
     /// one read, then flushes once, so a pipeline costs one system call, not one per request.
     /// Waits only while too much is queued (backpressure).
     pub async fn enqueue(&self, bytes: Bytes, skip: usize) -> Result<Pending, NodeError> {
+        self.enqueue_alerting(bytes, skip, None).await
+    }
+
+    /// Like [`NodeConn::enqueue`], raising `alert` if the reply is an error.
+    pub async fn enqueue_alerting(
+        &self,
+        bytes: Bytes,
+        skip: usize,
+        alert: Option<Arc<ErrorAlert>>,
+    ) -> Result<Pending, NodeError> {
         let inner = self.inner();
         loop {
             let drained = inner.drained.notified();
@@ -205,7 +242,11 @@ impl NodeConn {
         if state.waiting.is_empty() {
             state.progress = Some(std::time::Instant::now());
         }
-        state.waiting.push_back(Waiting { skip, reply: tx });
+        state.waiting.push_back(Waiting {
+            skip,
+            reply: tx,
+            alert,
+        });
         if !bytes.is_empty() {
             state.queued_bytes += bytes.len();
             state.queued.push_back(bytes);
@@ -396,7 +437,11 @@ async fn read_loop(inner: &Inner) -> Option<String> {
                 continue;
             }
             if let Some(w) = state.waiting.pop_front() {
+                let error = w.alert.is_some() && reply::is_error(&frame);
                 let _ = w.reply.send(Ok(frame));
+                if error && let Some(alert) = &w.alert {
+                    alert.raise();
+                }
             }
         }
         drop(state);

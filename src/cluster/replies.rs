@@ -1,16 +1,21 @@
 //! The replies a cluster-mode session owes its client, in request order.
 //!
 //! Nearly every request is a command sent on a shared connection whose reply is the answer as
-//! it comes. Those entries are no future at all: the queue polls the reply slot of the entry at
-//! its front, and nothing else. A boxed future per request (with the machinery to follow
-//! redirections inside it) and a task slot in an ordered futures queue cost about a third of
-//! keyward's instructions on this path, most of them in malloc and free (measured with
+//! it comes. Those entries are no future at all: the queue takes the reply from the entry's
+//! reply slot when the entry reaches the front. A boxed future per request (with the machinery
+//! to follow redirections inside it) and a task slot in an ordered futures queue cost about a
+//! third of keyward's instructions on this path, most of them in malloc and free (measured with
 //! callgrind, 50 clients pipelining GET and SET).
 //!
-//! The rest (fan-outs, blocking commands, transactions, a reply that turns out to be a
-//! redirection) are futures. Those that run on their own (a fan-out's combination, a blocking
-//! command that opens its connection) are driven all the time, as before, by a
-//! `FuturesOrdered`; their results wait here until their entry reaches the front.
+//! The rest are futures, all driven all the time, wherever their entry is in the queue:
+//! - work of its own (fan-outs, blocking commands, transactions, guarded requests whose audit
+//!   line is written when the reply comes): a `FuturesOrdered`, whose results wait here until
+//!   their entry reaches the front;
+//! - a forwarded request whose node answered with an error (MOVED, ASK, TRYAGAIN, CLUSTERDOWN
+//!   to follow up) or could not be reached: [`Cluster::follow_from`], started as soon as that
+//!   is known. Its node raises the session's [`ErrorAlert`] with the error reply, so that a
+//!   follow-up never waits behind the requests ahead of it (a blocking command, a slow node)
+//!   while its retry budget runs out.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -20,10 +25,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 
+use super::node::{ErrorAlert, NodeReply};
 use super::{Cluster, Submitted};
-use crate::audit::Audit;
 use crate::protocol::reply;
 
 /// What one request yields for the client.
@@ -35,60 +40,84 @@ pub(super) enum Out {
     Close,
 }
 
-/// One request's place in the queue.
-enum Entry {
-    /// Answered already (by keyward itself).
-    Ready(Out),
-    /// Sent on a shared connection.
-    Forwarded(Box<Forwarded>),
-    /// Answered by the oldest future of `driven` not yet taken.
-    Driven,
-}
-
-/// A request on a shared connection, and what to do with its reply.
-struct Forwarded {
-    /// Until its first reply has come.
-    submitted: Option<Submitted>,
-    /// Set once the first reply (or its absence) calls for [`Cluster::follow_from`]: a
-    /// redirection, a lost or unreachable node.
-    following: Option<BoxFuture<'static, Bytes>>,
-    cluster: Arc<Cluster>,
-    /// The reply goes to the client (`CLIENT REPLY` may say otherwise).
-    deliver: bool,
-    /// A guarded request (GETDEL, MIGRATE) logs its reply.
-    audit: Option<Audit>,
-}
-
-impl Forwarded {
-    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
-        if let Some(submitted) = &mut self.submitted {
-            let first = match submitted.poll_first(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(frame)) if !reply::is_error(&frame) => return Poll::Ready(frame),
-                Poll::Ready(first) => first,
-            };
-            if let Some(submitted) = self.submitted.take() {
-                let cluster = self.cluster.clone();
-                self.following =
-                    Some(async move { cluster.follow_from(submitted, first).await }.boxed());
-            }
-        }
-        match &mut self.following {
-            Some(following) => following.poll_unpin(cx),
-            // Not reached: `submitted` is only taken to start `following`.
-            None => Poll::Pending,
+impl Out {
+    fn reply(frame: Bytes, deliver: bool) -> Out {
+        if deliver {
+            Out::Reply(frame)
+        } else {
+            Out::Nothing
         }
     }
 }
 
+/// One request's place in the queue.
+enum Entry {
+    /// Answered.
+    Ready(Out),
+    /// Sent on a shared connection; its first reply has not been looked at yet.
+    Forwarded(Box<Forwarded>),
+    /// Being followed up by a future in `following`, which answers it by its sequence number.
+    Following { deliver: bool },
+    /// Answered by the oldest future of `driven` not yet taken.
+    Driven,
+}
+
+/// A request on a shared connection.
+struct Forwarded {
+    submitted: Submitted,
+    cluster: Arc<Cluster>,
+    /// The reply goes to the client (`CLIENT REPLY` may say otherwise).
+    deliver: bool,
+}
+
+/// What became of a forwarded request's first reply.
+enum First {
+    Pending,
+    Answer(Bytes),
+    FollowUp(NodeReply),
+}
+
+impl Forwarded {
+    fn poll_first(&mut self, cx: &mut Context<'_>) -> First {
+        match self.submitted.poll_first(cx) {
+            Poll::Pending => First::Pending,
+            Poll::Ready(Ok(frame)) if !reply::is_error(&frame) => First::Answer(frame),
+            Poll::Ready(first) => First::FollowUp(first),
+        }
+    }
+}
+
+type FollowUp = BoxFuture<'static, (u64, Bytes)>;
+
 /// The queue; a `Stream` of each request's [`Out`], in request order.
-#[derive(Default)]
 pub(super) struct ReplyQueue {
     entries: VecDeque<Entry>,
+    /// Sequence number of the front entry; entries are numbered in push order.
+    front_seq: u64,
     driven: FuturesOrdered<BoxFuture<'static, Out>>,
     /// Outputs of `driven` whose entries are not at the front yet.
     driven_done: VecDeque<Out>,
+    following: FuturesUnordered<FollowUp>,
+    /// Raised by the nodes when a forwarded request's reply is an error.
+    alert: Arc<ErrorAlert>,
 }
+
+impl Default for ReplyQueue {
+    fn default() -> Self {
+        ReplyQueue {
+            entries: VecDeque::new(),
+            front_seq: 0,
+            driven: FuturesOrdered::new(),
+            driven_done: VecDeque::new(),
+            following: FuturesUnordered::new(),
+            alert: Arc::default(),
+        }
+    }
+}
+
+/// Queue capacity kept once a queue runs empty: a client that once pipelined
+/// `max_pending_replies` requests does not keep that much room for the rest of its connection.
+const KEEP_ENTRIES: usize = 64;
 
 impl ReplyQueue {
     /// Requests not answered yet.
@@ -100,25 +129,32 @@ impl ReplyQueue {
         self.entries.is_empty()
     }
 
+    /// What to pass to [`Cluster::submit_alerting`] for a request queued with
+    /// [`ReplyQueue::push_forwarded`].
+    pub fn alert(&self) -> Arc<ErrorAlert> {
+        self.alert.clone()
+    }
+
     /// An answer known now.
     pub fn push_ready(&mut self, out: Out) {
         self.entries.push_back(Entry::Ready(out));
     }
 
-    /// A request already queued on a shared connection ([`Cluster::submit`]).
-    pub fn push_forwarded(
-        &mut self,
-        submitted: Submitted,
-        cluster: Arc<Cluster>,
-        deliver: bool,
-        audit: Option<Audit>,
-    ) {
+    /// A request already queued on a shared connection ([`Cluster::submit_alerting`], with
+    /// this queue's [`ReplyQueue::alert`]).
+    pub fn push_forwarded(&mut self, submitted: Submitted, cluster: Arc<Cluster>, deliver: bool) {
+        let seq = self.front_seq + self.entries.len() as u64;
+        // Not sent at all (no connection to its node): the retries start now.
+        if let Err(e) = &submitted.first {
+            let first = Err(e.clone());
+            self.follow_up(seq, submitted, cluster, first);
+            self.entries.push_back(Entry::Following { deliver });
+            return;
+        }
         self.entries.push_back(Entry::Forwarded(Box::new(Forwarded {
-            submitted: Some(submitted),
-            following: None,
+            submitted,
             cluster,
             deliver,
-            audit,
         })));
     }
 
@@ -128,6 +164,63 @@ impl ReplyQueue {
         self.entries.push_back(Entry::Driven);
         self.driven.push_back(future);
     }
+
+    fn follow_up(
+        &mut self,
+        seq: u64,
+        submitted: Submitted,
+        cluster: Arc<Cluster>,
+        first: NodeReply,
+    ) {
+        self.following
+            .push(async move { (seq, cluster.follow_from(submitted, first).await) }.boxed());
+    }
+
+    /// Looks at the first reply of every forwarded request, answering those that came and
+    /// starting the follow-up of those that are errors.
+    fn scan_for_errors(&mut self, cx: &mut Context<'_>) {
+        for index in 0..self.entries.len() {
+            let Entry::Forwarded(forwarded) = &mut self.entries[index] else {
+                continue;
+            };
+            let deliver = forwarded.deliver;
+            match forwarded.poll_first(cx) {
+                First::Pending => {}
+                First::Answer(frame) => {
+                    self.entries[index] = Entry::Ready(Out::reply(frame, deliver));
+                }
+                First::FollowUp(first) => self.start_follow_up(index, first),
+            }
+        }
+    }
+
+    /// Turns the forwarded entry at `index`, whose first reply calls for it, into a follow-up.
+    fn start_follow_up(&mut self, index: usize, first: NodeReply) {
+        let Some(Entry::Forwarded(forwarded)) = self.entries.get(index) else {
+            return;
+        };
+        let deliver = forwarded.deliver;
+        if let Entry::Forwarded(forwarded) =
+            std::mem::replace(&mut self.entries[index], Entry::Following { deliver })
+        {
+            let Forwarded {
+                submitted, cluster, ..
+            } = *forwarded;
+            self.follow_up(self.front_seq + index as u64, submitted, cluster, first);
+        }
+    }
+
+    /// Takes the front entry off, keeping little room once the queue is empty.
+    fn pop_front(&mut self) {
+        self.entries.pop_front();
+        self.front_seq += 1;
+        if self.entries.is_empty() && self.entries.capacity() > KEEP_ENTRIES {
+            self.entries.shrink_to(KEEP_ENTRIES);
+        }
+        if self.driven_done.is_empty() && self.driven_done.capacity() > KEEP_ENTRIES {
+            self.driven_done.shrink_to(KEEP_ENTRIES);
+        }
+    }
 }
 
 impl Stream for ReplyQueue {
@@ -135,39 +228,47 @@ impl Stream for ReplyQueue {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Out>> {
         let this = &mut *self;
-        while let Poll::Ready(Some(out)) = this.driven.poll_next_unpin(cx) {
-            this.driven_done.push_back(out);
+        if this.alert.take(cx) {
+            this.scan_for_errors(cx);
         }
-        let out = match this.entries.front_mut() {
-            None => return Poll::Ready(None),
-            Some(Entry::Ready(out)) => {
-                let out = std::mem::replace(out, Out::Nothing);
-                this.entries.pop_front();
-                out
-            }
-            Some(Entry::Driven) => match this.driven_done.pop_front() {
-                Some(out) => {
-                    this.entries.pop_front();
-                    out
-                }
-                None => return Poll::Pending,
-            },
-            Some(Entry::Forwarded(forwarded)) => {
-                let Poll::Ready(frame) = forwarded.poll_reply(cx) else {
-                    return Poll::Pending;
-                };
-                if let Some(audit) = forwarded.audit.take() {
-                    audit.answered(&frame);
-                }
-                let deliver = forwarded.deliver;
-                this.entries.pop_front();
-                if deliver {
-                    Out::Reply(frame)
-                } else {
-                    Out::Nothing
+        loop {
+            if !this.driven.is_empty() {
+                while let Poll::Ready(Some(out)) = this.driven.poll_next_unpin(cx) {
+                    this.driven_done.push_back(out);
                 }
             }
-        };
-        Poll::Ready(Some(out))
+            while let Poll::Ready(Some((seq, frame))) = this.following.poll_next_unpin(cx) {
+                // Sequence numbers of entries still queued: a follow-up answers before its
+                // entry can leave.
+                let index = seq.saturating_sub(this.front_seq) as usize;
+                if let Some(Entry::Following { deliver }) = this.entries.get(index) {
+                    this.entries[index] = Entry::Ready(Out::reply(frame, *deliver));
+                }
+            }
+            let out = match this.entries.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Entry::Ready(out)) => std::mem::replace(out, Out::Nothing),
+                Some(Entry::Following { .. }) => return Poll::Pending,
+                Some(Entry::Driven) => match this.driven_done.pop_front() {
+                    Some(out) => out,
+                    None => return Poll::Pending,
+                },
+                Some(Entry::Forwarded(forwarded)) => {
+                    let deliver = forwarded.deliver;
+                    match forwarded.poll_first(cx) {
+                        First::Pending => return Poll::Pending,
+                        First::Answer(frame) => Out::reply(frame, deliver),
+                        First::FollowUp(first) => {
+                            // Its alert has not been seen yet (or it has none): start the
+                            // follow-up now and poll it.
+                            this.start_follow_up(0, first);
+                            continue;
+                        }
+                    }
+                }
+            };
+            this.pop_front();
+            return Poll::Ready(Some(out));
+        }
     }
 }

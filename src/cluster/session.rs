@@ -371,11 +371,25 @@ impl ClusterSession {
     /// audit line of a guarded request (GETDEL, MIGRATE).
     async fn forward(&mut self, target: Target, request: Bytes, audit: Option<Audit>) {
         let cluster = self.cluster();
-        let submitted = cluster.submit(target, request, self.resp3).await;
+        if let Some(audit) = audit {
+            // A guarded request: its audit line is written when the reply comes, whatever is
+            // ahead of it, so it is a future of its own.
+            let submitted = cluster.submit(target, request, self.resp3).await;
+            self.note(&submitted);
+            self.push(async move {
+                let frame = submitted.reply(&cluster).await;
+                audit.answered(&frame);
+                frame
+            });
+            return;
+        }
+        let alert = Some(self.replies.alert());
+        let submitted = cluster
+            .submit_alerting(target, request, self.resp3, alert)
+            .await;
         self.note(&submitted);
         let deliver = self.deliver();
-        self.replies
-            .push_forwarded(submitted, cluster, deliver, audit);
+        self.replies.push_forwarded(submitted, cluster, deliver);
     }
 
     async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
