@@ -17,6 +17,8 @@ pub struct GuardPolicy {
     max_keys: usize,
     /// A 256-entry lookup table: `wildcard[b]` is true when byte `b` makes a key a wildcard.
     wildcard: [bool; 256],
+    /// The same bytes, each once.
+    wildcard_bytes: Vec<u8>,
     wildcard_chars: String,
     delete_command: DeleteCommand,
     /// Uppercased `NAME` or `NAME SUBCOMMAND` entries.
@@ -80,7 +82,11 @@ pub enum Verdict {
 impl GuardPolicy {
     pub fn new(config: &GuardConfig) -> Self {
         let mut wildcard = [false; 256];
+        let mut wildcard_bytes = Vec::new();
         for b in config.wildcard_chars.bytes() {
+            if !wildcard[b as usize] {
+                wildcard_bytes.push(b);
+            }
             wildcard[b as usize] = true;
         }
         let deny = config
@@ -103,6 +109,7 @@ impl GuardPolicy {
         GuardPolicy {
             max_keys: config.max_keys,
             wildcard,
+            wildcard_bytes,
             wildcard_chars: config.wildcard_chars.clone(),
             delete_command: config.delete_command,
             deny,
@@ -197,8 +204,11 @@ impl GuardPolicy {
         if keys.is_empty() {
             return None;
         }
-        let command = String::from_utf8_lossy(commands::effective_name(name)).to_ascii_uppercase();
+        // For the messages only: not made unless the request is refused.
+        let command =
+            || String::from_utf8_lossy(commands::effective_name(name)).to_ascii_uppercase();
         if keys.len() > self.max_keys {
+            let command = command();
             return Some(Refusal {
                 rule: Rule::MaxKeys,
                 message: format!(
@@ -212,7 +222,8 @@ impl GuardPolicy {
             });
         }
         for key in keys {
-            if let Some(&bad) = key.iter().find(|&&b| self.wildcard[b as usize]) {
+            if let Some(bad) = self.first_wildcard(key) {
+                let command = command();
                 return Some(Refusal {
                     rule: Rule::Wildcard,
                     message: format!(
@@ -226,6 +237,23 @@ impl GuardPolicy {
             }
         }
         None
+    }
+}
+
+impl GuardPolicy {
+    /// The first byte of `key` that makes it a wildcard. With up to three wildcard characters
+    /// (the default is `*?[`), `memchr`'s vectorised search; else the lookup table. Every byte of
+    /// every key of a 1000-key delete is looked at: with the table this was an eighth of
+    /// keyward's instructions on such a request (callgrind).
+    fn first_wildcard(&self, key: &[u8]) -> Option<u8> {
+        let at = match self.wildcard_bytes.as_slice() {
+            [] => None,
+            [a] => memchr::memchr(*a, key),
+            [a, b] => memchr::memchr2(*a, *b, key),
+            [a, b, c] => memchr::memchr3(*a, *b, *c, key),
+            _ => key.iter().position(|&b| self.wildcard[b as usize]),
+        };
+        at.map(|i| key[i])
     }
 }
 
@@ -436,6 +464,39 @@ mod tests {
         cfg.wildcard_chars = String::new();
         let p = GuardPolicy::new(&cfg);
         assert_eq!(verdict(&p, &[b"DEL", b"*"]), Verdict::Forward);
+    }
+
+    /// Every size of wildcard set (each takes its own search), repeated characters, and the
+    /// character named in the message being the first one in the key.
+    #[test]
+    fn wildcard_sets_of_every_size_find_the_first_wildcard() {
+        let mut cfg = Config::default().guard;
+        for (chars, wild, tame) in [
+            ("**", &b"ab*c"[..], &b"ab?c"[..]),
+            ("*?", b"ab?c", b"ab[c"),
+            ("*?[", b"ab[c", b"ab]c"),
+            ("*?[]{", b"ab{c", b"ab}c"),
+        ] {
+            cfg.wildcard_chars = chars.into();
+            let p = GuardPolicy::new(&cfg);
+            assert_eq!(
+                verdict(&p, &[b"DEL", b"k", tame]),
+                Verdict::Forward,
+                "{chars}"
+            );
+            let r = refusal(verdict(&p, &[b"DEL", b"k", wild]));
+            assert_eq!(r.rule, Rule::Wildcard, "{chars}");
+            let first = wild[2] as char;
+            assert!(
+                r.message.contains(&format!("character '{first}'")),
+                "{chars}: {}",
+                r.message
+            );
+        }
+        cfg.wildcard_chars = "*?[".into();
+        let p = GuardPolicy::new(&cfg);
+        let r = refusal(verdict(&p, &[b"DEL", b"x?y*z"]));
+        assert!(r.message.contains("character '?'"), "{}", r.message);
     }
 
     #[test]
