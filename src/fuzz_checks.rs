@@ -347,7 +347,7 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
         );
         assert_eq!(
             &request.raw[..],
-            &resp_array(args.iter().map(|a| &a[..]))[..],
+            &crate::protocol::write::command(&args[0], &args[1..])[..],
             "inline raw is not the RESP encoding of its arguments"
         );
     } else {
@@ -411,16 +411,6 @@ fn scan_once(limits: ScanLimits, bytes: &[u8]) -> ScanRun {
             }
         }
     }
-}
-
-fn resp_array<'a>(args: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// Is the error one the scanner may give, given what was buffered when it gave it? Returns

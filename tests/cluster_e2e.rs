@@ -1708,23 +1708,6 @@ fn poll_set_get(
     (None, errors)
 }
 
-/// Makes sure `port`'s replicas have everything written so far: a write of ours on that
-/// primary (in the slot of `key`, which it owns), then `WAIT 1`.
-fn sync_replica(port: u16, key: &str) {
-    let mut conn = node(port);
-    let _: () = redis::cmd("SET")
-        .arg(format!("{{{key}}}-sync"))
-        .arg("1")
-        .query(&mut conn)
-        .expect("SET on the primary");
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut conn)
-        .expect("WAIT");
-    assert_eq!(acked, 1, "the replica of {port} did not acknowledge");
-}
-
 #[test]
 fn failover_is_followed_without_restart() {
     let (mut cluster, mut kw) = start_cluster_and_keyward();
@@ -1738,7 +1721,7 @@ fn failover_is_followed_without_restart() {
             set_through(&kw, keys, |k| format!("before {k}"));
         }
         for (port, keys) in &by_node {
-            sync_replica(*port, &keys[0]);
+            cluster.sync_replica(*port, &keys[0]);
         }
         (by_node, truth.primaries()[0])
     };

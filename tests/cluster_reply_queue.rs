@@ -10,52 +10,6 @@ use std::time::{Duration, Instant};
 use support::cluster::RedisCluster;
 use support::*;
 
-fn node(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
-fn owner(cluster: &RedisCluster, key: &str) -> u16 {
-    let any = cluster.primaries()[0].1;
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(key)
-        .query(&mut node(any))
-        .unwrap();
-    cluster.owner_of_slot(slot)
-}
-
-/// Keys owned by `port`.
-fn keys_on(cluster: &RedisCluster, port: u16, prefix: &str, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while out.len() < n {
-        let k = format!("{prefix}{i}");
-        i += 1;
-        if owner(cluster, &k) == port {
-            out.push(k);
-        }
-    }
-    out
-}
-
-fn sync_replica(port: u16, key: &str) {
-    let mut conn = node(port);
-    let _: () = redis::cmd("SET")
-        .arg(format!("{{{key}}}-sync"))
-        .arg("1")
-        .query(&mut conn)
-        .unwrap();
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(acked, 1);
-}
-
 /// A primary dies; its replica is elected within a few seconds, well inside keyward's 6 s
 /// retry budget. Every request a client pipelined meanwhile is answered once the replica has
 /// taken over, each retrying on its own, and so is a request behind a blocking command that
@@ -73,14 +27,14 @@ fn pipelined_requests_to_a_failed_over_primary_are_all_served() {
         .collect();
     addrs.sort();
     let victim: u16 = addrs[1].rsplit_once(':').unwrap().1.parse().unwrap();
-    let keys = keys_on(&cluster, victim, "rv:", 60);
+    let keys = cluster.keys_on(victim, "rv:", 60);
     {
         let mut c = kw.raw_conn();
         for k in &keys {
             assert_eq!(c.request(&["SET", k, "v"]), Reply::ok());
         }
     }
-    sync_replica(victim, &keys[0]);
+    cluster.sync_replica(victim, &keys[0]);
 
     let mut pipelined = kw.raw_conn();
     let mut behind_blocking = kw.raw_conn();
@@ -138,8 +92,8 @@ fn audit_line_of_a_getdel_behind_a_blocked_command() {
     let cluster = RedisCluster::start(3, 0);
     let kw = Keyward::start_cluster(&cluster.seeds(), "[server]\nshutdown_timeout_ms = 200");
     let primaries: Vec<u16> = cluster.primaries().into_iter().map(|(_, p)| p).collect();
-    let key = keys_on(&cluster, primaries[0], "ad:", 1).remove(0);
-    let queue = keys_on(&cluster, primaries[1], "adq:", 1).remove(0);
+    let key = cluster.keys_on(primaries[0], "ad:", 1).remove(0);
+    let queue = cluster.keys_on(primaries[1], "adq:", 1).remove(0);
     let mut c = kw.raw_conn();
     assert_eq!(c.request(&["SET", &key, "1"]), Reply::ok());
 
@@ -150,7 +104,7 @@ fn audit_line_of_a_getdel_behind_a_blocked_command() {
     assert!(wait_until(Duration::from_secs(5), || {
         let n: i64 = redis::cmd("EXISTS")
             .arg(&key)
-            .query(&mut node(primaries[0]))
+            .query(&mut cluster.conn(primaries[0]))
             .unwrap();
         n == 0
     }));

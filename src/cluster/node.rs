@@ -437,9 +437,9 @@ async fn read_loop(inner: &Inner) -> Option<String> {
                 continue;
             }
             if let Some(w) = state.waiting.pop_front() {
-                let error = w.alert.is_some() && reply::is_error(&frame);
+                let alert = w.alert.filter(|_| reply::is_error(&frame));
                 let _ = w.reply.send(Ok(frame));
-                if error && let Some(alert) = &w.alert {
+                if let Some(alert) = alert {
                     alert.raise();
                 }
             }

@@ -41,7 +41,8 @@ pub(super) enum Out {
 }
 
 impl Out {
-    fn reply(frame: Bytes, deliver: bool) -> Out {
+    /// A reply, or nothing when the client's `CLIENT REPLY` mode drops it.
+    pub(super) fn reply(frame: Bytes, deliver: bool) -> Out {
         if deliver {
             Out::Reply(frame)
         } else {

@@ -328,17 +328,8 @@ impl ClusterSession {
     /// Queues a reply that takes work of its own (fan-outs, blocking commands, transactions).
     fn push(&mut self, future: impl Future<Output = Bytes> + Send + 'static) {
         let deliver = self.deliver();
-        self.replies.push_future(
-            async move {
-                let reply = future.await;
-                if deliver {
-                    Out::Reply(reply)
-                } else {
-                    Out::Nothing
-                }
-            }
-            .boxed(),
-        );
+        self.replies
+            .push_future(async move { Out::reply(future.await, deliver) }.boxed());
     }
 
     /// Remembers the connection a request was queued on, to flush it after this read.
@@ -359,12 +350,8 @@ impl ClusterSession {
 
     /// Queues a reply keyward gives itself.
     fn local(&mut self, reply: Bytes) {
-        let out = if self.deliver() {
-            Out::Reply(reply)
-        } else {
-            Out::Nothing
-        };
-        self.replies.push_ready(out);
+        let deliver = self.deliver();
+        self.replies.push_ready(Out::reply(reply, deliver));
     }
 
     /// Sends a request over a shared connection now; its reply comes in order, and goes in the

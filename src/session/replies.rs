@@ -13,12 +13,11 @@ use tokio::time::{Instant, Sleep};
 
 use super::pubsub::{self, Subscriptions};
 use super::{
-    Expect, ExpectKind, Pending, ReadChunk, SessionContext, Shared, upstream_lost, write_all_chunks,
+    Expect, ExpectKind, KEEP_BUFFER, Pending, ReadChunk, SessionContext, Shared, upstream_lost,
+    write_all_chunks,
 };
 use crate::net::Socket;
 use crate::protocol::reply::{self, ReplyFramer};
-
-const KEEP_BUFFER: usize = 256 * 1024;
 
 pub(super) struct ReplySide {
     client: Arc<Socket>,

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::{
-    Expect, ExpectKind, PAUSED_READ_LIMIT, Pending, ReadChunk, ReplyMode, SessionContext, Shared,
-    ShutdownSignal, write_all_chunks,
+    Expect, ExpectKind, KEEP_BUFFER, PAUSED_READ_LIMIT, Pending, ReadChunk, ReplyMode,
+    SessionContext, Shared, ShutdownSignal, write_all_chunks,
 };
 use crate::audit::{self, Audit};
 use crate::auth::{self, Gate, Login};
@@ -18,10 +18,6 @@ use crate::guard::Verdict;
 use crate::net::Socket;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
-
-/// A read buffer this large is released when it runs empty, so that one big request does not
-/// pin memory for the rest of a long-lived connection.
-const KEEP_BUFFER: usize = 256 * 1024;
 
 /// Name of the placeholder command sent in place of a refused command inside MULTI. Redis
 /// rejects it at queue time (unknown command), which makes the transaction fail with

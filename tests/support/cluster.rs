@@ -241,6 +241,45 @@ impl RedisCluster {
         }
     }
 
+    /// `n` key names `prefix<i>` (i = 0, 1, ...) that the primary on `primary` serves, per
+    /// `CLUSTER KEYSLOT` and `CLUSTER SLOTS` on that node.
+    pub fn keys_on(&self, primary: u16, prefix: &str, n: usize) -> Vec<String> {
+        let mut conn = self.conn(primary);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while out.len() < n {
+            let key = format!("{prefix}{i}");
+            i += 1;
+            assert!(i < 100_000, "no {n} keys {prefix}N on node {primary}");
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query(&mut conn)
+                .expect("CLUSTER KEYSLOT");
+            if self.owner_of_slot(slot) == primary {
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    /// Makes sure the replicas of the primary on `primary` have everything written so far: a
+    /// write of ours there (in the slot of `key`, which it serves), then `WAIT 1`.
+    pub fn sync_replica(&self, primary: u16, key: &str) {
+        let mut conn = self.conn(primary);
+        let _: () = redis::cmd("SET")
+            .arg(format!("{{{key}}}-sync"))
+            .arg("1")
+            .query(&mut conn)
+            .expect("SET on the primary");
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query(&mut conn)
+            .expect("WAIT");
+        assert_eq!(acked, 1, "the replica of {primary} did not acknowledge");
+    }
+
     /// `(first slot, last slot, primary port)` for every range, from `CLUSTER SLOTS` on the first
     /// running node, in slot order.
     pub fn slot_ranges(&self) -> Vec<(u16, u16, u16)> {
