@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyward::commands;
 use keyward::config::Config;
 use keyward::guard::GuardPolicy;
-use keyward::protocol::request::{RequestScanner, ScanLimits};
+use keyward::protocol::request::{Request, RequestScanner, ScanLimits};
 use keyward::protocol::write;
 
 fn encode(args: &[Vec<u8>]) -> Bytes {
@@ -28,7 +28,7 @@ fn scan_all(input: &Bytes) -> usize {
     let mut buf = BytesMut::from(&input[..]);
     let mut n = 0;
     while let Ok(Some(request)) = scanner.next(&mut buf) {
-        n += request.args.len();
+        n += request.args().len();
     }
     n
 }
@@ -67,11 +67,12 @@ fn guarding(c: &mut Criterion) {
     let policy = GuardPolicy::new(&Config::default().guard);
     let mut group = c.benchmark_group("guard");
     for n in [1usize, 1000] {
-        let mut args: Vec<Bytes> = vec![Bytes::from_static(b"REMOVEKEYS")];
-        args.extend(keys(n).into_iter().map(Bytes::from));
-        let spec = commands::lookup(&args[0]);
+        let mut words = vec![b"REMOVEKEYS".to_vec()];
+        words.extend(keys(n));
+        let request = Request::from_args(&words);
+        let spec = commands::lookup(b"REMOVEKEYS");
         group.bench_function(format!("REMOVEKEYS verdict, {n} keys"), |b| {
-            b.iter(|| policy.check(black_box(spec), black_box(&args)))
+            b.iter(|| policy.check(black_box(spec), black_box(request.args())))
         });
     }
     group.finish();

@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::commands::{self, Removes};
+use crate::protocol::args::Args;
 use crate::protocol::reply;
 
 /// A guarded request on its way upstream; logged once its reply is in.
@@ -23,7 +22,7 @@ impl Audit {
     /// Starts the record for a request whose arguments are `args` (command name first). `keys`
     /// counts the keys a delete removes (for MIGRATE, those after KEYS, none with COPY); for
     /// other commands, the arguments.
-    pub fn start(client: SocketAddr, args: &[Bytes]) -> Self {
+    pub fn start(client: SocketAddr, args: Args<'_>) -> Self {
         let keys = match commands::lookup(&args[0]) {
             Some(spec) if spec.removes == Removes::Migrate => {
                 commands::removed_keys(spec, args).len()
@@ -70,7 +69,7 @@ impl Audit {
 }
 
 /// Logs a request the guard refused; nothing was sent upstream.
-pub fn refused(client: SocketAddr, args: &[Bytes], rule: &str) {
+pub fn refused(client: SocketAddr, args: Args<'_>, rule: &str) {
     Audit::start(client, args).log(&format!("refused: {rule}"));
 }
 

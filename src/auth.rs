@@ -227,13 +227,13 @@ pub async fn gate(
                      clients; authenticate before MULTI",
                 ));
             }
-            let args = &request.args;
+            let args = request.args();
             let (user, password) = match args.len() {
                 2 if !auth.has_default_user() => {
                     return Gate::Answer(write::error(AUTH_WITHOUT_DEFAULT));
                 }
-                2 => (DEFAULT_USER.as_bytes(), &args[1][..]),
-                3 => (&args[1][..], &args[2][..]),
+                2 => (DEFAULT_USER.as_bytes(), &args[1]),
+                3 => (&args[1], &args[2]),
                 _ => {
                     return Gate::Answer(write::error(
                         "ERR wrong number of arguments for 'auth' command",
@@ -252,9 +252,9 @@ pub async fn gate(
         "quit" => Gate::Pass(request),
         // Before the login keyward answers these itself: nothing an anonymous client sends
         // reaches Redis, and nothing it sends moves it to a connection of its own.
-        "ping" if !login.is_authenticated() => Gate::Answer(match request.args.len() {
+        "ping" if !login.is_authenticated() => Gate::Answer(match request.args().len() {
             1 => write::simple("PONG"),
-            2 => write::bulk(&request.args[1]),
+            2 => write::bulk(&request.args()[1]),
             _ => write::error("ERR wrong number of arguments for 'ping' command"),
         }),
         "reset" if !login.is_authenticated() => Gate::Answer(write::simple("RESET")),
@@ -276,7 +276,7 @@ pub async fn gate(
 /// user. Options are parsed as Redis parses them, and a syntax error is answered before any
 /// credential is checked; the login changes only if every AUTH pair in the request is right.
 async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Request) -> Gate {
-    let args = &request.args;
+    let args = request.args();
     if let Some(version) = args.get(1) {
         match std::str::from_utf8(version)
             .ok()
@@ -291,8 +291,8 @@ async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Requ
             Some(_) => return Gate::Answer(write::error("NOPROTO unsupported protocol version")),
         }
     }
-    let mut credentials: Vec<(&Bytes, &Bytes)> = Vec::new();
-    let mut setname: Option<&Bytes> = None;
+    let mut credentials: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut setname: Option<&[u8]> = None;
     let mut i = 2;
     while i < args.len() {
         let option = commands::effective_name(&args[i]);
@@ -321,19 +321,15 @@ async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Requ
         return Gate::Answer(write::error(HELLO_NOAUTH));
     }
     *login = new_login;
-    let mut kept: Vec<Bytes> = vec![Bytes::from_static(b"HELLO")];
-    kept.extend(args.get(1).cloned());
+    let mut kept: Vec<&[u8]> = vec![b"HELLO"];
+    kept.extend(args.get(1));
     if let Some(name) = setname {
-        kept.push(Bytes::from_static(b"SETNAME"));
-        kept.push(name.clone());
+        kept.push(b"SETNAME");
+        kept.push(name);
     }
-    let refs: Vec<&[u8]> = kept[1..].iter().map(|a| &a[..]).collect();
-    let raw = write::command(&kept[0], &refs);
-    Gate::Pass(Request {
-        raw,
-        args: kept,
-        inline: request.inline,
-    })
+    let mut rebuilt = Request::from_args(&kept);
+    rebuilt.inline = request.inline;
+    Gate::Pass(rebuilt)
 }
 
 /// Free failed attempts per address and user name before the throttle starts.
@@ -428,16 +424,7 @@ mod tests {
     use crate::commands;
 
     fn request(args: &[&str]) -> Request {
-        let args: Vec<Bytes> = args
-            .iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
-        let refs: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
-        Request {
-            raw: write::command(&args[0], &refs),
-            args,
-            inline: false,
-        }
+        Request::from_args(args)
     }
 
     fn auth() -> ClientAuth {
@@ -458,7 +445,7 @@ mod tests {
 
     async fn run(auth: &ClientAuth, login: &mut Login, args: &[&str]) -> Result<Request, String> {
         let request = request(args);
-        let spec = commands::lookup(&request.args[0]);
+        let spec = commands::lookup(&request.args()[0]);
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
         match gate(auth, login, peer, spec, request, false).await {
             Gate::Pass(r) => Ok(r),

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use bytes::Bytes;
+use crate::protocol::args::Args;
 
 /// What a command means to keyward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -589,10 +589,10 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 
 /// The arguments naming the keys that a request removes from this server, per its
 /// [`Removes`]; empty for a command that removes nothing by name.
-pub fn removed_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> &'a [Bytes] {
+pub fn removed_keys<'a>(spec: &CommandSpec, args: Args<'a>) -> Args<'a> {
     match spec.removes {
-        Removes::Nothing => &[],
-        Removes::Keys => &args[spec.keys.span(args.len())],
+        Removes::Nothing => args.range(0..0),
+        Removes::Keys => args.range(spec.keys.span(args.len())),
         Removes::Migrate => migrated_keys(args),
     }
 }
@@ -607,14 +607,15 @@ pub fn removed_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> &'a [Bytes] {
 /// know (from a newer Redis) might take a value that looks like `COPY`, so then `COPY` is not
 /// believed and the keys are checked anyway. Requests Redis rejects (the key and `KEYS` both
 /// given, too few arguments) may be checked or not: they remove nothing.
-fn migrated_keys(args: &[Bytes]) -> &[Bytes] {
+fn migrated_keys(args: Args<'_>) -> Args<'_> {
+    let none = args.range(0..0);
     if args.len() < 6 {
-        return &[];
+        return none;
     }
     let mut keys = if args[3].is_empty() {
-        &args[..0]
+        none
     } else {
-        &args[3..4]
+        args.range(3..4)
     };
     let mut copy = false;
     let mut understood = true;
@@ -628,19 +629,20 @@ fn migrated_keys(args: &[Bytes]) -> &[Bytes] {
         } else if option.eq_ignore_ascii_case(b"auth2") {
             i += 2;
         } else if option.eq_ignore_ascii_case(b"keys") {
-            keys = &args[i + 1..];
+            keys = args.from(i + 1);
             break;
         } else if !option.eq_ignore_ascii_case(b"replace") {
             understood = false;
         }
         i += 1;
     }
-    if copy && understood { &args[..0] } else { keys }
+    if copy && understood { none } else { keys }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::request::Request;
 
     #[test]
     fn lookup_ignores_letter_case() {
@@ -692,15 +694,9 @@ mod tests {
 
     #[test]
     fn removed_keys_of_each_form() {
-        let args = |words: &[&str]| -> Vec<Bytes> {
-            words
-                .iter()
-                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-                .collect()
-        };
         let removed = |words: &[&str]| -> Vec<String> {
-            let a = args(words);
-            removed_keys(lookup(a[0].as_ref()).unwrap(), &a)
+            let request = Request::from_args(words);
+            removed_keys(lookup(words[0].as_bytes()).unwrap(), request.args())
                 .iter()
                 .map(|k| String::from_utf8_lossy(k).into_owned())
                 .collect()

@@ -316,7 +316,7 @@ fn check_allocation(largest: usize, input_len: usize, what: &str) {
 /// The properties of one accepted request; `span` is exactly the input it consumed (empty
 /// requests skipped before it included).
 fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
-    let args = &request.args;
+    let args = request.args();
     assert!(!args.is_empty(), "a request without arguments");
     assert!(
         args.len() <= limits.max_args,
@@ -333,11 +333,18 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
             limits.max_bulk_len,
             request.inline
         );
-        let raw = request.raw.as_ptr() as usize..request.raw.as_ptr() as usize + request.raw.len();
+    }
+    // Every argument lies inside raw, in order and without overlap: the guard's one-pass
+    // wildcard search over the run that covers a request's keys relies on it.
+    let mut after_previous = 0;
+    for &(start, end) in request.spans() {
         assert!(
-            arg.is_empty() || (raw.contains(&(arg.as_ptr() as usize)) && arg.len() <= raw.len()),
-            "an argument is not a slice of raw"
+            after_previous <= start && start <= end && end <= request.raw.len(),
+            "argument span {start}..{end} is not inside raw ({} bytes) after the previous \
+             argument (ending at {after_previous})",
+            request.raw.len()
         );
+        after_previous = end;
     }
     if request.inline {
         assert_eq!(
@@ -347,7 +354,7 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
         );
         assert_eq!(
             &request.raw[..],
-            &crate::protocol::write::command(&args[0], &args[1..])[..],
+            &crate::protocol::write::command(&args[0], &args.from(1).to_vec())[..],
             "inline raw is not the RESP encoding of its arguments"
         );
     } else {
@@ -379,7 +386,8 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
         "raw scanned again gives {again:?}"
     );
     assert_eq!(
-        again.requests[0].args, request.args,
+        again.requests[0].args(),
+        request.args(),
         "raw re-scans differently"
     );
     assert_eq!(again.requests[0].raw, request.raw);
@@ -439,8 +447,8 @@ fn check_scan_error(limits: ScanLimits, error: &ProtocolError, buf: &[u8]) -> bo
             let line = scan_once(relaxed, buf);
             let over = line.requests.first().is_some_and(|r| {
                 r.inline
-                    && (r.args.len() > limits.max_args
-                        || r.args.iter().any(|a| a.len() > limits.max_bulk_len))
+                    && (r.args().len() > limits.max_args
+                        || r.args().iter().any(|a| a.len() > limits.max_bulk_len))
             });
             assert!(
                 over,

@@ -5,10 +5,9 @@
 //! with an error and send nothing upstream. Because every key is checked before anything is sent,
 //! a refused request never leaves a partial deletion behind.
 
-use bytes::Bytes;
-
 use crate::commands::{self, CommandSpec, Role};
 use crate::config::{DeleteCommand, GuardConfig};
+use crate::protocol::args::Args;
 
 /// The guard's settings, prepared once from [`GuardConfig`] so that the per-request check does
 /// no parsing or allocation.
@@ -119,7 +118,7 @@ impl GuardPolicy {
 
     /// Decides what happens to one request. `args[0]` is the command name as the client sent it;
     /// `spec` is its entry in the command table, if any.
-    pub fn check(&self, spec: Option<&CommandSpec>, args: &[Bytes]) -> Verdict {
+    pub fn check(&self, spec: Option<&CommandSpec>, args: Args<'_>) -> Verdict {
         self.check_as(spec, args, false)
     }
 
@@ -128,7 +127,7 @@ impl GuardPolicy {
     pub fn check_as(
         &self,
         spec: Option<&CommandSpec>,
-        args: &[Bytes],
+        args: Args<'_>,
         bypass_deny_commands: bool,
     ) -> Verdict {
         let Some(name) = args.first() else {
@@ -159,12 +158,12 @@ impl GuardPolicy {
     /// The `deny_commands` entry that refuses this request, if any. An entry `NAME SUBCOMMAND`
     /// matches the first argument; `FUNCTION FLUSH` also matches `FUNCTION RESTORE payload
     /// FLUSH`, which flushes every library the same way before it restores.
-    fn denied(&self, name: &[u8], args: &[Bytes]) -> Option<Refusal> {
+    fn denied(&self, name: &[u8], args: Args<'_>) -> Option<Refusal> {
         let name = commands::effective_name(name);
         if self.deny_lengths & length_bit(name.len()) == 0 {
             return None;
         }
-        let first_arg = args.get(1).map(|a| commands::effective_name(a));
+        let first_arg = args.get(1).map(commands::effective_name);
         let restore_flush = name.eq_ignore_ascii_case(b"function")
             && first_arg.is_some_and(|a| a.eq_ignore_ascii_case(b"restore"))
             && args
@@ -199,8 +198,8 @@ impl GuardPolicy {
     }
 
     /// Checks the keys of a delete: the count first (cheap, and the clearer message when both
-    /// rules are broken), then every byte of every key against the wildcard table.
-    fn check_keys(&self, name: &[u8], keys: &[Bytes]) -> Option<Refusal> {
+    /// rules are broken), then every byte of every key against the wildcard characters.
+    fn check_keys(&self, name: &[u8], keys: Args<'_>) -> Option<Refusal> {
         if keys.is_empty() {
             return None;
         }
@@ -220,6 +219,15 @@ impl GuardPolicy {
                     self.max_keys
                 ),
             });
+        }
+        // One search over the run of bytes that holds all the keys: when it finds nothing, no
+        // key holds a wildcard. A find may be in a header between two keys, so only then is
+        // each key searched on its own, for the first offending one.
+        if keys
+            .covering()
+            .is_some_and(|all| self.first_wildcard(all).is_none())
+        {
+            return None;
         }
         for key in keys {
             if let Some(bad) = self.first_wildcard(key) {
@@ -283,18 +291,15 @@ mod tests {
     use super::*;
     use crate::commands;
     use crate::config::Config;
+    use crate::protocol::request::Request;
 
     fn policy() -> GuardPolicy {
         GuardPolicy::new(&Config::default().guard)
     }
 
-    fn args(words: &[&[u8]]) -> Vec<Bytes> {
-        words.iter().map(|w| Bytes::copy_from_slice(w)).collect()
-    }
-
     fn verdict(policy: &GuardPolicy, words: &[&[u8]]) -> Verdict {
-        let a = args(words);
-        policy.check(commands::lookup(&a[0]), &a)
+        let request = Request::from_args(words);
+        policy.check(commands::lookup(words[0]), request.args())
     }
 
     fn refusal(v: Verdict) -> Refusal {
@@ -372,12 +377,15 @@ mod tests {
         let p = policy();
         let mut words: Vec<Vec<u8>> = vec![b"DEL".to_vec()];
         words.extend((0..1000).map(|i| format!("k{i}").into_bytes()));
-        let a: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w)).collect();
-        assert_eq!(p.check(commands::lookup(&a[0]), &a), Verdict::Forward);
+        let a = Request::from_args(&words);
+        assert_eq!(
+            p.check(commands::lookup(b"DEL"), a.args()),
+            Verdict::Forward
+        );
 
         words.push(b"one-too-many".to_vec());
-        let a: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w)).collect();
-        let r = refusal(p.check(commands::lookup(&a[0]), &a));
+        let a = Request::from_args(&words);
+        let r = refusal(p.check(commands::lookup(b"DEL"), a.args()));
         assert_eq!(r.rule, Rule::MaxKeys);
         assert!(r.message.contains("1001 keys"), "{}", r.message);
         assert!(r.message.contains("limit of 1000"), "{}", r.message);

@@ -152,7 +152,7 @@ proptest! {
         prop_assert_eq!(moot(&chunked), moot(&whole));
         prop_assert_eq!(moot(&one_by_one), moot(&whole));
         for r in &whole.0 {
-            prop_assert!(!r.args.is_empty());
+            prop_assert!(!r.args().is_empty());
             if !r.inline {
                 // RESP requests are forwarded byte for byte; re-scanning `raw` gives the same.
                 let again = scan(limits, &r.raw, &[r.raw.len()]);
@@ -160,7 +160,7 @@ proptest! {
                 prop_assert_eq!(&again.0[0], r);
             } else {
                 // Inline requests are re-encoded as a canonical RESP array of the parsed args.
-                let args: Vec<Vec<u8>> = r.args.iter().map(|a| a.to_vec()).collect();
+                let args: Vec<Vec<u8>> = r.args().iter().map(|a| a.to_vec()).collect();
                 prop_assert_eq!(&r.raw[..], &encode(&args)[..]);
             }
         }
@@ -179,7 +179,7 @@ proptest! {
         let r = &reqs[0];
         prop_assert!(!r.inline);
         prop_assert_eq!(&r.raw[..], &input[..]);
-        let got: Vec<Vec<u8>> = r.args.iter().map(|a| a.to_vec()).collect();
+        let got: Vec<Vec<u8>> = r.args().iter().map(|a| a.to_vec()).collect();
         prop_assert_eq!(got, args);
     }
 

@@ -16,6 +16,7 @@ use futures_util::future::join_all;
 
 use super::topology::{SLOT_COUNT, slot_of};
 use super::{Cluster, Submitted, Target};
+use crate::protocol::args::Args;
 use crate::protocol::reply::{self, ReplyFramer};
 use crate::protocol::write;
 
@@ -59,13 +60,14 @@ pub struct Plan {
 }
 
 /// `name key...` split into one command per slot.
-pub fn plan_split(name: &[u8], keys: &[Bytes]) -> Plan {
-    let groups = group_by_slot(keys);
-    let mut buf = BytesMut::with_capacity(encoded_len(name, keys.iter()));
+pub fn plan_split(name: &[u8], args: Args<'_>) -> Plan {
+    let keys = args.to_vec();
+    let groups = group_by_slot(&keys);
+    let mut buf = BytesMut::with_capacity(encoded_len(name, args.iter()));
     let parts = groups
         .iter()
         .map(|(slot, idx)| {
-            let part: Vec<&[u8]> = idx.iter().map(|&i| keys[i].as_ref()).collect();
+            let part: Vec<&[u8]> = idx.iter().map(|&i| keys[i]).collect();
             (
                 Target::Slot(*slot),
                 write::command_in(&mut buf, name, &part),
@@ -75,7 +77,10 @@ pub fn plan_split(name: &[u8], keys: &[Bytes]) -> Plan {
     Plan {
         groups,
         parts,
-        by_key: Some((Bytes::copy_from_slice(name), keys.to_vec())),
+        by_key: Some((
+            Bytes::copy_from_slice(name),
+            (0..args.len()).map(|i| args.bytes(i)).collect(),
+        )),
     }
 }
 
@@ -83,13 +88,13 @@ pub fn plan_split(name: &[u8], keys: &[Bytes]) -> Plan {
 /// command of its own with `name` (array header, the name's and the argument's bulk-string
 /// headers, CRLFs). One allocation for all the commands; should it fall short, encoding grows
 /// the buffer.
-fn encoded_len<'a>(name: &[u8], args: impl Iterator<Item = &'a Bytes>) -> usize {
+fn encoded_len<'a>(name: &[u8], args: impl Iterator<Item = &'a [u8]>) -> usize {
     args.map(|a| a.len() + name.len() + 40).sum()
 }
 
 /// `MSET k v k v...` split into one `MSET` per slot.
-pub fn plan_mset(pairs: &[Bytes]) -> Plan {
-    let keys: Vec<&Bytes> = pairs.iter().step_by(2).collect();
+pub fn plan_mset(pairs: Args<'_>) -> Plan {
+    let keys: Vec<&[u8]> = pairs.iter().step_by(2).collect();
     let groups = group_by_slot(&keys);
     let mut buf = BytesMut::with_capacity(encoded_len(b"MSET", pairs.iter()));
     let parts = groups
@@ -293,7 +298,7 @@ pub struct ScanStep {
 
 /// `SCAN cursor [options]` visits one primary after the other. keyward's cursor is the node's
 /// own cursor shifted left by [`NODE_BITS`], plus the node's index in the sorted primary list.
-pub fn plan_scan(primaries: &[String], args: &[Bytes]) -> Result<ScanStep, Bytes> {
+pub fn plan_scan(primaries: &[String], args: Args<'_>) -> Result<ScanStep, Bytes> {
     let cursor = args
         .get(1)
         .and_then(|c| std::str::from_utf8(c).ok())
@@ -304,7 +309,7 @@ pub fn plan_scan(primaries: &[String], args: &[Bytes]) -> Result<ScanStep, Bytes
         .get(node)
         .ok_or_else(|| write::error("ERR invalid cursor"))?;
     let node_cursor = (cursor >> NODE_BITS).to_string();
-    let mut forwarded: Vec<&[u8]> = args[1..].iter().map(|a| a.as_ref()).collect();
+    let mut forwarded = args.from(1).to_vec();
     forwarded[0] = node_cursor.as_bytes();
     Ok(ScanStep {
         node,

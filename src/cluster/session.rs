@@ -30,6 +30,7 @@ use crate::auth::{self, ClientAuth, Gate, Login};
 use crate::commands::{self, CommandSpec, Fanout, Role};
 use crate::guard::{GuardPolicy, Verdict};
 use crate::net::Socket;
+use crate::protocol::args::Args;
 use crate::protocol::request::{Request, RequestScanner, ScanLimits};
 use crate::protocol::write;
 use crate::session::{
@@ -380,7 +381,7 @@ impl ClusterSession {
     }
 
     async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
-        let spec = commands::lookup(&request.args[0]);
+        let spec = commands::lookup(&request.args()[0]);
         // Without client authentication there is nothing to check: no future to build.
         let request = match self.ctx.auth.clone() {
             None => request,
@@ -430,13 +431,13 @@ impl ClusterSession {
         let verdict =
             self.ctx
                 .guard
-                .check_as(spec, &request.args, self.login.bypasses_deny_commands());
+                .check_as(spec, request.args(), self.login.bypasses_deny_commands());
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
         let audit = matches!(role, Role::Delete | Role::RemoveKeys)
-            .then(|| Audit::start(self.peer, &request.args));
+            .then(|| Audit::start(self.peer, request.args()));
         let request = match verdict {
             Verdict::Refuse(refusal) => {
-                audit::refused(self.peer, &request.args, refusal.rule.name());
+                audit::refused(self.peer, request.args(), refusal.rule.name());
                 if let Some(t) = self.transaction.as_mut() {
                     t.aborted = true;
                 }
@@ -452,8 +453,8 @@ impl ClusterSession {
         }
         match role {
             Role::Subscribe(kind) | Role::Unsubscribe(kind) if self.transaction.is_none() => {
-                let addr = if kind == commands::PubSubKind::Shard && request.args.len() > 1 {
-                    match self.slot_of_keys(&request.args[1..]) {
+                let addr = if kind == commands::PubSubKind::Shard && request.args().len() > 1 {
+                    match self.slot_of_keys(request.args().from(1)) {
                         Ok(slot) => self.ctx.cluster.map().owner(slot).map(|a| a.to_string()),
                         Err(e) => {
                             self.local(e);
@@ -489,24 +490,24 @@ impl ClusterSession {
 
         let fanout = spec.map_or(Fanout::Keyless, |s| s.fanout);
         match fanout {
-            Fanout::SplitSum if request.args.len() > 1 => {
+            Fanout::SplitSum if request.args().len() > 1 => {
                 self.split_sum(request, audit).await;
             }
-            Fanout::SplitMerge if request.args.len() > 1 => {
-                let plan = fanout::plan_split(b"MGET", &request.args[1..]);
-                let keys = request.args.len() - 1;
+            Fanout::SplitMerge if request.args().len() > 1 => {
+                let plan = fanout::plan_split(b"MGET", request.args().from(1));
+                let keys = request.args().len() - 1;
                 self.run_plan(plan, move |groups, replies| {
                     fanout::merge_mget(groups, replies, keys)
                 })
                 .await;
             }
-            Fanout::SplitPairs if request.args.len() >= 3 && request.args.len() % 2 == 1 => {
-                let plan = fanout::plan_mset(&request.args[1..]);
+            Fanout::SplitPairs if request.args().len() >= 3 && request.args().len() % 2 == 1 => {
+                let plan = fanout::plan_mset(request.args().from(1));
                 self.run_plan(plan, |_, replies| fanout::all_ok(replies))
                     .await;
             }
             Fanout::AllPrimaries => self.all_primaries(&request).await,
-            _ => match self.target(spec, &request.args) {
+            _ => match self.target(spec, request.args()) {
                 Ok(target) => self.forward(target, request.raw, audit).await,
                 Err(e) => self.local(e),
             },
@@ -521,7 +522,7 @@ impl ClusterSession {
         spec: Option<&CommandSpec>,
         request: &Request,
     ) -> Option<Next> {
-        let args = &request.args;
+        let args = request.args();
         // The table's lowercase name: no per-request lowercasing.
         let name = spec?.name;
         match name.as_bytes() {
@@ -541,7 +542,7 @@ impl ClusterSession {
                                 "ERR Client names cannot contain spaces, newlines or special characters.",
                             ));
                         } else {
-                            self.name = (!args[2].is_empty()).then(|| args[2].clone());
+                            self.name = (!args[2].is_empty()).then(|| args.bytes(2));
                             self.local(write::simple("OK"));
                         }
                     }
@@ -581,7 +582,7 @@ impl ClusterSession {
                 if name == "hello"
                     && let Some(v) = args.get(1)
                 {
-                    match &v[..] {
+                    match v {
                         b"2" => self.resp3 = false,
                         b"3" => self.resp3 = true,
                         _ => {}
@@ -607,7 +608,7 @@ impl ClusterSession {
                     self.local(write::error("ERR WATCH inside MULTI is not allowed"));
                     return Some(Next::Continue);
                 }
-                let slot = match self.slot_of_keys(&args[1..]) {
+                let slot = match self.slot_of_keys(args.from(1)) {
                     Ok(slot) => slot,
                     Err(e) => {
                         self.local(e);
@@ -654,7 +655,7 @@ impl ClusterSession {
     }
 
     /// Where a single-slot or keyless request goes: CROSSSLOT when its keys span slots.
-    fn target(&self, spec: Option<&CommandSpec>, args: &[Bytes]) -> Result<Target, Bytes> {
+    fn target(&self, spec: Option<&CommandSpec>, args: Args<'_>) -> Result<Target, Bytes> {
         let Some(spec) = spec else {
             // Not in the table: any node; if it has keys elsewhere, MOVED is followed.
             return Ok(Target::Any);
@@ -671,7 +672,7 @@ impl ClusterSession {
         Ok(slot.map_or(Target::Any, Target::Slot))
     }
 
-    fn slot_of_keys(&self, keys: &[Bytes]) -> Result<u16, Bytes> {
+    fn slot_of_keys(&self, keys: Args<'_>) -> Result<u16, Bytes> {
         let first = slot_of(&keys[0]);
         if keys.iter().any(|k| slot_of(k) != first) {
             return Err(write::error(CROSSSLOT));
@@ -680,8 +681,8 @@ impl ClusterSession {
     }
 
     async fn split_sum(&mut self, request: Request, audit: Option<Audit>) {
-        let plan = fanout::plan_split(&request.args[0], &request.args[1..]);
-        let keys = request.args.len() - 1;
+        let plan = fanout::plan_split(&request.args()[0], request.args().from(1));
+        let keys = request.args().len() - 1;
         self.run_plan(plan, move |groups, replies| {
             let sum = fanout::sum(groups, replies);
             if sum.failures.is_empty() {
@@ -764,9 +765,9 @@ impl ClusterSession {
     async fn all_primaries(&mut self, request: &Request) {
         let cluster = self.cluster();
         let primaries = cluster.primaries();
-        let name = request.args[0].to_ascii_lowercase();
+        let name = request.args()[0].to_ascii_lowercase();
         if name.as_slice() == b"scan" {
-            match fanout::plan_scan(&primaries, &request.args) {
+            match fanout::plan_scan(&primaries, request.args()) {
                 Ok(step) => {
                     let count = primaries.len();
                     let submitted = cluster.submit(step.target, step.request, self.resp3).await;
@@ -796,7 +797,7 @@ impl ClusterSession {
 
     /// A blocking command on a private connection of its own, closed after the reply.
     async fn blocking(&mut self, spec: Option<&CommandSpec>, request: Request) {
-        let target = match self.target(spec, &request.args) {
+        let target = match self.target(spec, request.args()) {
             Ok(t) => t,
             Err(e) => {
                 self.local(e);
@@ -875,7 +876,7 @@ impl ClusterSession {
             }
             session.local(error);
         };
-        let slot = match self.target(spec, &request.args) {
+        let slot = match self.target(spec, request.args()) {
             Ok(Target::Slot(s)) => Some(s),
             Ok(_) => None,
             Err(e) => {
@@ -943,7 +944,7 @@ impl ClusterSession {
     }
 
     async fn end_transaction(&mut self, request: &Request) -> Next {
-        let exec = request.args[0].eq_ignore_ascii_case(b"exec");
+        let exec = request.args()[0].eq_ignore_ascii_case(b"exec");
         let Some(mut transaction) = self.transaction.take() else {
             let name = if exec { "EXEC" } else { "DISCARD" };
             self.local(write::error(&format!("ERR {name} without MULTI")));

@@ -16,6 +16,7 @@ use crate::auth::{self, Gate, Login};
 use crate::commands::{self, Role};
 use crate::guard::Verdict;
 use crate::net::Socket;
+use crate::protocol::args::Args;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
 
@@ -235,7 +236,7 @@ impl RequestSide {
     }
 
     async fn handle(&mut self, request: Request) -> Stop {
-        let spec = commands::lookup(&request.args[0]);
+        let spec = commands::lookup(&request.args()[0]);
         // Without client authentication there is nothing to check: no future to build.
         let request = match self.ctx.auth.as_deref() {
             None => request,
@@ -287,11 +288,11 @@ impl RequestSide {
         let verdict =
             self.ctx
                 .guard
-                .check_as(spec, &request.args, self.login.bypasses_deny_commands());
+                .check_as(spec, request.args(), self.login.bypasses_deny_commands());
         let guarded = matches!(role, Role::Delete | Role::RemoveKeys);
-        let bytes = match verdict {
+        let rewrite = match verdict {
             Verdict::Refuse(refusal) => {
-                audit::refused(self.peer, &request.args, refusal.rule.name());
+                audit::refused(self.peer, request.args(), refusal.rule.name());
                 let reply = write::error(&refusal.message);
                 if self.in_multi {
                     self.refuse_in_transaction(reply).await;
@@ -300,8 +301,8 @@ impl RequestSide {
                 }
                 return Stop::No;
             }
-            Verdict::Rewrite(delete) => request.renamed(delete.name().as_bytes()).raw,
-            Verdict::Forward => request.raw,
+            Verdict::Rewrite(delete) => Some(delete),
+            Verdict::Forward => None,
         };
 
         if !self.ensure_upstream().await {
@@ -315,29 +316,29 @@ impl RequestSide {
             Role::Subscribe(kind) => ExpectKind::Subscription {
                 kind,
                 subscribe: true,
-                remaining: Some((request.args.len() - 1).max(1)),
+                remaining: Some((request.args().len() - 1).max(1)),
             },
             Role::Unsubscribe(kind) => ExpectKind::Subscription {
                 kind,
                 subscribe: false,
-                remaining: (request.args.len() > 1).then(|| request.args.len() - 1),
+                remaining: (request.args().len() > 1).then(|| request.args().len() - 1),
             },
             Role::Monitor => ExpectKind::Monitor,
             Role::Reset => ExpectKind::Reset,
-            _ if commands::effective_name(&request.args[0]).eq_ignore_ascii_case(b"hello") => {
+            _ if commands::effective_name(&request.args()[0]).eq_ignore_ascii_case(b"hello") => {
                 ExpectKind::Hello
             }
             _ => ExpectKind::One,
         };
         match role {
             // MULTI with arguments is an arity error and starts nothing.
-            Role::Multi if request.args.len() == 1 => self.in_multi = true,
+            Role::Multi if request.args().len() == 1 => self.in_multi = true,
             Role::EndTransaction => self.in_multi = false,
             _ => {}
         }
-        let audit = guarded.then(|| Box::new(Audit::start(self.peer, &request.args)));
+        let audit = guarded.then(|| Box::new(Audit::start(self.peer, request.args())));
 
-        let replies = self.takes_reply(role, &request.args);
+        let replies = self.takes_reply(role, request.args());
         if replies {
             self.batch.push(Pending::Reply(Expect {
                 kind,
@@ -345,7 +346,10 @@ impl RequestSide {
                 blocking: spec.is_some_and(|s| s.blocking),
             }));
         }
-        self.outgoing.push(bytes);
+        self.outgoing.push(match rewrite {
+            Some(delete) => request.renamed(delete.name().as_bytes()).raw,
+            None => request.raw,
+        });
 
         if role == Role::Reset {
             self.in_multi = false;
@@ -360,7 +364,7 @@ impl RequestSide {
     }
 
     /// Whether Redis will reply to this request, following `CLIENT REPLY`.
-    fn takes_reply(&mut self, role: Role, args: &[Bytes]) -> bool {
+    fn takes_reply(&mut self, role: Role, args: Args<'_>) -> bool {
         if role == Role::Reset && self.reply_mode == ReplyMode::Off {
             // Redis switches replies back on before it answers RESET.
             self.reply_mode = ReplyMode::On;
