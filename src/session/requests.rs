@@ -346,10 +346,14 @@ impl RequestSide {
                 blocking: spec.is_some_and(|s| s.blocking),
             }));
         }
-        self.outgoing.push(match rewrite {
-            Some(delete) => request.renamed(delete.name().as_bytes()).raw,
-            None => request.raw,
-        });
+        match rewrite {
+            Some(delete) => {
+                let (head, rest) = request.renamed_parts(delete.name().as_bytes());
+                self.outgoing.push(head);
+                self.outgoing.push(rest);
+            }
+            None => self.outgoing.push(request.raw),
+        }
 
         if role == Role::Reset {
             self.in_multi = false;
