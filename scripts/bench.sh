@@ -12,7 +12,8 @@
 # [upstream] share_connections = false: one upstream connection per client) and "keyward-shared"
 # (the same configuration except share_connections = true: stateless requests of all clients
 # share one pipelined upstream connection). Runs the workloads of issue 4 against all four
-# targets, taking turns in a rotating order round by round. Prints a table of medians with the
+# targets, taking turns in a rotating order round by round; W3 also against the floor, a relay
+# that only copies bytes (examples/floor_relay.rs), to show what the hop alone costs. Prints a table of medians with the
 # ratios keyward/direct, keyward/twemproxy, keyward-shared/direct and keyward-shared/twemproxy
 # and the issue's targets for both keyward modes (PASS/MISS, reported, not enforced), and writes
 # docs/bench/results.{csv,md,svg}, targets.csv and results-rounds.csv (every single measurement).
@@ -156,6 +157,13 @@ if [ ! -x "$bin" ]; then
 fi
 # Run a private copy: a rebuild by someone else during the run must not swap the binary.
 cp "$bin" "$work/keyward"
+# W3's floor: a relay that only copies bytes (examples/floor_relay.rs, std only, any revision).
+relay="target/release/examples/floor_relay"
+if [ "${SKIP_BUILD:-0}" = "0" ] || [ ! -x "$relay" ]; then
+    echo "==> cargo build --release --example floor_relay" >&2
+    timeout --foreground 600 cargo build --release --example floor_relay >&2
+fi
+cp "$relay" "$work/floor_relay"
 
 # W5 holds 10,000 connections; keyward (default mode) needs two descriptors per client connection.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -173,7 +181,8 @@ echo "==> running the benchmark (work directory $work, at most ${max_seconds}s)"
 status=0
 # In the background with `wait`, so that a signal to this script runs its trap at once.
 timeout -k 20 "$((max_seconds + 60))" \
-    python3 scripts/bench/bench.py --work "$work" --keyward "$work/keyward" --out "$out_dir" \
+    python3 scripts/bench/bench.py --work "$work" --keyward "$work/keyward" \
+        --floor-relay "$work/floor_relay" --out "$out_dir" \
         --meta "keyward_commit=$commit" --meta "keyward_tree=$tree" \
         --meta "rustc=$rustc_version" --meta "command=$cmd" &
 bench_pid=$!

@@ -37,6 +37,9 @@ import report_w6  # noqa: E402
 from resp import Client, RespError, encode  # noqa: E402
 
 TARGETS = ("direct", "twemproxy", "keyward", "keyward-shared")
+# W3 also runs against the floor: examples/floor_relay.rs, a relay that only copies bytes. It
+# shows what the extra hop of any proxy costs on this machine by itself.
+FLOOR = "floor-relay"
 # The two keyward processes: target name -> value of `[upstream] share_connections`.
 KEYWARD_MODES = {"keyward": False, "keyward-shared": True}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -207,12 +210,12 @@ def machine_busy_seconds():
 class Env:
     """The four targets and everything needed to talk to them."""
 
-    def __init__(self, work, keyward_bin, procs, fd_limit, max_conns):
+    def __init__(self, work, keyward_bin, relay_bin, procs, fd_limit, max_conns):
         self.work = work
         self.procs = procs
-        ports = free_ports(len(TARGETS) + 1)
-        self.port = dict(zip(TARGETS, ports))
-        self.nc_stats_port = ports[len(TARGETS)]
+        ports = free_ports(len(TARGETS) + 2)
+        self.port = dict(zip(TARGETS + (FLOOR,), ports))
+        self.nc_stats_port = ports[len(TARGETS) + 1]
         maxclients = max(1000, min(20000, fd_limit - 64))
         self.redis_log = os.path.join(work, "redis.log")
         self.redis = procs.start("redis-server", [
@@ -265,12 +268,18 @@ class Env:
             ], self.kw_log[name])
             wait_ready(self.port[name], self.kw[name], name, self.kw_log[name])
 
-        self.pid = {"direct": self.redis.pid, "twemproxy": self.nc.pid,
+        self.relay_log = os.path.join(work, "floor-relay.log")
+        self.relay = procs.start(FLOOR, [
+            relay_bin, "127.0.0.1:%d" % self.port[FLOOR], "127.0.0.1:%d" % self.port["direct"],
+        ], self.relay_log)
+        wait_ready(self.port[FLOOR], self.relay, FLOOR, self.relay_log)
+
+        self.pid = {"direct": self.redis.pid, "twemproxy": self.nc.pid, FLOOR: self.relay.pid,
                     **{name: proc.pid for name, proc in self.kw.items()}}
 
     def check_alive(self):
         for name, proc in (("redis-server", self.redis), ("nutcracker", self.nc),
-                           *self.kw.items()):
+                           (FLOOR, self.relay), *self.kw.items()):
             if proc.poll() is not None:
                 raise RuntimeError("%s died (status %s)" % (name, proc.returncode))
 
@@ -352,12 +361,17 @@ def calibrated_n(workload, result, duration):
     return max(min_n, (n // step) * step)
 
 
+def rb_targets(workload):
+    """The targets of a redis-benchmark workload: the floor relay only takes part in W3."""
+    return TARGETS + (FLOOR,) if workload == "W3" else TARGETS
+
+
 def run_rb_workloads(env, s, rows):
     fixed = {"W1": s["w1_n"], "W2": s["w2_n"], "W3": s["w3_n"]}
     n_of = {}
     log("W1-W3 warm-up round (calibrates the request counts; not reported)")
     for workload in RB_WORKLOADS:
-        for target in TARGETS:
+        for target in rb_targets(workload):
             warm_n = RB_WORKLOADS[workload][2]
             res = run_redis_benchmark(env, target, workload, warm_n, timeout=120)
             n_of[(workload, target)] = fixed[workload] or calibrated_n(workload, res,
@@ -366,7 +380,7 @@ def run_rb_workloads(env, s, rows):
         "%s/%s=%d" % (w, t, n) for (w, t), n in sorted(n_of.items())))
     for r in range(1, s["rounds"] + 1):
         for workload in RB_WORKLOADS:
-            order = rotated(TARGETS, r - 1 + list(RB_WORKLOADS).index(workload))
+            order = rotated(rb_targets(workload), r - 1 + list(RB_WORKLOADS).index(workload))
             for pos, target in enumerate(order):
                 env.check_alive()
                 n = n_of[(workload, target)]
@@ -1062,6 +1076,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True)
     ap.add_argument("--keyward", required=True, help="the keyward binary to run")
+    ap.add_argument("--floor-relay", required=True, help="the examples/floor_relay binary")
     ap.add_argument("--out", required=True, help="directory for results.{csv,md,svg}")
     ap.add_argument("--meta", action="append", default=[], help="KEY=VALUE for the report")
     args = ap.parse_args()
@@ -1101,7 +1116,7 @@ def main():
     results = {"rb": [], "w4": [], "w5": [], "w6": None}
     started = time.monotonic()
     try:
-        env = Env(args.work, args.keyward, procs, fd_soft, w5_conns)
+        env = Env(args.work, args.keyward, args.floor_relay, procs, fd_soft, w5_conns)
         log("redis-server :%d, nutcracker :%d, keyward :%d, keyward-shared :%d (work dir %s)"
             % (env.port["direct"], env.port["twemproxy"], env.port["keyward"],
                env.port["keyward-shared"], args.work))

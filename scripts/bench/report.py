@@ -14,6 +14,9 @@ import statistics
 import subprocess
 
 TARGETS = ("direct", "twemproxy", "keyward", "keyward-shared")
+# W3 only: examples/floor_relay.rs, a relay that copies bytes and does nothing else. Its ratio
+# to direct is what the extra hop of any proxy costs on the machine; not a column of the table.
+FLOOR = "floor-relay"
 # The two keyward processes (same binary): the default mode and share_connections = true.
 KEYWARDS = ("keyward", "keyward-shared")
 # (numerator, denominator) of the ratio columns.
@@ -126,13 +129,17 @@ def summarize(results, meta):
         vals = {t: median(per_target.get(t, [])) for t in TARGETS}
         spread = {t: (min(per_target[t]), max(per_target[t]), len(per_target[t]))
                   if per_target.get(t) else (None, None, 0) for t in TARGETS}
+        ratios = RATIOS
+        if per_target.get(FLOOR):
+            vals[FLOOR] = median(per_target[FLOOR])
+            ratios = RATIOS + ((FLOOR, "direct"),)
         row = {"workload": workload, "test": test, "metric": metric, "unit": unit,
                "better": better, "values": vals, "spread": spread,
-               "ratio": {(a, b): ratio(vals[a], vals[b]) for a, b in RATIOS},
+               "ratio": {(a, b): ratio(vals[a], vals[b]) for a, b in ratios},
                "paired": {}}
         # Ratios within each round (the targets ran back to back there), then their median
         # and range: robust to drift between rounds.
-        for a, b in RATIOS:
+        for a, b in ratios:
             num_, den = by_round.get(a, {}), by_round.get(b, {})
             paired = [num_[r] / den[r] for r in num_ if r in den and den[r]]
             row["paired"][(a, b)] = ((median(paired), min(paired), max(paired))
@@ -153,13 +160,13 @@ def summarize(results, meta):
                     ("p99 latency", "p99_latency_ms", "ms", "lower")):
                 add(workload, test, metric, unit, better,
                     {t: [(r["round"], r[col]) for r in sel if r["target"] == t]
-                     for t in TARGETS})
+                     for t in TARGETS + (FLOOR,)})
             if workload == "W3":
                 # One client, one request at a time: the mean round trip is exactly 1/throughput,
                 # with none of the 8-microsecond bucketing of redis-benchmark's percentiles.
                 add(workload, test, "mean latency (1/throughput)", "ms", "lower",
                     {t: [(r["round"], 1000.0 / r["rps"]) for r in sel
-                         if r["target"] == t and r["rps"]] for t in TARGETS})
+                         if r["target"] == t and r["rps"]] for t in TARGETS + (FLOOR,)})
         sel = [r for r in rb if r["workload"] == workload and r["test"] == "SET"]
         if workload != "W3":
             add(workload, "SET+GET", "proxy CPU per request", "us", "lower",
@@ -235,14 +242,23 @@ def targets(rows):
         r = find(rows, "W1", test, "throughput")
         both(lambda kw: ("W1 %s throughput %s/direct" % (test, kw), vs(r, kw, "direct"), ">=",
                          0.8, "aim", rng(r, kw, "direct")))
+    def floor(r, label):
+        # The same goal for the relay that does nothing: where it misses too, no proxy can
+        # meet the goal on this machine.
+        if r and (FLOOR, "direct") in r["ratio"]:
+            out.append((label, r["ratio"][(FLOOR, "direct")], "<=", 1.3, "floor",
+                        rng(r, FLOOR, "direct"), FLOOR))
+
     for test in ("SET", "GET"):
         r = find(rows, "W3", test, "p50 latency")
         both(lambda kw: ("W3 %s p50 latency %s/direct" % (test, kw), vs(r, kw, "direct"), "<=",
                          1.3, "target", rng(r, kw, "direct")))
+        floor(r, "W3 %s p50 latency %s/direct (the floor)" % (test, FLOOR))
     for test in ("SET", "GET"):
         r = find(rows, "W3", test, "mean latency (1/throughput)")
         both(lambda kw: ("W3 %s mean latency %s/direct (finer check)" % (test, kw),
                          vs(r, kw, "direct"), "<=", 1.3, "extra", rng(r, kw, "direct")))
+        floor(r, "W3 %s mean latency %s/direct (the floor)" % (test, FLOOR))
     batch = find(rows, "W4", "delete 1000 keys per call", "keys removed")
     single = find(rows, "W4", "DEL one key per call", "keys removed")
     unlink = find(rows, "W4", "UNLINK x1000 (reference)", "keys removed")
@@ -351,7 +367,8 @@ def target_lines(checks, markdown):
     for label, value, op, threshold, kind, spread, _proxy in checks:
         goal = "%s %s%s" % (op, ("{:,.0f} B".format(threshold) if threshold > 100
                                  else "%.1fx" % threshold),
-                            {"aim": " (aim)", "extra": " (extra)"}.get(kind, ""))
+                            {"aim": " (aim)", "extra": " (extra)",
+                             "floor": " (floor)"}.get(kind, ""))
         result = verdict(value, op, threshold)
         if markdown:
             out.append("| %s | %s | %s | %s | **%s** |" % (
@@ -505,6 +522,12 @@ def write_markdown(rows, checks, meta, path):
               "moves in steps of about 15%. The W3 \"mean latency (1/throughput)\" row is exact "
               "for one client sending one request at a time, and backs the p50 target with a "
               "finer measure (\"extra\" in the targets).",
+              "- The W3 targets marked \"(floor)\" are not keyward's: they measure "
+              "`examples/floor_relay.rs`, a relay that copies bytes between the client and Redis "
+              "and does nothing else (two blocked threads per connection, no event loop, no "
+              "parsing), in the same rounds. Any proxy adds the same second loopback round trip; "
+              "the relay's ratio to direct is what that hop alone costs on this machine, the "
+              "floor under every proxy's W3 ratio.",
               "- Ratios in the results table are ratios of the medians. The targets table adds "
               "the same ratio taken within each round (where the targets ran back to back), "
               "lowest to highest: when that range straddles the goal, the verdict is within "
