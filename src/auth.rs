@@ -516,7 +516,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(
-            &passed.raw[..],
+            &passed.raw()[..],
             b"*4\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$7\r\nSETNAME\r\n$1\r\nn\r\n"
         );
         assert!(login.bypasses_deny_commands());
@@ -630,7 +630,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(&passed.raw[..], b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
+        assert_eq!(&passed.raw()[..], b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n");
         // A syntax error is answered before any credential is checked.
         let mut fresh = Login::new(Some(&auth));
         assert_eq!(

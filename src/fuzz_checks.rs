@@ -339,10 +339,10 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
     let mut after_previous = 0;
     for &(start, end) in request.spans() {
         assert!(
-            after_previous <= start && start <= end && end <= request.raw.len(),
+            after_previous <= start && start <= end && end <= request.raw().len(),
             "argument span {start}..{end} is not inside raw ({} bytes) after the previous \
              argument (ending at {after_previous})",
-            request.raw.len()
+            request.raw().len()
         );
         after_previous = end;
     }
@@ -353,16 +353,16 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
             "an inline request not ended by \\n"
         );
         assert_eq!(
-            &request.raw[..],
+            &request.raw()[..],
             &crate::protocol::write::command(&args[0], &args.from(1).to_vec())[..],
             "inline raw is not the RESP encoding of its arguments"
         );
     } else {
         assert!(
-            span.ends_with(&request.raw),
+            span.ends_with(request.raw()),
             "a RESP request's raw is not the client's bytes"
         );
-        let skipped = &span[..span.len() - request.raw.len()];
+        let skipped = &span[..span.len() - request.raw().len()];
         let alone = scan_once(limits, skipped);
         assert!(
             alone.requests.is_empty() && alone.error.is_none() && alone.rest.is_empty(),
@@ -380,7 +380,7 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
         "scanned alone: another request"
     );
     // What goes upstream parses to what was checked.
-    let again = scan_once(limits, &request.raw);
+    let again = scan_once(limits, request.raw());
     assert!(
         again.error.is_none() && again.rest.is_empty() && again.requests.len() == 1,
         "raw scanned again gives {again:?}"
@@ -390,7 +390,7 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
         request.args(),
         "raw re-scans differently"
     );
-    assert_eq!(again.requests[0].raw, request.raw);
+    assert_eq!(again.requests[0].raw(), request.raw());
 }
 
 /// Scans `bytes` given at once, without the run checks (used inside them).

@@ -155,13 +155,13 @@ proptest! {
             prop_assert!(!r.args().is_empty());
             if !r.inline {
                 // RESP requests are forwarded byte for byte; re-scanning `raw` gives the same.
-                let again = scan(limits, &r.raw, &[r.raw.len()]);
+                let again = scan(limits, r.raw(), &[r.raw().len()]);
                 prop_assert_eq!(again.0.len(), 1);
                 prop_assert_eq!(&again.0[0], r);
             } else {
                 // Inline requests are re-encoded as a canonical RESP array of the parsed args.
                 let args: Vec<Vec<u8>> = r.args().iter().map(|a| a.to_vec()).collect();
-                prop_assert_eq!(&r.raw[..], &encode(&args)[..]);
+                prop_assert_eq!(&r.raw()[..], &encode(&args)[..]);
             }
         }
     }
@@ -178,7 +178,7 @@ proptest! {
         prop_assert_eq!(reqs.len(), 1);
         let r = &reqs[0];
         prop_assert!(!r.inline);
-        prop_assert_eq!(&r.raw[..], &input[..]);
+        prop_assert_eq!(&r.raw()[..], &input[..]);
         let got: Vec<Vec<u8>> = r.args().iter().map(|a| a.to_vec()).collect();
         prop_assert_eq!(got, args);
     }

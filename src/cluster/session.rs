@@ -464,11 +464,11 @@ impl ClusterSession {
                 } else {
                     self.ctx.cluster.primaries().into_iter().next()
                 };
-                return self.handoff(addr, request.raw);
+                return self.handoff(addr, request.into_raw());
             }
             Role::Monitor if self.transaction.is_none() => {
                 let addr = self.ctx.cluster.primaries().into_iter().next();
-                return self.handoff(addr, request.raw);
+                return self.handoff(addr, request.into_raw());
             }
             Role::Multi => return self.multi().await,
             Role::EndTransaction => return self.end_transaction(&request).await,
@@ -508,7 +508,7 @@ impl ClusterSession {
             }
             Fanout::AllPrimaries => self.all_primaries(&request).await,
             _ => match self.target(spec, request.args()) {
-                Ok(target) => self.forward(target, request.raw, audit).await,
+                Ok(target) => self.forward(target, request.into_raw(), audit).await,
                 Err(e) => self.local(e),
             },
         }
@@ -589,7 +589,7 @@ impl ClusterSession {
                     }
                 }
                 let cluster = self.cluster();
-                let raw = request.raw.clone();
+                let raw = request.raw().clone();
                 self.push(async move {
                     let Some(addr) = cluster.primaries().into_iter().next() else {
                         return write::error("CLUSTERDOWN keyward: no primary known");
@@ -632,11 +632,11 @@ impl ClusterSession {
                 }
                 let conn = self.watch.as_ref().map(|p| p.conn.clone());
                 if let Some(conn) = conn {
-                    self.submit_on(&conn, request.raw.clone()).await;
+                    self.submit_on(&conn, request.raw().clone()).await;
                 }
             }
             b"unwatch" => match self.watch.take() {
-                Some(p) => self.submit_on(&p.conn, request.raw.clone()).await,
+                Some(p) => self.submit_on(&p.conn, request.raw().clone()).await,
                 None => self.local(write::simple("OK")),
             },
             _ => return None,
@@ -733,10 +733,10 @@ impl ClusterSession {
         };
         if needs_own_connection {
             let addr = self.ctx.cluster.primaries().into_iter().next();
-            return self.handoff(addr, request.raw);
+            return self.handoff(addr, request.into_raw());
         }
         // `resp3` is false here: HELLO moved the client to a connection of its own.
-        self.forward(Target::Any, request.raw, audit).await;
+        self.forward(Target::Any, request.into_raw(), audit).await;
         Next::Continue
     }
 
@@ -782,7 +782,7 @@ impl ClusterSession {
             }
             return;
         }
-        let parts = fanout::plan_every_primary(&primaries, &request.raw);
+        let parts = fanout::plan_every_primary(&primaries, request.raw());
         let plan = Plan {
             groups: Vec::new(),
             parts,
@@ -821,7 +821,7 @@ impl ClusterSession {
             };
             match cluster.private(&addr, resp3).await {
                 Ok(conn) => conn
-                    .request(request.raw, 0)
+                    .request(request.into_raw(), 0)
                     .await
                     .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message()))),
                 Err(e) => write::error(&format!("ERR keyward: {e}")),
@@ -920,7 +920,7 @@ impl ClusterSession {
             Some(p) => {
                 let conn = p.conn.clone();
                 self.transaction = Some(transaction);
-                let pending = conn.submit(request.raw, 0).await;
+                let pending = conn.submit(request.into_raw(), 0).await;
                 self.push(async move {
                     let frame = pending_reply(pending).await;
                     if let Some(audit) = audit {
@@ -933,7 +933,7 @@ impl ClusterSession {
                 // No key yet, so no node: keyward answers QUEUED itself (MULTI's OK was its own
                 // too) and sends the command once the node is known. Should the node reject it
                 // then, EXEC fails with EXECABORT, as Redis would have made it fail.
-                transaction.waiting.push(request.raw);
+                transaction.waiting.push(request.into_raw());
                 self.transaction = Some(transaction);
                 if let Some(audit) = &audit {
                     audit.log("queued");
@@ -985,7 +985,7 @@ impl ClusterSession {
             }
         }
         if let Some(p) = transaction.pinned {
-            self.submit_on(&p.conn, request.raw.clone()).await;
+            self.submit_on(&p.conn, request.raw().clone()).await;
         }
         Next::Continue
     }

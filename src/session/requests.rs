@@ -352,7 +352,7 @@ impl RequestSide {
                 self.outgoing.push(head);
                 self.outgoing.push(rest);
             }
-            None => self.outgoing.push(request.raw),
+            None => self.outgoing.push(request.into_raw()),
         }
 
         if role == Role::Reset {
