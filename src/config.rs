@@ -965,15 +965,6 @@ fn validate_tls(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
         })?;
     }
     if let Some(upstream) = &config.tls.upstream {
-        if config.upstream.mode == UpstreamMode::Cluster {
-            return Err(origins.error(
-                UPSTREAM_TLS,
-                "is not supported in cluster mode (upstream.mode = \"cluster\" or --cluster): \
-                 keyward connects to a Redis Cluster over plain TCP only; remove [upstream.tls] \
-                 or use standalone mode"
-                    .into(),
-            ));
-        }
         crate::tls::ClientTls::new(upstream, &config.upstream.nodes[0]).map_err(|e| {
             let key = match e.field {
                 "ca_file" => UPSTREAM_TLS_CA_FILE,
@@ -2162,14 +2153,12 @@ mod tests {
     }
 
     #[test]
-    fn upstream_tls_is_refused_in_cluster_mode() {
+    fn upstream_and_listener_tls_work_in_cluster_mode() {
         let (_dir, cert, _key) = pem_files();
-        let shown = rejected(
-            &format!("[upstream]\nmode = \"cluster\"\n[upstream.tls]\nca_file = \"{cert}\"\n"),
-            "upstream.tls",
-        );
-        assert!(shown.contains("not supported in cluster mode"), "{shown}");
-        // The listener's TLS works with either mode.
+        merged(&format!(
+            "[upstream]\nmode = \"cluster\"\n[upstream.tls]\nca_file = \"{cert}\"\n"
+        ))
+        .unwrap();
         let (_dir, cert, key) = pem_files();
         merged(&format!(
             "[upstream]\nmode = \"cluster\"\n[server.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"

@@ -221,7 +221,10 @@ impl ServerTls {
 #[derive(Clone)]
 pub struct ClientTls {
     connector: tokio_rustls::TlsConnector,
-    server_name: ServerName<'static>,
+    /// `upstream.tls.server_name`: the name every upstream certificate must carry. Unset, each
+    /// connection expects the host it connects to, which for a Redis Cluster differs from
+    /// node to node.
+    server_name: Option<ServerName<'static>>,
     close_grace: Duration,
 }
 
@@ -234,13 +237,18 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    /// Reads and checks the files of `[upstream.tls]`; `upstream` is the upstream address, whose
-    /// host is the expected server name unless `server_name` is set.
+    /// Reads and checks the files of `[upstream.tls]`. Unless `server_name` is set, every
+    /// connection expects the host of the address it connects to; `upstream` (the first
+    /// configured address) is checked for that here.
     pub fn new(config: &UpstreamTlsConfig, upstream: &str) -> Result<ClientTls, TlsError> {
         let server_name = match &config.server_name {
-            Some(name) => ServerName::try_from(name.clone())
-                .map_err(|e| TlsError::new("server_name", format!("`{name}` {e}")))?,
+            Some(name) => Some(
+                ServerName::try_from(name.clone())
+                    .map_err(|e| TlsError::new("server_name", format!("`{name}` {e}")))?,
+            ),
             None => {
+                // Checked here for the configured address, so that a host that cannot be a
+                // server name stops keyward at start-up with the key named.
                 let host = host_of(upstream);
                 ServerName::try_from(host.to_string()).map_err(|e| {
                     TlsError::new(
@@ -250,7 +258,8 @@ impl ClientTls {
                              upstream.tls.server_name"
                         ),
                     )
-                })?
+                })?;
+                None
             }
         };
         let roots = roots("ca_file", &config.ca_file)?;
@@ -299,10 +308,12 @@ impl ClientTls {
     /// Runs the handshake with Redis over `stream` and returns the socket keyward uses. The
     /// caller bounds the time (the upstream connect timeout).
     pub async fn connect(&self, stream: TcpStream, addr: &str) -> std::io::Result<Socket> {
-        let stream = self
-            .connector
-            .connect(self.server_name.clone(), stream)
-            .await?;
+        let server_name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host_of(addr).to_string())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        };
+        let stream = self.connector.connect(server_name, stream).await?;
         // Nobody waits for an upstream connection's bridge: it ends on its own once the session
         // has closed its end.
         let (socket, _bridge) =

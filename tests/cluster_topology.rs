@@ -24,7 +24,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn discover_ok(seeds: &[String]) -> SlotMap {
-    block_on(discover(seeds, TIMEOUT, None))
+    block_on(discover(seeds, TIMEOUT, None, None))
         .unwrap_or_else(|e| panic!("discover({seeds:?}) failed: {e}"))
 }
 
@@ -263,7 +263,7 @@ fn discover_matches_the_cluster_whatever_the_seeds() {
 
     // Only dead seeds: the error names each one and why.
     let dead = vec![format!("127.0.0.1:{victim}"), dead_addr()];
-    let err = block_on(discover(&dead, TIMEOUT, None)).unwrap_err();
+    let err = block_on(discover(&dead, TIMEOUT, None, None)).unwrap_err();
     assert!(matches!(&err, TopologyError::AllSeedsFailed(f) if f.len() == 2));
     let text = err.to_string();
     for seed in &dead {

@@ -360,16 +360,6 @@ fn bad_tls_settings_stop_keyward_with_the_key_named() {
         stderr.contains("upstream.tls.ca_file: is required"),
         "{stderr}"
     );
-
-    let (code, stderr, _) = start_with_config(&format!(
-        "[upstream]\nmode = \"cluster\"\n[upstream.tls]\nca_file = \"{}\"\n",
-        files.ca()
-    ));
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("upstream.tls: is not supported in cluster mode"),
-        "{stderr}"
-    );
 }
 
 /// Open file descriptors of a process.

@@ -108,9 +108,14 @@ pub enum Target {
 impl Cluster {
     /// Reads the slot map from the seeds and starts the refresher.
     pub async fn start(seeds: Vec<String>, template: UpstreamTarget) -> Result<Arc<Self>, String> {
-        let map = topology::discover(&seeds, template.connect_timeout, auth(&template))
-            .await
-            .map_err(|e| e.to_string())?;
+        let map = topology::discover(
+            &seeds,
+            template.connect_timeout,
+            auth(&template),
+            template.tls.as_ref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::info!(
             primaries = map.primaries().len(),
             slots = map.assigned_slots(),
@@ -420,6 +425,7 @@ impl Cluster {
             &sources,
             self.template.connect_timeout,
             auth(&self.template),
+            self.template.tls.as_ref(),
         )
         .await
         {

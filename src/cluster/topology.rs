@@ -24,11 +24,13 @@ use redis_protocol::resp2::types::{BytesFrame as Resp2BytesFrame, OwnedFrame as 
 use redis_protocol::resp3::types::{
     BytesFrame as Resp3BytesFrame, OwnedFrame as Resp3Frame, Resp3Frame as _,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::net::Socket;
 use crate::protocol::write;
+use crate::tls::ClientTls;
 
 /// The number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: usize = 16384;
@@ -363,6 +365,18 @@ impl SlotMap {
         reply: &R,
         seed: &str,
     ) -> Result<SlotMap, TopologyError> {
+        Self::from_cluster_shards_on(reply, seed, Transport::Tcp)
+    }
+
+    /// [`from_cluster_shards`](Self::from_cluster_shards) for a client that connects with
+    /// `transport`. A node lists its plain `port` and its `tls-port` separately (Redis leaves out
+    /// the one it does not listen on); a TLS client takes the TLS port, a plain one the plain
+    /// port, and either falls back to the other when its own is missing.
+    pub fn from_cluster_shards_on<R: ClusterReply + ?Sized>(
+        reply: &R,
+        seed: &str,
+        transport: Transport,
+    ) -> Result<SlotMap, TopologyError> {
         let seed_host = split_host_port(seed).0;
         let value = reply.view();
         let shards = value
@@ -389,7 +403,7 @@ impl SlotMap {
             let mut primary: Option<(NodeAddr, Option<String>)> = None;
             let mut replicas = Vec::new();
             for node in nodes {
-                let node = ShardNode::parse(node, seed_host)
+                let node = ShardNode::parse(node, seed_host, transport)
                     .map_err(|e| malformed(format!("CLUSTER SHARDS: shard {n}: {e}")))?;
                 if node.health != "online" {
                     continue;
@@ -537,6 +551,13 @@ fn node_port(port: i64) -> Option<u16> {
     u16::try_from(port).ok().filter(|&p| p != 0)
 }
 
+/// How keyward connects to the cluster's nodes, which decides which of a node's ports it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+}
+
 /// One node of a `CLUSTER SHARDS` shard.
 struct ShardNode {
     addr: NodeAddr,
@@ -546,11 +567,15 @@ struct ShardNode {
 }
 
 impl ShardNode {
-    fn parse(node: &Value<'_>, seed_host: &str) -> Result<ShardNode, String> {
+    fn parse(node: &Value<'_>, seed_host: &str, transport: Transport) -> Result<ShardNode, String> {
         let fields = node.as_map().ok_or_else(|| format!("node is {node}"))?;
         let text = |key: &str| field(&fields, key).and_then(Value::as_text);
-        let port = field(&fields, "port")
-            .or_else(|| field(&fields, "tls-port"))
+        let (own, other) = match transport {
+            Transport::Tcp => ("port", "tls-port"),
+            Transport::Tls => ("tls-port", "port"),
+        };
+        let port = field(&fields, own)
+            .or_else(|| field(&fields, other))
             .and_then(Value::as_int)
             .ok_or("node has no port")?;
         let port = node_port(port).ok_or_else(|| format!("node port {port} is out of range"))?;
@@ -871,6 +896,7 @@ pub async fn discover(
     seeds: &[String],
     connect_timeout: Duration,
     auth: Option<(Option<String>, String)>,
+    tls: Option<&ClientTls>,
 ) -> Result<SlotMap, TopologyError> {
     if seeds.is_empty() {
         return Err(TopologyError::NoSeeds);
@@ -878,7 +904,7 @@ pub async fn discover(
     let mut best: Option<SlotMap> = None;
     let mut failures = Vec::new();
     for seed in seeds {
-        match query_seed(seed, connect_timeout, auth.as_ref()).await {
+        match query_seed(seed, connect_timeout, auth.as_ref(), tls).await {
             Ok(map) if map.is_complete() => return Ok(map),
             Ok(map) if map.assigned_slots() == 0 => {
                 failures.push((seed.clone(), SeedFailure::NoSlots))
@@ -910,13 +936,22 @@ async fn query_seed(
     seed: &str,
     io_timeout: Duration,
     auth: Option<&(Option<String>, String)>,
+    tls: Option<&ClientTls>,
 ) -> Result<SlotMap, SeedFailure> {
-    let mut stream = match timeout(io_timeout, TcpStream::connect(seed)).await {
+    let stream = match timeout(io_timeout, TcpStream::connect(seed)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(SeedFailure::Connect(e)),
         Err(_) => return Err(SeedFailure::Timeout("the TCP connection")),
     };
     let _ = stream.set_nodelay(true);
+    let (mut stream, transport) = match tls {
+        None => (Socket::Tcp(stream), Transport::Tcp),
+        Some(tls) => match timeout(io_timeout, tls.connect(stream, seed)).await {
+            Ok(Ok(socket)) => (socket, Transport::Tls),
+            Ok(Err(e)) => return Err(SeedFailure::Connect(e)),
+            Err(_) => return Err(SeedFailure::Timeout("the TLS handshake")),
+        },
+    };
     let mut buf = BytesMut::with_capacity(16 * 1024);
 
     if let Some((username, password)) = auth {
@@ -943,7 +978,8 @@ async fn query_seed(
     {
         Resp2Frame::Error(e) => e,
         frame => {
-            return SlotMap::from_cluster_shards(&frame, seed).map_err(to_seed_failure);
+            return SlotMap::from_cluster_shards_on(&frame, seed, transport)
+                .map_err(to_seed_failure);
         }
     };
     if is_auth_error(&shards_error) {
@@ -978,8 +1014,8 @@ fn is_auth_error(e: &str) -> bool {
 }
 
 /// Sends one command and reads one RESP2 reply, within `io_timeout`.
-async fn request(
-    stream: &mut TcpStream,
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     cmd: &[u8],
     io_timeout: Duration,
@@ -997,7 +1033,10 @@ async fn request(
 
 /// Reads until `buf` holds one whole RESP2 frame, and removes it from `buf`. The decoder is fed
 /// only replies from a cluster node, never client bytes (see ARCHITECTURE.md on its recursion).
-async fn read_reply(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Resp2Frame, SeedFailure> {
+async fn read_reply<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<Resp2Frame, SeedFailure> {
     loop {
         if !buf.is_empty() {
             match redis_protocol::resp2::decode::decode(buf) {
@@ -1204,6 +1243,41 @@ mod tests {
             SlotMap::from_cluster_shards(&bytes3, "127.0.0.1:7001").unwrap(),
             from2
         );
+    }
+
+    #[test]
+    fn a_tls_client_takes_the_tls_port_and_a_plain_one_the_plain_port() {
+        // With tls-cluster yes a node lists both; a TLS-only node (port 0) only its tls-port.
+        let node = |port: Option<i64>, tls_port: Option<i64>, id: &str| {
+            let mut pairs = vec![bulk("id"), bulk(id)];
+            if let Some(port) = port {
+                pairs.extend([bulk("port"), int(port)]);
+            }
+            if let Some(tls_port) = tls_port {
+                pairs.extend([bulk("tls-port"), int(tls_port)]);
+            }
+            pairs.extend([
+                bulk("endpoint"),
+                bulk("127.0.0.1"),
+                bulk("role"),
+                bulk("master"),
+                bulk("health"),
+                bulk("online"),
+            ]);
+            arr(pairs)
+        };
+        let reply = arr(vec![
+            shard(&[(0, 8191)], vec![node(Some(7001), Some(8001), "a")]),
+            shard(&[(8192, 16383)], vec![node(None, Some(8002), "b")]),
+        ]);
+        let seed = "127.0.0.1:8001";
+        let plain = SlotMap::from_cluster_shards_on(&reply, seed, Transport::Tcp).unwrap();
+        assert_eq!(plain.owner(0).unwrap(), "127.0.0.1:7001");
+        assert_eq!(plain.owner(16383).unwrap(), "127.0.0.1:8002");
+        assert_eq!(SlotMap::from_cluster_shards(&reply, seed).unwrap(), plain);
+        let tls = SlotMap::from_cluster_shards_on(&reply, seed, Transport::Tls).unwrap();
+        assert_eq!(tls.owner(0).unwrap(), "127.0.0.1:8001");
+        assert_eq!(tls.owner(16383).unwrap(), "127.0.0.1:8002");
     }
 
     #[test]
@@ -1698,7 +1772,7 @@ mod tests {
             ("CLUSTER SLOTS", SLOTS_ONE_NODE),
         ])
         .await;
-        let map = discover(&[dead_seed(), seed], Duration::from_secs(2), None)
+        let map = discover(&[dead_seed(), seed], Duration::from_secs(2), None, None)
             .await
             .unwrap();
         assert!(map.is_complete());
@@ -1719,17 +1793,27 @@ mod tests {
         ])
         .await;
         let auth = Some((Some("kw".to_string()), "secret".to_string()));
-        let map = discover(std::slice::from_ref(&seed), Duration::from_secs(2), auth)
-            .await
-            .unwrap();
+        let map = discover(
+            std::slice::from_ref(&seed),
+            Duration::from_secs(2),
+            auth,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(map.owner(0).unwrap(), "localhost:7009");
 
         // Wrong password: the AUTH error is reported with the seed.
         let auth = Some((None, "wrong".to_string()));
-        let err = discover(std::slice::from_ref(&seed), Duration::from_secs(2), auth)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = discover(
+            std::slice::from_ref(&seed),
+            Duration::from_secs(2),
+            auth,
+            None,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains(&seed) && err.contains("authentication refused: ERR unknown"),
             "{err}"
@@ -1766,7 +1850,7 @@ mod tests {
             garbage.clone(),
             hangs.clone(),
         ];
-        let err = discover(&seeds, Duration::from_millis(300), None)
+        let err = discover(&seeds, Duration::from_millis(300), None, None)
             .await
             .unwrap_err();
         let TopologyError::AllSeedsFailed(failures) = &err else {
@@ -1798,7 +1882,7 @@ mod tests {
         }
 
         assert!(matches!(
-            discover(&[], Duration::from_secs(1), None).await,
+            discover(&[], Duration::from_secs(1), None, None).await,
             Err(TopologyError::NoSeeds)
         ));
     }
@@ -1819,12 +1903,17 @@ mod tests {
             ("CLUSTER SLOTS", SLOTS_ONE_NODE),
         ])
         .await;
-        let map = discover(&[partial.clone(), complete], Duration::from_secs(2), None)
-            .await
-            .unwrap();
+        let map = discover(
+            &[partial.clone(), complete],
+            Duration::from_secs(2),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert!(map.is_complete());
         // Only a partial map anywhere: that one is returned.
-        let map = discover(&[dead_seed(), partial], Duration::from_secs(2), None)
+        let map = discover(&[dead_seed(), partial], Duration::from_secs(2), None, None)
             .await
             .unwrap();
         assert_eq!(map.assigned_slots(), 8192);

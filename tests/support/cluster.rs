@@ -52,6 +52,8 @@ const MIGRATE_BATCH: usize = 100;
 struct Node {
     port: u16,
     bus_port: u16,
+    /// The TLS client port of a cluster started with [`RedisCluster::start_tls`].
+    tls_port: Option<u16>,
     /// The 40-character cluster node id (`CLUSTER MYID`).
     id: String,
     /// `None` once the node has been killed.
@@ -76,6 +78,27 @@ impl RedisCluster {
     ///
     /// `redis-cli` needs at least 3 primaries.
     pub fn start(primaries: usize, replicas_per_primary: usize) -> Self {
+        Self::start_nodes(primaries, replicas_per_primary, None)
+    }
+
+    /// [`start`](Self::start) for a cluster that also speaks TLS with the certificates of
+    /// `files`: every node keeps its plain port (which this harness uses) and listens for TLS
+    /// clients on a port of its own ([`tls_seeds`](Self::tls_seeds)), with `tls-cluster yes`,
+    /// so that the cluster itself tells TLS clients the TLS ports (in `CLUSTER SHARDS` as
+    /// `tls-port`, and in MOVED and ASK).
+    pub fn start_tls(
+        primaries: usize,
+        replicas_per_primary: usize,
+        files: &super::tls::TlsFiles,
+    ) -> Self {
+        Self::start_nodes(primaries, replicas_per_primary, Some(files))
+    }
+
+    fn start_nodes(
+        primaries: usize,
+        replicas_per_primary: usize,
+        tls: Option<&super::tls::TlsFiles>,
+    ) -> Self {
         assert!(
             primaries >= 3,
             "redis-cli --cluster create needs at least 3 primaries, not {primaries}"
@@ -89,7 +112,7 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..count {
-            let node = start_node(cluster.dir.path());
+            let node = start_node(cluster.dir.path(), tls);
             cluster.nodes.push(node);
         }
         for i in 0..cluster.nodes.len() {
@@ -122,6 +145,25 @@ impl RedisCluster {
             ));
         }
         cluster
+    }
+
+    /// The TLS addresses of the primaries, for a cluster from [`start_tls`](Self::start_tls).
+    pub fn tls_seeds(&self) -> Vec<String> {
+        let primaries: Vec<u16> = self.primaries().into_iter().map(|(_, p)| p).collect();
+        self.nodes
+            .iter()
+            .filter(|n| primaries.contains(&n.port))
+            .map(|n| format!("127.0.0.1:{}", n.tls_port.expect("a TLS cluster")))
+            .collect()
+    }
+
+    /// The TLS port of the node whose plain port is `port`.
+    pub fn tls_port_of(&self, port: u16) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.tls_port)
+            .expect("a node of a TLS cluster")
     }
 
     /// Addresses of every running node, primaries first: seed nodes for keyward or a client.
@@ -359,9 +401,11 @@ impl RedisCluster {
             if keys.is_empty() {
                 break;
             }
+            // With `tls-cluster yes` a node migrates over TLS: to the TLS port.
+            let to_port = self.node(to).tls_port.unwrap_or(to);
             let mut cmd = redis::cmd("MIGRATE");
             cmd.arg("127.0.0.1")
-                .arg(to)
+                .arg(to_port)
                 .arg("")
                 .arg(0)
                 .arg(COMMAND_TIMEOUT.as_millis() as u64)
@@ -672,7 +716,7 @@ impl Drop for RedisCluster {
 
 /// A free client port and a free bus port, then `redis-server` on them; retried on new ports when
 /// the node exits at once (a port taken in between by someone else).
-fn start_node(dir: &Path) -> Node {
+fn start_node(dir: &Path, tls: Option<&super::tls::TlsFiles>) -> Node {
     let mut last_error = String::new();
     for _ in 0..5 {
         let port = free_port();
@@ -680,7 +724,14 @@ fn start_node(dir: &Path) -> Node {
         while bus_port == port {
             bus_port = free_port();
         }
-        match try_start_node(dir, port, bus_port) {
+        let tls = tls.map(|files| {
+            let mut tls_port = free_port();
+            while tls_port == port || tls_port == bus_port {
+                tls_port = free_port();
+            }
+            (tls_port, files)
+        });
+        match try_start_node(dir, port, bus_port, tls) {
             Ok(node) => return node,
             Err(e) => last_error = e,
         }
@@ -688,11 +739,31 @@ fn start_node(dir: &Path) -> Node {
     panic!("RedisCluster: a cluster node did not start after 5 attempts: {last_error}");
 }
 
-fn try_start_node(dir: &Path, port: u16, bus_port: u16) -> Result<Node, String> {
+fn try_start_node(
+    dir: &Path,
+    port: u16,
+    bus_port: u16,
+    tls: Option<(u16, &super::tls::TlsFiles)>,
+) -> Result<Node, String> {
     let log_path = dir.join(format!("node-{port}.log"));
     let log = File::create(&log_path).expect("create node log");
     let log_err = log.try_clone().expect("clone node log handle");
-    let mut child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    if let Some((tls_port, files)) = tls {
+        // TLS for clients on tls_port (no client certificate asked for) and for the cluster
+        // bus, where Redis always asks for one: a node connecting to a peer presents the
+        // client certificate (the server one is for server authentication only).
+        command
+            .args(["--tls-port", &tls_port.to_string()])
+            .args(["--tls-cluster", "yes"])
+            .args(["--tls-auth-clients", "no"])
+            .args(["--tls-cert-file", &files.server_cert()])
+            .args(["--tls-key-file", &files.server_key()])
+            .args(["--tls-client-cert-file", &files.client_cert()])
+            .args(["--tls-client-key-file", &files.client_key()])
+            .args(["--tls-ca-cert-file", &files.ca()]);
+    }
+    let mut child = command
         .args(["--port", &port.to_string()])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-port", &bus_port.to_string()])
@@ -732,6 +803,7 @@ fn try_start_node(dir: &Path, port: u16, bus_port: u16) -> Result<Node, String> 
                 return Ok(Node {
                     port,
                     bus_port,
+                    tls_port: tls.map(|(tls_port, _)| tls_port),
                     id: String::new(),
                     child: Some(child),
                     log_path,
