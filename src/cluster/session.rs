@@ -100,6 +100,7 @@ struct ClusterSession {
     dirty: Vec<NodeConn>,
     /// Blocking commands in flight (their replies may never come).
     blocking: Arc<std::sync::atomic::AtomicUsize>,
+    commands: commands::LookupCache,
 }
 
 /// What the read loop does after a request.
@@ -136,6 +137,7 @@ pub async fn run(
         replies: ReplyQueue::default(),
         dirty: Vec::new(),
         blocking: Arc::default(),
+        commands: commands::LookupCache::default(),
     };
     let mut scanner = RequestScanner::new(ctx.limits);
     scanner.set_unauthenticated(!session.login.is_authenticated());
@@ -381,7 +383,7 @@ impl ClusterSession {
     }
 
     async fn dispatch(&mut self, request: Request, scanner: &mut RequestScanner) -> Next {
-        let spec = commands::lookup(&request.args()[0]);
+        let spec = self.commands.lookup(&request.args()[0]);
         // Without client authentication there is nothing to check: no future to build.
         let request = match self.ctx.auth.clone() {
             None => request,

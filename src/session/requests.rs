@@ -49,6 +49,7 @@ pub(super) struct RequestSide {
     ctx: Arc<SessionContext>,
     shared: Arc<Shared>,
     scanner: RequestScanner,
+    commands: commands::LookupCache,
     link: Link,
     generation: u64,
     in_multi: bool,
@@ -103,6 +104,7 @@ impl RequestSide {
             ctx,
             shared,
             scanner,
+            commands: commands::LookupCache::default(),
             link: Link::Down(None),
             generation: 0,
             in_multi: false,
@@ -236,7 +238,7 @@ impl RequestSide {
     }
 
     async fn handle(&mut self, request: Request) -> Stop {
-        let spec = commands::lookup(&request.args()[0]);
+        let spec = self.commands.lookup(&request.args()[0]);
         // Without client authentication there is nothing to check: no future to build.
         let request = match self.ctx.auth.as_deref() {
             None => request,
