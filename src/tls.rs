@@ -322,6 +322,15 @@ impl ClientTls {
     }
 }
 
+/// Whether an error of [`ClientTls::connect`] is the server's certificate being refused (an
+/// unknown issuer, a name it is not valid for, expired...): a configuration error, not a
+/// network one.
+pub fn is_certificate_error(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)))
+}
+
 /// The host part of `HOST:PORT` or `[IPv6]:PORT`, without brackets.
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);

@@ -163,3 +163,46 @@ fn an_untrusted_cluster_certificate_stops_keyward_at_start_up() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_node_certificate_is_checked_at_start_up_by_the_host_the_cluster_announces() {
+    // Certificates valid for the name `localhost` only, while the cluster announces its nodes
+    // by IP address (127.0.0.1): the usual set-up of a DNS seed in front of nodes known by IP.
+    let files = TlsFiles::generate_for(&["localhost"]);
+    let cluster = RedisCluster::start_tls(3, 0, &files);
+    let seed = vec![cluster.tls_seeds()[0].replace("127.0.0.1", "localhost")];
+
+    // Without server_name the seed passes (it is reached as localhost) and the nodes do not:
+    // keyward refuses to start and says what to set, instead of failing every request later.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        proxy_toml_cluster(
+            &format!("127.0.0.1:{}", free_port()),
+            &seed,
+            &upstream_tls(&files),
+        ),
+    )
+    .expect("write proxy.toml");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    command.arg("--config").arg(&config);
+    let out = run_with_timeout(&mut command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "keyward started: {stderr}");
+    assert!(
+        stderr.contains("the certificate of cluster node 127.0.0.1:")
+            && stderr.contains("server_name"),
+        "{stderr}"
+    );
+
+    // With server_name every node's certificate is checked against that one name.
+    let extra = format!("{}server_name = \"localhost\"\n", upstream_tls(&files));
+    let keyward = Keyward::start_cluster(&seed, &extra);
+    let mut client = keyward.raw_conn();
+    for (_, primary) in cluster.primaries() {
+        let key = cluster.keys_on(primary, "named:", 1).remove(0);
+        assert_eq!(client.request(&["SET", &key, "v"]), Reply::simple("OK"));
+        assert_eq!(client.request(&["GET", &key]), Reply::bulk("v"));
+    }
+}

@@ -94,6 +94,49 @@ impl Submitted {
     }
 }
 
+/// One TLS handshake with every primary of the slot map, at start-up: the seed's certificate
+/// was checked when the map was read, but the other nodes are reached by the addresses the
+/// cluster announces, often IP addresses where the seed was a DNS name. A certificate keyward
+/// refuses is a configuration error that no retry can mend, so it stops keyward here with the
+/// node and the remedy named, rather than failing every request that reaches that node. A node
+/// that cannot be reached at all is only logged: it may be restarting, and the cluster may still
+/// serve (a replica takes over).
+async fn check_node_certificates(
+    map: &SlotMap,
+    tls: &crate::tls::ClientTls,
+    connect_timeout: Duration,
+) -> Result<(), String> {
+    for node in map.primaries() {
+        let addr = node.to_string();
+        let outcome = tokio::time::timeout(connect_timeout, async {
+            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            tls.connect(stream, &addr).await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(_socket)) => {}
+            Ok(Err(e)) if crate::tls::is_certificate_error(&e) => {
+                return Err(format!(
+                    "the certificate of cluster node {addr} is refused: {e}; without \
+                     upstream.tls.server_name every node's certificate must be valid for the \
+                     host the cluster announces for it; set server_name to the name the nodes' \
+                     certificates carry"
+                ));
+            }
+            Ok(Err(e)) => tracing::warn!(
+                node = %addr,
+                error = %e,
+                "cluster node not reachable over TLS at start-up"
+            ),
+            Err(_) => tracing::warn!(
+                node = %addr,
+                "cluster node: no TLS handshake within the connect timeout at start-up"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Where a request goes first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -121,6 +164,9 @@ impl Cluster {
             slots = map.assigned_slots(),
             "cluster topology read"
         );
+        if let Some(tls) = &template.tls {
+            check_node_certificates(&map, tls, template.connect_timeout).await?;
+        }
         let cluster = Arc::new(Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),

@@ -370,8 +370,9 @@ impl SlotMap {
 
     /// [`from_cluster_shards`](Self::from_cluster_shards) for a client that connects with
     /// `transport`. A node lists its plain `port` and its `tls-port` separately (Redis leaves out
-    /// the one it does not listen on); a TLS client takes the TLS port, a plain one the plain
-    /// port, and either falls back to the other when its own is missing.
+    /// the one it does not listen on, and lists `tls-port` only with `tls-cluster yes`). A plain
+    /// client takes `port`, or `tls-port` when that is all there is; a TLS client takes
+    /// `tls-port`, and a node without one is an error.
     pub fn from_cluster_shards_on<R: ClusterReply + ?Sized>(
         reply: &R,
         seed: &str,
@@ -570,14 +571,16 @@ impl ShardNode {
     fn parse(node: &Value<'_>, seed_host: &str, transport: Transport) -> Result<ShardNode, String> {
         let fields = node.as_map().ok_or_else(|| format!("node is {node}"))?;
         let text = |key: &str| field(&fields, key).and_then(Value::as_text);
-        let (own, other) = match transport {
-            Transport::Tcp => ("port", "tls-port"),
-            Transport::Tls => ("tls-port", "port"),
-        };
-        let port = field(&fields, own)
-            .or_else(|| field(&fields, other))
-            .and_then(Value::as_int)
-            .ok_or("node has no port")?;
+        let port = match transport {
+            Transport::Tcp => field(&fields, "port").or_else(|| field(&fields, "tls-port")),
+            // No fallback to `port`: a cluster with tls-cluster no lists only its plain ports,
+            // where a TLS handshake would hang until the connect timeout.
+            Transport::Tls => Some(field(&fields, "tls-port").ok_or(
+                "node lists no tls-port: for TLS clients the cluster must run with tls-cluster yes",
+            )?),
+        }
+        .and_then(Value::as_int)
+        .ok_or("node has no port")?;
         let port = node_port(port).ok_or_else(|| format!("node port {port} is out of range"))?;
         // `endpoint` is the preferred way to reach the node; it is `?` (or empty) when unknown.
         // Only a reply without an `endpoint` field at all falls back to `ip`.
@@ -1247,7 +1250,8 @@ mod tests {
 
     #[test]
     fn a_tls_client_takes_the_tls_port_and_a_plain_one_the_plain_port() {
-        // With tls-cluster yes a node lists both; a TLS-only node (port 0) only its tls-port.
+        // With tls-cluster yes a node lists both; a TLS-only node (port 0) only its tls-port;
+        // with tls-cluster no, only its plain port.
         let node = |port: Option<i64>, tls_port: Option<i64>, id: &str| {
             let mut pairs = vec![bulk("id"), bulk(id)];
             if let Some(port) = port {
@@ -1278,6 +1282,12 @@ mod tests {
         let tls = SlotMap::from_cluster_shards_on(&reply, seed, Transport::Tls).unwrap();
         assert_eq!(tls.owner(0).unwrap(), "127.0.0.1:8001");
         assert_eq!(tls.owner(16383).unwrap(), "127.0.0.1:8002");
+        let plain_only = arr(vec![shard(
+            &[(0, 16383)],
+            vec![node(Some(7001), None, "a")],
+        )]);
+        let err = SlotMap::from_cluster_shards_on(&plain_only, seed, Transport::Tls).unwrap_err();
+        assert!(err.to_string().contains("tls-cluster yes"), "{err}");
     }
 
     #[test]

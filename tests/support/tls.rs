@@ -20,8 +20,15 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Generates everything into a new temporary directory.
+    /// Generates everything into a new temporary directory; the certificates are valid for
+    /// `localhost` and `127.0.0.1`.
     pub fn generate() -> TlsFiles {
+        Self::generate_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// [`generate`](Self::generate) with certificates valid for `names` (DNS names or IP
+    /// addresses) only.
+    pub fn generate_for(names: &[&str]) -> TlsFiles {
         let dir = tempfile::tempdir().expect("tempdir for certificates");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params
@@ -45,8 +52,8 @@ impl TlsFiles {
                 "keyward test client",
             ),
         ] {
-            let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-                .expect("leaf params");
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let mut params = CertificateParams::new(names).expect("leaf params");
             params
                 .distinguished_name
                 .push(DnType::CommonName, common_name);
