@@ -24,8 +24,8 @@
 //! Redis's `too big inline request`.
 //!
 //! Because the input is hostile the scanner never recurses, never panics, never allocates from a
-//! declared count (argument vectors start at most 1024 slots and grow as arguments really
-//! arrive), and keeps its progress between calls so that every byte is examined O(1) times no
+//! declared count (argument positions start with room for at most 1024 and grow as arguments
+//! really arrive), and keeps its progress between calls so that every byte is examined O(1) times no
 //! matter how the request is fragmented.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -257,8 +257,9 @@ impl RequestScanner {
     /// Empty requests (`*0`, `*-1`, blank inline lines) are consumed and skipped.
     ///
     /// RESP requests are split off `buf` without copying: `raw` is the client's exact bytes and
-    /// every argument is a slice of it. Inline requests are re-encoded as a RESP array so that
-    /// upstream executes exactly the arguments keyward parsed (and vetted).
+    /// every argument is a run of them (see [`Request::args`]). Inline requests are re-encoded
+    /// as a RESP array so that upstream executes exactly the arguments keyward parsed (and
+    /// vetted).
     ///
     /// After an error the connection must be closed; the scanner's state is then unspecified.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
