@@ -36,6 +36,22 @@ fn client_local_ports(cluster: &RedisCluster, port: u16) -> Vec<u16> {
         .collect()
 }
 
+/// Runs keyward in cluster mode with `seeds` and `toml_extra`, expects it to stop with an error
+/// (at start-up, within 20 s), and returns what it wrote on stderr.
+fn refused_start(seeds: &[String], toml_extra: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("proxy.toml");
+    let listen = format!("127.0.0.1:{}", free_port());
+    std::fs::write(&config, proxy_toml_cluster(&listen, seeds, toml_extra))
+        .expect("write proxy.toml");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    command.arg("--config").arg(&config);
+    let out = run_with_timeout(&mut command, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "keyward started: {stderr}");
+    stderr
+}
+
 #[test]
 fn keyward_speaks_tls_to_every_node_of_a_cluster() {
     let files = TlsFiles::generate();
@@ -142,22 +158,7 @@ fn an_untrusted_cluster_certificate_stops_keyward_at_start_up() {
     let cluster = RedisCluster::start_tls(3, 0, &files);
     // Certificates of another CA: keyward must not trust the cluster's.
     let other = TlsFiles::generate();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        proxy_toml_cluster(
-            &format!("127.0.0.1:{}", free_port()),
-            &cluster.tls_seeds(),
-            &upstream_tls(&other),
-        ),
-    )
-    .expect("write proxy.toml");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    command.arg("--config").arg(&config);
-    let out = run_with_timeout(&mut command, Duration::from_secs(20));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "keyward started: {stderr}");
+    let stderr = refused_start(&cluster.tls_seeds(), &upstream_tls(&other));
     assert!(
         stderr.contains("cannot start in cluster mode") && stderr.contains("certificate"),
         "{stderr}"
@@ -174,22 +175,7 @@ fn every_node_certificate_is_checked_at_start_up_by_the_host_the_cluster_announc
 
     // Without server_name the seed passes (it is reached as localhost) and the nodes do not:
     // keyward refuses to start and says what to set, instead of failing every request later.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        proxy_toml_cluster(
-            &format!("127.0.0.1:{}", free_port()),
-            &seed,
-            &upstream_tls(&files),
-        ),
-    )
-    .expect("write proxy.toml");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    command.arg("--config").arg(&config);
-    let out = run_with_timeout(&mut command, Duration::from_secs(20));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "keyward started: {stderr}");
+    let stderr = refused_start(&seed, &upstream_tls(&files));
     assert!(
         stderr.contains("the certificate of cluster node 127.0.0.1:")
             && stderr.contains("server_name"),

@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 
 use super::topology::{SLOT_COUNT, slot_of};
 use super::{Cluster, Submitted, Target};
-use crate::protocol::args::Args;
+use crate::protocol::args::{Args, OwnedArgs};
 use crate::protocol::reply::{self, ReplyFramer};
 use crate::protocol::write;
 
@@ -56,7 +56,7 @@ pub struct Plan {
     /// For commands split by key (`name key...`): the name and the keys, so that a part
     /// answered TRYAGAIN (its slot is being migrated and its keys are on both sides) can be
     /// split further into one command per key, each of which follows its own ASK.
-    pub by_key: Option<(Bytes, Vec<Bytes>)>,
+    pub by_key: Option<(Bytes, OwnedArgs)>,
 }
 
 /// `name key...` split into one command per slot.
@@ -77,10 +77,7 @@ pub fn plan_split(name: &[u8], args: Args<'_>) -> Plan {
     Plan {
         groups,
         parts,
-        by_key: Some((
-            Bytes::copy_from_slice(name),
-            (0..args.len()).map(|i| args.bytes(i)).collect(),
-        )),
+        by_key: Some((Bytes::copy_from_slice(name), args.owned())),
     }
 }
 
@@ -179,11 +176,12 @@ pub async fn replies(cluster: &Cluster, submitted: Vec<Submitted>) -> Vec<Bytes>
 pub async fn split_tryagain(
     cluster: &Cluster,
     plan_groups: &[(u16, Vec<usize>)],
-    by_key: &(Bytes, Vec<Bytes>),
+    by_key: &(Bytes, OwnedArgs),
     replies: &mut [Bytes],
     resp3: bool,
 ) {
     let (name, keys) = by_key;
+    let keys = keys.args();
     let mget = name.eq_ignore_ascii_case(b"MGET");
     for ((slot, idx), reply) in plan_groups.iter().zip(replies.iter_mut()) {
         if !reply.starts_with(b"-TRYAGAIN") {

@@ -1,9 +1,10 @@
 //! One client in front of a Redis Cluster.
 //!
 //! The client sees one ordinary Redis server. Each request takes its place in one ordered
-//! queue (`ReplyQueue`, in `replies.rs`), so replies leave in request order however many nodes answered them.
-//! Requests are queued on their node's shared connection while the session reads them (see
-//! [`Cluster::submit`]), so two requests of one client to one node keep their order.
+//! queue (`ReplyQueue`, in `replies.rs`), so replies leave in request order however many nodes
+//! answered them. Requests are queued on their node's shared connection while the session
+//! reads them (see [`Cluster::submit`]), so two requests of one client to one node keep their
+//! order.
 //!
 //! What cannot share a connection gets its own:
 //! - blocking commands (BLPOP...) a private connection per request;

@@ -68,6 +68,15 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// These arguments kept beyond the request: the request's bytes, shared (one reference
+    /// count), and a copy of the positions; not one `Bytes` per argument.
+    pub fn owned(self) -> OwnedArgs {
+        OwnedArgs {
+            raw: self.raw.clone(),
+            spans: self.spans.to_vec(),
+        }
+    }
+
     /// Argument `i` as `Bytes` of its own (a reference-counted slice of the request), for a
     /// caller that keeps it after the request is gone.
     pub fn bytes(self, i: usize) -> Bytes {
@@ -127,6 +136,19 @@ impl fmt::Debug for Args<'_> {
     }
 }
 
+/// Arguments that outlive their [`Request`](super::request::Request) (see [`Args::owned`]).
+#[derive(Debug, Clone)]
+pub struct OwnedArgs {
+    raw: Bytes,
+    spans: Vec<Span>,
+}
+
+impl OwnedArgs {
+    pub fn args(&self) -> Args<'_> {
+        Args::new(&self.raw, &self.spans)
+    }
+}
+
 /// The arguments one after the other, as slices.
 #[derive(Clone)]
 pub struct Iter<'a> {
@@ -180,6 +202,8 @@ mod tests {
         assert_eq!(args.range(1..2).to_vec(), [&b"a"[..]]);
         assert_eq!(args.iter().next_back(), Some(&b"bc"[..]));
         assert_eq!(args.bytes(1), Bytes::from_static(b"a"));
+        let kept = args.from(1).owned();
+        assert_eq!(kept.args().to_vec(), [&b"a"[..], b"bc"]);
     }
 
     #[test]

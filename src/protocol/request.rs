@@ -25,8 +25,8 @@
 //!
 //! Because the input is hostile the scanner never recurses, never panics, never allocates from a
 //! declared count (argument positions start with room for at most 1024 and grow as arguments
-//! really arrive), and keeps its progress between calls so that every byte is examined O(1) times no
-//! matter how the request is fragmented.
+//! really arrive), and keeps its progress between calls so that every byte is examined O(1)
+//! times no matter how the request is fragmented.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 

@@ -1,5 +1,6 @@
-//! Frames keyward builds itself: its own error replies and the commands it sends upstream in
-//! place of a client's (`REMOVEKEYS` rewritten, `AUTH` on connect). Encoding is delegated to
+//! Frames keyward builds itself: its own error replies and the commands it sends upstream on
+//! its own (`AUTH` on connect, the per-slot parts of a cluster fan-out). A rewritten
+//! `REMOVEKEYS` keeps the client's bytes and is built in `request.rs`. Encoding is delegated to
 //! `redis-protocol`, which is safe here because keyward, not a client, chooses the input.
 
 use bytes::{Bytes, BytesMut};
