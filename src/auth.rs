@@ -24,7 +24,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::commands::{self, CommandSpec};
+use crate::commands::{self, CommandSpec, Role};
 use crate::guard::printable_key;
 use crate::protocol::request::Request;
 use crate::protocol::write;
@@ -218,9 +218,9 @@ pub async fn gate(
     request: Request,
     in_transaction: bool,
 ) -> Gate {
-    let name = spec.map_or("", |s| s.name);
-    match name {
-        "auth" => {
+    let role = spec.map_or(Role::Ordinary, |s| s.role);
+    match role {
+        Role::Auth => {
             if in_transaction {
                 return Gate::Answer(write::error(
                     "ERR keyward: AUTH inside MULTI is not supported when keyward authenticates \
@@ -248,17 +248,17 @@ pub async fn gate(
                 None => Gate::Answer(write::error(WRONGPASS)),
             }
         }
-        "hello" => hello(auth, login, peer, request).await,
-        "quit" => Gate::Pass(request),
+        Role::Hello => hello(auth, login, peer, request).await,
+        Role::Quit => Gate::Pass(request),
         // Before the login keyward answers these itself: nothing an anonymous client sends
         // reaches Redis, and nothing it sends moves it to a connection of its own.
-        "ping" if !login.is_authenticated() => Gate::Answer(match request.args().len() {
+        Role::Ping if !login.is_authenticated() => Gate::Answer(match request.args().len() {
             1 => write::simple("PONG"),
             2 => write::bulk(&request.args()[1]),
             _ => write::error("ERR wrong number of arguments for 'ping' command"),
         }),
-        "reset" if !login.is_authenticated() => Gate::Answer(write::simple("RESET")),
-        "reset" => {
+        Role::Reset if !login.is_authenticated() => Gate::Answer(write::simple("RESET")),
+        Role::Reset => {
             // Redis logs a RESET connection back in as the default user, which with a password
             // set means logged out.
             *login = Login::Required;

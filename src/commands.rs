@@ -28,8 +28,10 @@ pub enum Role {
     RemoveKeys,
     /// `MULTI`: starts a transaction; a refusal inside it must abort the EXEC.
     Multi,
-    /// `EXEC` / `DISCARD`: end a transaction.
-    EndTransaction,
+    /// `EXEC`: runs a transaction.
+    Exec,
+    /// `DISCARD`: drops a transaction.
+    Discard,
     /// `SUBSCRIBE` and friends: one confirmation per argument.
     Subscribe(PubSubKind),
     /// `UNSUBSCRIBE` and friends: one confirmation per argument, or per current subscription.
@@ -40,10 +42,27 @@ pub enum Role {
     Quit,
     /// `RESET`: Redis clears the connection's state.
     Reset,
-    /// `CLIENT`: `CLIENT REPLY OFF|SKIP` stop Redis from replying.
+    /// `CLIENT`: `CLIENT REPLY OFF|SKIP` stop Redis from replying; see [`client_subcommand`].
     Client,
-    /// `SYNC` / `PSYNC`: would turn the connection into a replication stream; refused.
+    /// `SYNC`, `PSYNC`, `REPLCONF`: would turn the connection into a replication stream (or, for
+    /// REPLCONF, get no reply at all); refused by keyward.
     Replication,
+    /// `AUTH`: answered by keyward when it authenticates clients.
+    Auth,
+    /// `HELLO`: its reply says which protocol the connection speaks from then on; its `AUTH`
+    /// option is checked by keyward when it authenticates clients.
+    Hello,
+    /// `PING`: answered by keyward before a client has logged in.
+    Ping,
+    /// `SELECT`: the database of the connection (only 0 in a cluster).
+    Select,
+    /// `WATCH`: pins a cluster client's optimistic lock to its keys' node.
+    Watch,
+    /// `UNWATCH`.
+    Unwatch,
+    /// `READONLY`, `READWRITE`, `ASKING`: cluster connection flags, which keyward keeps for its
+    /// own node connections and answers `+OK` for a cluster client.
+    ClusterFlag,
 }
 
 /// The three independent pub/sub namespaces of Redis.
@@ -144,8 +163,22 @@ pub enum Fanout {
     SplitMerge,
     /// Split key/value pairs by slot (MSET); not atomic across slots.
     SplitPairs,
-    /// Run on every primary (KEYS, FLUSHALL, DBSIZE, SCAN...).
-    AllPrimaries,
+    /// Run on every primary; the replies are combined as [`Combine`] says (KEYS, DBSIZE,
+    /// FLUSHALL...).
+    AllPrimaries(Combine),
+    /// `SCAN`: visits one primary after the other, keyward's cursor naming the node.
+    Scan,
+}
+
+/// How the replies of a command sent to every primary make one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Integers summed (DBSIZE).
+    Sum,
+    /// Arrays concatenated (KEYS).
+    Concat,
+    /// `+OK` when every primary said OK, else the first error (FLUSHALL, FLUSHDB).
+    AllOk,
 }
 
 /// One row of the command table.
@@ -163,6 +196,10 @@ pub struct CommandSpec {
     /// The keys the guard checks; anything but [`Removes::Nothing`] goes with
     /// [`Role::Delete`] or [`Role::RemoveKeys`].
     pub removes: Removes,
+    /// Subcommands that change how a *new* connection logs in to Redis (`CONFIG SET
+    /// requirepass`, `ACL SETUSER`...): connections keyward opened ahead of need before one of
+    /// these ran may no longer be in the state a connection opened now would be in.
+    pub changes_login_of: &'static [&'static str],
 }
 
 const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> CommandSpec {
@@ -174,7 +211,14 @@ const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> 
         stateful: false,
         blocking: false,
         removes: Removes::Nothing,
+        changes_login_of: &[],
     }
+}
+
+/// A command whose listed subcommands change how new connections log in.
+const fn changes_login(mut s: CommandSpec, subcommands: &'static [&'static str]) -> CommandSpec {
+    s.changes_login_of = subcommands;
+    s
 }
 
 /// A command that removes keys it names: guarded, forwarded, audited.
@@ -240,15 +284,15 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     spec("mset", Role::Ordinary, keys(1, -1, 2), Fanout::SplitPairs),
     ordinary("msetnx", keys(1, -1, 2)),
     stateful(spec("multi", Role::Multi, KeySpec::NONE, Fanout::Keyless)),
-    spec("exec", Role::EndTransaction, KeySpec::NONE, Fanout::Keyless),
-    spec(
-        "discard",
-        Role::EndTransaction,
+    spec("exec", Role::Exec, KeySpec::NONE, Fanout::Keyless),
+    spec("discard", Role::Discard, KeySpec::NONE, Fanout::Keyless),
+    stateful(spec("watch", Role::Watch, ALL, Fanout::SingleSlot)),
+    stateful(spec(
+        "unwatch",
+        Role::Unwatch,
         KeySpec::NONE,
         Fanout::Keyless,
-    ),
-    stateful(ordinary("watch", ALL)),
-    stateful(ordinary("unwatch", KeySpec::NONE)),
+    )),
     stateful(spec(
         "subscribe",
         Role::Subscribe(PubSubKind::Channel),
@@ -304,33 +348,53 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
         KeySpec::NONE,
         Fanout::Keyless,
     ),
-    stateful(ordinary("select", KeySpec::NONE)),
-    stateful(ordinary("auth", KeySpec::NONE)),
-    stateful(ordinary("hello", KeySpec::NONE)),
-    stateful(ordinary("readonly", KeySpec::NONE)),
-    stateful(ordinary("readwrite", KeySpec::NONE)),
-    stateful(ordinary("asking", KeySpec::NONE)),
-    spec("keys", Role::Ordinary, KeySpec::NONE, Fanout::AllPrimaries),
-    spec("scan", Role::Ordinary, KeySpec::NONE, Fanout::AllPrimaries),
+    stateful(spec("select", Role::Select, KeySpec::NONE, Fanout::Keyless)),
+    stateful(spec("auth", Role::Auth, KeySpec::NONE, Fanout::Keyless)),
+    stateful(spec("hello", Role::Hello, KeySpec::NONE, Fanout::Keyless)),
+    stateful(spec(
+        "readonly",
+        Role::ClusterFlag,
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    stateful(spec(
+        "readwrite",
+        Role::ClusterFlag,
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    stateful(spec(
+        "asking",
+        Role::ClusterFlag,
+        KeySpec::NONE,
+        Fanout::Keyless,
+    )),
+    spec(
+        "keys",
+        Role::Ordinary,
+        KeySpec::NONE,
+        Fanout::AllPrimaries(Combine::Concat),
+    ),
+    spec("scan", Role::Ordinary, KeySpec::NONE, Fanout::Scan),
     spec(
         "dbsize",
         Role::Ordinary,
         KeySpec::NONE,
-        Fanout::AllPrimaries,
+        Fanout::AllPrimaries(Combine::Sum),
     ),
     spec(
         "flushall",
         Role::Ordinary,
         KeySpec::NONE,
-        Fanout::AllPrimaries,
+        Fanout::AllPrimaries(Combine::AllOk),
     ),
     spec(
         "flushdb",
         Role::Ordinary,
         KeySpec::NONE,
-        Fanout::AllPrimaries,
+        Fanout::AllPrimaries(Combine::AllOk),
     ),
-    ordinary("ping", KeySpec::NONE),
+    spec("ping", Role::Ping, KeySpec::NONE, Fanout::Keyless),
     ordinary("echo", KeySpec::NONE),
     ordinary("info", KeySpec::NONE),
     ordinary("rename", keys(1, 2, 1)),
@@ -366,7 +430,10 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     // connection is logged in as (ACL WHOAMI...), DEBUG (SLEEP would stall a shared
     // connection), MIGRATE's and the like are harmless but rare.
     stateful(ordinary("script", KeySpec::NONE)),
-    stateful(ordinary("acl", KeySpec::NONE)),
+    stateful(changes_login(
+        ordinary("acl", KeySpec::NONE),
+        &["setuser", "deluser", "load"],
+    )),
     stateful(ordinary("debug", KeySpec::NONE)),
     ordinary("object", keys(2, 2, 1)),
     ordinary("memory", keys(2, 2, 1)),
@@ -397,7 +464,7 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     ordinary("time", KeySpec::NONE),
     ordinary("lastsave", KeySpec::NONE),
     ordinary("command", KeySpec::NONE),
-    ordinary("config", KeySpec::NONE),
+    changes_login(ordinary("config", KeySpec::NONE), &["set"]),
     ordinary("slowlog", KeySpec::NONE),
     ordinary("latency", KeySpec::NONE),
     ordinary("lolwut", KeySpec::NONE),
@@ -669,6 +736,93 @@ fn migrated_keys(args: Args<'_>) -> Args<'_> {
         i += 1;
     }
     if copy && understood { none } else { keys }
+}
+
+impl CommandSpec {
+    /// Whether a request of this command may share a pipelined upstream connection with other
+    /// clients' requests: only commands keyward knows to leave no state on the connection and
+    /// to answer at once. What is not in the table might block or leave state, so it does not.
+    pub fn shares_connection(spec: Option<&CommandSpec>) -> bool {
+        spec.is_some_and(|s| {
+            !s.stateful
+                && !s.blocking
+                && matches!(
+                    s.role,
+                    Role::Ordinary | Role::Delete | Role::RemoveKeys | Role::Ping
+                )
+        })
+    }
+
+    /// Whether this request changes how a new connection logs in to Redis (see
+    /// [`CommandSpec::changes_login_of`]).
+    pub fn changes_login(&self, args: Args<'_>) -> bool {
+        !self.changes_login_of.is_empty()
+            && args.get(1).is_some_and(|sub| {
+                let sub = effective_name(sub);
+                self.changes_login_of
+                    .iter()
+                    .any(|s| sub.eq_ignore_ascii_case(s.as_bytes()))
+            })
+    }
+}
+
+/// The `CLIENT` subcommands keyward keeps or refuses itself in a cluster, and `REPLY`, which
+/// changes whether replies come at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSubcommand {
+    /// `CLIENT SETNAME name`.
+    SetName,
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `CLIENT REPLY ON|OFF|SKIP` (see [`reply_switch`]).
+    Reply,
+    /// `CLIENT TRACKING ...`: client-side caching.
+    Tracking,
+    /// `CLIENT CACHING ...`: client-side caching.
+    Caching,
+    /// Anything else (or a known subcommand with the wrong number of arguments).
+    Other,
+}
+
+/// Which `CLIENT` subcommand a request is, with the argument count Redis accepts for it (the
+/// name compared as Redis compares it: any letter case, up to a NUL byte).
+pub fn client_subcommand(args: Args<'_>) -> ClientSubcommand {
+    let Some(sub) = args.get(1) else {
+        return ClientSubcommand::Other;
+    };
+    let sub = effective_name(sub);
+    let is = |name: &str| sub.eq_ignore_ascii_case(name.as_bytes());
+    match args.len() {
+        3 if is("setname") => ClientSubcommand::SetName,
+        2 if is("getname") => ClientSubcommand::GetName,
+        3 if is("reply") => ClientSubcommand::Reply,
+        _ if is("tracking") => ClientSubcommand::Tracking,
+        _ if is("caching") => ClientSubcommand::Caching,
+        _ => ClientSubcommand::Other,
+    }
+}
+
+/// The argument of `CLIENT REPLY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplySwitch {
+    On,
+    Off,
+    Skip,
+}
+
+/// Reads `CLIENT REPLY`'s argument as Redis does (`strcasecmp`, which stops at a NUL byte:
+/// `OFF\0x` is OFF); None for anything else, which Redis answers with a syntax error.
+pub fn reply_switch(arg: &[u8]) -> Option<ReplySwitch> {
+    let arg = effective_name(arg);
+    if arg.eq_ignore_ascii_case(b"on") {
+        Some(ReplySwitch::On)
+    } else if arg.eq_ignore_ascii_case(b"off") {
+        Some(ReplySwitch::Off)
+    } else if arg.eq_ignore_ascii_case(b"skip") {
+        Some(ReplySwitch::Skip)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -21,13 +21,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::ClientAuth;
-use crate::cluster::session::ClusterContext;
-use crate::cluster::{self, Cluster};
+use crate::cluster::Cluster;
 use crate::config::{Config, UpstreamMode};
 use crate::guard::GuardPolicy;
 use crate::net::{Bridge, Socket};
 use crate::protocol::request::ScanLimits;
-use crate::session::{self, SessionContext};
+use crate::session::{self, Backend, PrivateUpstream, SessionContext};
 use crate::tls::{ClientTls, ServerTls};
 use crate::upstream::{UpstreamTarget, WarmPool};
 
@@ -184,7 +183,8 @@ pub async fn serve(
     mut signals: watch::Receiver<u32>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let backend = Backend::start(&config).await?;
+    let ctx = Arc::new(session_context(&config));
+    let backend = start_backend(&config).await?;
     let tls = match &config.tls.server {
         Some(settings) => Some(
             ServerTls::new(settings)
@@ -266,6 +266,7 @@ pub async fn serve(
             continue;
         }
         let backend = backend.clone();
+        let ctx = ctx.clone();
         let stop = stop_rx.clone();
         let clients = clients.clone();
         let done = done_tx.clone();
@@ -280,10 +281,7 @@ pub async fn serve(
                     .map(|(socket, bridge)| (socket, Some(bridge))),
             };
             if let Some((client, bridge)) = client {
-                match backend {
-                    Backend::Standalone(ctx) => session::run(client, peer, ctx, stop).await,
-                    Backend::Cluster(ctx) => cluster::session::run(client, peer, ctx, stop).await,
-                }
+                session::run(client, peer, ctx, backend, stop).await;
                 // A TLS client is still connected until its bridge has passed on the last
                 // replies and closed the connection: it stays counted against max_clients, and
                 // shutdown waits for it, until then.
@@ -346,97 +344,67 @@ async fn handshake(
     }
 }
 
-/// What sessions talk to: one Redis server, or a cluster.
-#[derive(Clone)]
-enum Backend {
-    Standalone(Arc<SessionContext>),
-    Cluster(Arc<ClusterContext>),
-}
-
-impl Backend {
-    async fn start(config: &Config) -> std::io::Result<Backend> {
-        let guard = GuardPolicy::new(&config.guard);
-        let limits = ScanLimits {
+/// What every session shares, from the configuration.
+fn session_context(config: &Config) -> SessionContext {
+    SessionContext {
+        guard: GuardPolicy::new(&config.guard),
+        limits: ScanLimits {
             max_bulk_len: config.limits.max_bulk_len,
             max_args: config.limits.max_request_args,
             max_query_buffer: config.limits.max_query_buffer,
-        };
-        let upstream = UpstreamTarget {
-            addr: config.upstream.nodes[0].clone(),
-            username: config.upstream.username.clone(),
-            password: config.upstream.password.clone(),
-            connect_timeout: config.upstream.connect_timeout,
-            reply_timeout: config.upstream.reply_timeout,
-            resp3: false,
-            tls: match &config.tls.upstream {
-                Some(settings) => Some(
-                    ClientTls::new(settings, &config.upstream.nodes[0])
-                        .map_err(|e| {
-                            std::io::Error::other(format!(
-                                "upstream.tls.{}: {}",
-                                e.field, e.message
-                            ))
-                        })?
-                        .with_close_grace(config.server.shutdown_timeout),
-                ),
-                None => None,
-            },
-        };
-        let close_grace = config.server.shutdown_timeout;
-        let auth = ClientAuth::new(config.server.login_users()).map(Arc::new);
-        let idle_timeout = config.server.idle_timeout;
-        let max_pending_replies = config.limits.max_pending_replies;
-        // Clients that move off the shared connection take one opened ahead of need, so that
-        // the move costs no TCP handshake (during which another client's later request could
-        // overtake theirs). Without sharing, every client connects as it arrives, as it would
-        // to Redis: Redis then counts exactly the clients it would count without keyward.
-        let private = |upstream: UpstreamTarget, guard: GuardPolicy, warm: usize| {
-            Arc::new(SessionContext {
-                guard,
-                limits,
-                warm: (warm > 0).then(|| WarmPool::start(upstream.clone(), warm)),
-                upstream,
-                close_grace,
-                auth: auth.clone(),
-                idle_timeout,
-                max_pending_replies,
-            })
-        };
-        Ok(match config.upstream.mode {
-            UpstreamMode::Standalone if config.upstream.share_connections => {
-                Backend::Cluster(Arc::new(ClusterContext {
-                    cluster: Cluster::single(upstream.clone()),
-                    pinned: Some(private(upstream, guard.clone(), WARM_CONNECTIONS)),
-                    guard,
-                    limits,
-                    close_grace,
-                    standalone: true,
-                    auth,
-                    idle_timeout,
-                    max_pending_replies,
-                }))
-            }
-            UpstreamMode::Standalone => Backend::Standalone(private(upstream, guard, 0)),
-            UpstreamMode::Cluster => {
-                let cluster = Cluster::start(config.upstream.nodes.clone(), upstream)
-                    .await
-                    .map_err(|e| {
-                        std::io::Error::other(format!("cannot start in cluster mode: {e}"))
-                    })?;
-                Backend::Cluster(Arc::new(ClusterContext {
-                    cluster,
-                    guard,
-                    limits,
-                    close_grace,
-                    standalone: false,
-                    pinned: None,
-                    auth,
-                    idle_timeout,
-                    max_pending_replies,
-                }))
-            }
-        })
+        },
+        auth: ClientAuth::new(config.server.login_users()).map(Arc::new),
+        close_grace: config.server.shutdown_timeout,
+        idle_timeout: config.server.idle_timeout,
+        max_pending_replies: config.limits.max_pending_replies,
     }
+}
+
+/// The backend the configuration names: a private upstream connection per client, connections
+/// shared by all clients, or a Redis Cluster.
+async fn start_backend(config: &Config) -> std::io::Result<Backend> {
+    let upstream = UpstreamTarget {
+        addr: config.upstream.nodes[0].clone(),
+        username: config.upstream.username.clone(),
+        password: config.upstream.password.clone(),
+        connect_timeout: config.upstream.connect_timeout,
+        reply_timeout: config.upstream.reply_timeout,
+        resp3: false,
+        tls: match &config.tls.upstream {
+            Some(settings) => Some(
+                ClientTls::new(settings, &config.upstream.nodes[0])
+                    .map_err(|e| {
+                        std::io::Error::other(format!("upstream.tls.{}: {}", e.field, e.message))
+                    })?
+                    .with_close_grace(config.server.shutdown_timeout),
+            ),
+            None => None,
+        },
+    };
+    Ok(match config.upstream.mode {
+        UpstreamMode::Standalone if config.upstream.share_connections => Backend::Shared {
+            redis: Cluster::single(upstream.clone()),
+            // Clients that move off the shared connection take one opened ahead of need, so
+            // that the move costs no TCP handshake (during which another client's later
+            // request could overtake theirs).
+            own: Arc::new(PrivateUpstream {
+                warm: Some(WarmPool::start(upstream.clone(), WARM_CONNECTIONS)),
+                target: upstream,
+            }),
+        },
+        // Without sharing, every client connects as it arrives, as it would to Redis: Redis
+        // then counts exactly the clients it would count without keyward.
+        UpstreamMode::Standalone => Backend::Private(Arc::new(PrivateUpstream {
+            target: upstream,
+            warm: None,
+        })),
+        UpstreamMode::Cluster => {
+            let cluster = Cluster::start(config.upstream.nodes.clone(), upstream)
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot start in cluster mode: {e}")))?;
+            Backend::Cluster(cluster)
+        }
+    })
 }
 
 /// A descriptor held in reserve (on /dev/null) for the moment keyward runs out of them.

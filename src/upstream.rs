@@ -144,11 +144,26 @@ async fn handshake(stream: &mut Socket, auth: &[u8]) -> Result<(), String> {
 /// one from here instead of waiting for a TCP handshake and AUTH. That wait matters: a client
 /// that sends `BLPOP` and, through another connection, `LPUSH` right after expects Redis to see
 /// them in that order, as it would without keyward in between.
+///
+/// A connection kept ready carries the login state Redis gave it when it was opened: Redis
+/// marks a connection authenticated or not when it accepts it, and keeps that mark when
+/// `requirepass` or a user changes later (HELLO, for one, still answers `NOAUTH` on a connection
+/// opened while a password was set, after the password is gone). So when a client changes how
+/// connections log in ([`WarmPool::forget_ready`], after `CONFIG SET` or `ACL SETUSER` come back
+/// through keyward), the connections kept so far are closed and new ones opened.
 pub struct WarmPool {
     target: UpstreamTarget,
     size: usize,
-    ready: std::sync::Mutex<Vec<Socket>>,
+    ready: std::sync::Mutex<Ready>,
     wanted: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// The connections kept ready, and the generation they belong to: a connection whose opening
+/// began before the last [`WarmPool::forget_ready`] is not kept.
+#[derive(Default)]
+struct Ready {
+    connections: Vec<Socket>,
+    generation: u64,
 }
 
 impl std::fmt::Debug for WarmPool {
@@ -166,7 +181,7 @@ impl WarmPool {
         let pool = std::sync::Arc::new(WarmPool {
             target,
             size,
-            ready: std::sync::Mutex::new(Vec::new()),
+            ready: std::sync::Mutex::new(Ready::default()),
             wanted: std::sync::Arc::new(tokio::sync::Notify::new()),
         });
         tokio::spawn(refill(
@@ -188,13 +203,41 @@ impl WarmPool {
         self.target.connect().await
     }
 
-    fn take(&self) -> Option<Socket> {
-        self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// Closes the connections kept ready and has new ones opened: the way new connections log
+    /// in to Redis has changed (see [`WarmPool`]).
+    pub fn forget_ready(&self) {
+        let forgotten = {
+            let mut ready = self.lock();
+            ready.generation += 1;
+            std::mem::take(&mut ready.connections)
+        };
+        drop(forgotten);
+        self.wanted.notify_one();
     }
 
-    fn missing(&self) -> usize {
-        let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner()).len();
-        self.size.saturating_sub(ready)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ready> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self) -> Option<Socket> {
+        self.lock().connections.pop()
+    }
+
+    /// How many connections are missing, and the generation a connection opened now belongs to.
+    fn missing(&self) -> (usize, u64) {
+        let ready = self.lock();
+        (
+            self.size.saturating_sub(ready.connections.len()),
+            ready.generation,
+        )
+    }
+
+    /// Keeps a new connection, unless the pool was told to forget since its opening began.
+    fn keep(&self, stream: Socket, generation: u64) {
+        let mut ready = self.lock();
+        if ready.generation == generation && ready.connections.len() < self.size {
+            ready.connections.push(stream);
+        }
     }
 }
 
@@ -209,15 +252,11 @@ async fn refill(pool: std::sync::Weak<WarmPool>, wanted: std::sync::Arc<tokio::s
         let Some(strong) = pool.upgrade() else {
             return;
         };
-        let missing = strong.missing();
+        let (missing, generation) = strong.missing();
         let mut failed = false;
         for _ in 0..missing {
             match strong.target.connect().await {
-                Ok(stream) => strong
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(stream),
+                Ok(stream) => strong.keep(stream, generation),
                 Err(_) => {
                     failed = true;
                     break;

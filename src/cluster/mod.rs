@@ -8,8 +8,6 @@
 
 pub mod fanout;
 pub mod node;
-mod replies;
-pub mod session;
 pub mod topology;
 
 use std::sync::{Arc, RwLock};
@@ -84,9 +82,18 @@ impl Submitted {
         cluster.follow(self).await
     }
 
+    /// Why the request was never sent, when it was not (no connection to its node): its
+    /// retries can start at once.
+    pub fn not_sent(&self) -> Option<NodeError> {
+        self.first.as_ref().err().cloned()
+    }
+
     /// The first reply from the node it was queued on (or why there is none), when it has
     /// come; [`Cluster::follow_from`] takes it from there when it is not the answer.
-    fn poll_first(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<node::NodeReply> {
+    pub fn poll_first(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<node::NodeReply> {
         match &mut self.first {
             Ok(pending) => pending.poll_reply(cx),
             Err(e) => std::task::Poll::Ready(Err(e.clone())),
@@ -347,7 +354,7 @@ impl Cluster {
 
     /// Follows a request's redirections (or retries it while its node is unreachable) from its
     /// first reply on; the reply the client gets.
-    async fn follow_from(&self, submitted: Submitted, first: node::NodeReply) -> Bytes {
+    pub async fn follow_from(&self, submitted: Submitted, first: node::NodeReply) -> Bytes {
         let Submitted {
             target,
             request,

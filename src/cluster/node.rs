@@ -413,7 +413,7 @@ async fn read_loop(inner: &Inner) -> Option<String> {
         }
         // A short read clears the readiness flag (see `read_some`): no second read that
         // only returns EAGAIN after every reply.
-        match crate::session::read_some(&inner.socket, &mut buf) {
+        match crate::net::rw::read_some(&inner.socket, &mut buf) {
             Ok(0) => return Some("closed by the server".into()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -445,7 +445,7 @@ async fn read_loop(inner: &Inner) -> Option<String> {
             }
         }
         drop(state);
-        crate::session::release_grown_buffer(&mut buf, 16 * 1024);
+        crate::net::rw::release_grown_buffer(&mut buf, 16 * 1024);
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }

@@ -10,6 +10,7 @@
 //! - [`RedisServer`]: a throw-away Redis (ground truth: talk to it directly to check what keyward
 //!   really did upstream);
 //! - [`Keyward`]: the real `keyward` binary with a generated `proxy.toml` ([`proxy_toml`]);
+//! - [`in_process::InProcess`]: keyward served in the test process, for fast session tests;
 //! - raw sockets: [`raw`], [`raw_closed`], [`RawConn`], the RESP encoder [`resp`] and the reply
 //!   parser [`parse_reply`] / [`Reply`];
 //! - client libraries: [`redis_conn`] (redis-rs, blocking, with timeouts) and [`fred_client`].
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// A real Redis Cluster (3 primaries + replicas) for the cluster tests.
 pub mod cluster;
+/// keyward served inside the test process, the fast seam for session tests.
+pub mod in_process;
 /// Certificates generated at run time, and a TLS-only Redis.
 pub mod tls;
 

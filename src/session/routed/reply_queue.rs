@@ -1,4 +1,4 @@
-//! The replies a cluster-mode session owes its client, in request order.
+//! The replies a routed session owes its client, in request order.
 //!
 //! Nearly every request is a command sent on a shared connection whose reply is the answer as
 //! it comes. Those entries are no future at all: the queue takes the reply from the entry's
@@ -27,8 +27,8 @@ use futures_util::Stream;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 
-use super::node::{ErrorAlert, NodeReply};
-use super::{Cluster, Submitted};
+use crate::cluster::node::{ErrorAlert, NodeReply};
+use crate::cluster::{Cluster, Submitted};
 use crate::protocol::reply;
 
 /// What one request yields for the client.
@@ -146,8 +146,8 @@ impl ReplyQueue {
     pub fn push_forwarded(&mut self, submitted: Submitted, cluster: Arc<Cluster>, deliver: bool) {
         let seq = self.front_seq + self.entries.len() as u64;
         // Not sent at all (no connection to its node): the retries start now.
-        if let Err(e) = &submitted.first {
-            let first = Err(e.clone());
+        if let Some(e) = submitted.not_sent() {
+            let first = Err(e);
             self.follow_up(seq, submitted, cluster, first);
             self.entries.push_back(Entry::Following { deliver });
             return;

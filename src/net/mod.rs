@@ -10,6 +10,8 @@
 //! other, and the session gets the other end as [`Socket::Unix`]. Plain TCP pays one `match` per
 //! call for this, nothing else.
 
+pub mod rw;
+
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};

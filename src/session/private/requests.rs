@@ -1,21 +1,17 @@
 //! The request side of a session: client bytes in, upstream bytes and reply-queue entries out.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::{
-    Expect, ExpectKind, KEEP_BUFFER, PAUSED_READ_LIMIT, Pending, ReadChunk, ReplyMode,
-    SessionContext, Shared, ShutdownSignal, write_all_chunks,
-};
-use crate::audit::{self, Audit};
-use crate::auth::{self, Gate, Login};
-use crate::commands::{self, Role};
-use crate::guard::Verdict;
+use super::super::front::{Admission, Admitted, Front, ReplyMode};
+use super::super::{PAUSED_READ_LIMIT, ShutdownSignal};
+use super::{Expect, ExpectKind, Pending, PrivateUpstream, SessionContext, Shared};
+use crate::commands::{self, ClientSubcommand, Role};
 use crate::net::Socket;
+use crate::net::rw::{KEEP_BUFFER, ReadChunk, write_all_chunks};
 use crate::protocol::args::Args;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
@@ -45,16 +41,14 @@ pub(super) struct RequestSide {
     /// How much room the client's read buffer gets.
     read_chunk: ReadChunk,
     queue: mpsc::Sender<Vec<Pending>>,
-    peer: SocketAddr,
     ctx: Arc<SessionContext>,
+    upstream: Arc<PrivateUpstream>,
     shared: Arc<Shared>,
+    front: Front,
     scanner: RequestScanner,
-    commands: commands::LookupCache,
     link: Link,
     generation: u64,
     in_multi: bool,
-    reply_mode: ReplyMode,
-    login: Login,
     /// Entries and upstream bytes of the batch being built from one read.
     batch: Vec<Pending>,
     outgoing: Vec<Bytes>,
@@ -62,8 +56,6 @@ pub(super) struct RequestSide {
     connect_failed_in_batch: bool,
     /// Reply-queue entries sent to the reply side so far (see [`Shared::done_entries`]).
     sent_entries: u64,
-    /// The max_pending_replies log line has been written for this session.
-    told_limit: bool,
 }
 
 /// Why the read loop stops.
@@ -89,32 +81,27 @@ impl RequestSide {
     pub(super) fn new(
         client: Arc<Socket>,
         queue: mpsc::Sender<Vec<Pending>>,
-        peer: SocketAddr,
         ctx: Arc<SessionContext>,
+        upstream: Arc<PrivateUpstream>,
         shared: Arc<Shared>,
-        login: Login,
+        front: Front,
     ) -> Self {
-        let mut scanner = RequestScanner::new(ctx.limits);
-        scanner.set_unauthenticated(!login.is_authenticated());
         RequestSide {
             client,
             read_chunk: ReadChunk::new(),
             queue,
-            peer,
+            scanner: front.scanner(&ctx),
             ctx,
+            upstream,
             shared,
-            scanner,
-            commands: commands::LookupCache::default(),
+            front,
             link: Link::Down(None),
             generation: 0,
             in_multi: false,
-            reply_mode: ReplyMode::On,
-            login,
             batch: Vec::new(),
             outgoing: Vec::new(),
             connect_failed_in_batch: false,
             sent_entries: 0,
-            told_limit: false,
         }
     }
 
@@ -192,7 +179,7 @@ impl RequestSide {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
-                    tracing::debug!(client = %self.peer, error = %e, "client read failed");
+                    tracing::debug!(client = %self.front.peer, error = %e, "client read failed");
                     self.batch.push(Pending::ClientGone);
                     self.send_batch().await;
                     return self;
@@ -228,7 +215,7 @@ impl RequestSide {
                 }
                 Ok(None) => return Stop::No,
                 Err(e) => {
-                    tracing::info!(client = %self.peer, error = %e.message(), "protocol error, closing");
+                    tracing::info!(client = %self.front.peer, error = %e.message(), "protocol error, closing");
                     self.batch.push(Pending::Local(write::error(&e.message())));
                     self.batch.push(Pending::Close);
                     return Stop::Yes;
@@ -238,77 +225,48 @@ impl RequestSide {
     }
 
     async fn handle(&mut self, request: Request) -> Stop {
-        let spec = self.commands.lookup(&request.args()[0]);
-        // Without client authentication there is nothing to check: no future to build.
-        let request = match self.ctx.auth.as_deref() {
-            None => request,
-            Some(client_auth) => {
-                // Boxed, like the other rarely taken waits below: inline, their state would
-                // enlarge every session's task, which is most of keyward's memory per client.
-                let gate = Box::pin(auth::gate(
-                    client_auth,
-                    &mut self.login,
-                    self.peer.ip(),
-                    spec,
-                    request,
-                    self.in_multi,
-                ))
-                .await;
-                self.scanner
-                    .set_unauthenticated(!self.login.is_authenticated());
-                match gate {
-                    Gate::Pass(request) => request,
-                    Gate::Answer(reply) => {
-                        if self.in_multi && reply.starts_with(b"-") {
-                            self.refuse_in_transaction(reply).await;
-                        } else {
-                            self.local(reply);
-                        }
-                        return Stop::No;
-                    }
-                }
-            }
-        };
-        let role = spec.map_or(Role::Ordinary, |s| s.role);
-
-        match role {
-            Role::Quit => {
-                self.local(write::simple("OK"));
-                self.batch.push(Pending::Close);
-                return Stop::Yes;
-            }
-            Role::Replication => {
-                self.local(write::error(
-                    "ERR keyward: SYNC, PSYNC and REPLCONF are not supported through keyward; \
-                     replicate from Redis directly",
-                ));
-                return Stop::No;
-            }
-            _ => {}
-        }
-
-        let verdict =
-            self.ctx
-                .guard
-                .check_as(spec, request.args(), self.login.bypasses_deny_commands());
-        let guarded = matches!(role, Role::Delete | Role::RemoveKeys);
-        let rewrite = match verdict {
-            Verdict::Refuse(refusal) => {
-                audit::refused(self.peer, request.args(), refusal.rule.name());
-                let reply = write::error(&refusal.message);
-                if self.in_multi {
+        let admission = self
+            .front
+            .admit(
+                &self.ctx,
+                self.upstream.warm.as_ref(),
+                request,
+                self.in_multi,
+                &mut self.scanner,
+            )
+            .await;
+        match admission {
+            Admission::Answer { reply, refused } => {
+                if self.in_multi && refused {
                     self.refuse_in_transaction(reply).await;
                 } else {
                     self.local(reply);
                 }
-                return Stop::No;
+                Stop::No
             }
-            Verdict::Rewrite(delete) => Some(delete),
-            Verdict::Forward => None,
-        };
+            Admission::Quit => {
+                self.local(write::simple("OK"));
+                self.batch.push(Pending::Close);
+                Stop::Yes
+            }
+            Admission::Forward(admitted) => {
+                self.forward(admitted).await;
+                Stop::No
+            }
+        }
+    }
 
+    /// Writes an admitted request to the client's upstream connection, with its entry.
+    async fn forward(&mut self, admitted: Admitted) {
+        let Admitted {
+            request,
+            spec,
+            role,
+            rename,
+            watch,
+        } = admitted;
         if !self.ensure_upstream().await {
-            return Stop::No;
+            return;
         }
 
         if spec.is_some_and(|s| s.stateful) {
@@ -327,30 +285,27 @@ impl RequestSide {
             },
             Role::Monitor => ExpectKind::Monitor,
             Role::Reset => ExpectKind::Reset,
-            _ if commands::effective_name(&request.args()[0]).eq_ignore_ascii_case(b"hello") => {
-                ExpectKind::Hello
-            }
+            Role::Hello => ExpectKind::Hello,
             _ => ExpectKind::One,
         };
         match role {
             // MULTI with arguments is an arity error and starts nothing.
             Role::Multi if request.args().len() == 1 => self.in_multi = true,
-            Role::EndTransaction => self.in_multi = false,
+            Role::Exec | Role::Discard => self.in_multi = false,
             _ => {}
         }
-        let audit = guarded.then(|| Box::new(Audit::start(self.peer, request.args())));
 
         let replies = self.takes_reply(role, request.args());
         if replies {
             self.batch.push(Pending::Reply(Expect {
                 kind,
-                audit,
+                watch,
                 blocking: spec.is_some_and(|s| s.blocking),
             }));
         }
-        match rewrite {
-            Some(delete) => {
-                let (head, rest) = request.renamed_parts(delete.name().as_bytes());
+        match rename {
+            Some(name) => {
+                let (head, rest) = request.renamed_parts(name.as_bytes());
                 self.outgoing.push(head);
                 self.outgoing.push(rest);
             }
@@ -359,58 +314,42 @@ impl RequestSide {
 
         if role == Role::Reset {
             self.in_multi = false;
-            self.reply_mode = ReplyMode::On;
+            self.front.reply_mode = ReplyMode::On;
             // RESET de-authenticates the upstream connection; restore keyward's own login.
-            if let Some(auth) = self.ctx.upstream.auth_command() {
+            if let Some(auth) = self.upstream.target.auth_command() {
                 self.batch.push(Pending::Swallow);
                 self.outgoing.push(auth);
             }
         }
-        Stop::No
     }
 
     /// Whether Redis will reply to this request, following `CLIENT REPLY`.
     fn takes_reply(&mut self, role: Role, args: Args<'_>) -> bool {
-        if role == Role::Reset && self.reply_mode == ReplyMode::Off {
+        let mode = &mut self.front.reply_mode;
+        if role == Role::Reset && *mode == ReplyMode::Off {
             // Redis switches replies back on before it answers RESET.
-            self.reply_mode = ReplyMode::On;
+            *mode = ReplyMode::On;
             return true;
         }
         if role == Role::Client
             && !self.in_multi
-            && args.len() == 3
-            && commands::effective_name(&args[1]).eq_ignore_ascii_case(b"reply")
+            && commands::client_subcommand(args) == ClientSubcommand::Reply
+            && let Some(switch) = commands::reply_switch(&args[2])
         {
-            // Redis compares with strcasecmp, which stops at a NUL byte: `OFF\0x` is OFF.
-            let mode = commands::effective_name(&args[2]);
-            if mode.eq_ignore_ascii_case(b"off") {
-                self.reply_mode = ReplyMode::Off;
-                return false;
-            }
-            if mode.eq_ignore_ascii_case(b"skip") {
-                // SKIP itself is not answered; under OFF it changes nothing.
-                if self.reply_mode == ReplyMode::On {
-                    self.reply_mode = ReplyMode::SkipNext;
-                }
-                return false;
-            }
-            if mode.eq_ignore_ascii_case(b"on") {
-                self.reply_mode = ReplyMode::On;
-                return true;
-            }
+            return mode.switch(switch);
         }
-        self.reply_mode.take_delivery()
+        mode.take_delivery()
     }
 
     /// Queues a reply made by keyward, unless the client asked Redis not to reply.
     fn local(&mut self, reply: Bytes) {
-        match self.reply_mode {
+        match self.front.reply_mode {
             ReplyMode::On => self.batch.push(Pending::Local(reply)),
             ReplyMode::Off => {}
             ReplyMode::SkipNext => {
                 // Redis is waiting to skip one reply. It must skip one that keyward sends it
                 // now, not the next real request's: the placeholder's error is that reply.
-                self.reply_mode = ReplyMode::On;
+                self.front.reply_mode = ReplyMode::On;
                 if matches!(self.link, Link::Up { .. }) {
                     self.outgoing.push(placeholder());
                 }
@@ -423,7 +362,7 @@ impl RequestSide {
         if !self.ensure_upstream().await {
             return;
         }
-        if self.reply_mode.take_delivery() {
+        if self.front.reply_mode.take_delivery() {
             self.batch.push(Pending::Replace(reply));
         }
         self.outgoing.push(placeholder());
@@ -461,9 +400,9 @@ impl RequestSide {
         self.send_batch().await;
         // Boxed: a connection attempt (with its TLS handshake) has a large state, which inline
         // would stay part of every session's task for the session's whole life.
-        let connected = match &self.ctx.warm {
+        let connected = match &self.upstream.warm {
             Some(pool) => Box::pin(pool.connect()).await,
-            None => Box::pin(self.ctx.upstream.connect()).await,
+            None => Box::pin(self.upstream.target.connect()).await,
         };
         match connected {
             Ok(stream) => {
@@ -477,7 +416,7 @@ impl RequestSide {
                 };
             }
             Err(e) => {
-                tracing::warn!(client = %self.peer, error = %e, "upstream connection failed");
+                tracing::warn!(client = %self.front.peer, error = %e, "upstream connection failed");
                 self.link = Link::Down(Some(e));
             }
         }
@@ -492,7 +431,7 @@ impl RequestSide {
     /// How many requests may wait for replies: `max_pending_replies`, or a handful before the
     /// client has logged in.
     fn pending_limit(&self) -> u64 {
-        self.login.pending_limit(self.ctx.max_pending_replies) as u64
+        self.front.pending_limit(&self.ctx) as u64
     }
 
     /// Backpressure: while the pending limit's worth of requests wait for replies that the
@@ -508,14 +447,7 @@ impl RequestSide {
         if self.owed() < limit {
             return Resume::Go;
         }
-        if !self.told_limit {
-            self.told_limit = true;
-            tracing::info!(
-                client = %self.peer,
-                max_pending_replies = limit,
-                "client has reached max_pending_replies; not reading it until it reads replies"
-            );
-        }
+        self.front.note_pending_limit(limit as usize);
         let resume = loop {
             let progress = self.shared.progress.notified();
             tokio::pin!(progress);
@@ -564,7 +496,7 @@ impl RequestSide {
             let _ = self.queue.send(vec![Pending::Broken(e.to_string())]).await;
             self.link = Link::Down(Some(format!(
                 "connection to upstream {} lost: {e}",
-                self.ctx.upstream.addr
+                self.upstream.target.addr
             )));
             self.in_multi = false;
         }

@@ -11,12 +11,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use super::super::front::note_idle_close;
 use super::pubsub::{self, Subscriptions};
-use super::{
-    Expect, ExpectKind, KEEP_BUFFER, Pending, ReadChunk, SessionContext, Shared, upstream_lost,
-    write_all_chunks,
-};
+use super::{Expect, ExpectKind, Pending, PrivateUpstream, SessionContext, Shared, upstream_lost};
 use crate::net::Socket;
+use crate::net::rw::{KEEP_BUFFER, ReadChunk, write_all_chunks};
 use crate::protocol::reply::{self, ReplyFramer};
 
 pub(super) struct ReplySide {
@@ -24,6 +23,7 @@ pub(super) struct ReplySide {
     queue: mpsc::Receiver<Vec<Pending>>,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
+    upstream_settings: Arc<PrivateUpstream>,
     shared: Arc<Shared>,
     /// Entries in request order; the front is the next request to answer.
     pending: VecDeque<Pending>,
@@ -75,14 +75,16 @@ impl ReplySide {
         queue: mpsc::Receiver<Vec<Pending>>,
         peer: SocketAddr,
         ctx: Arc<SessionContext>,
+        upstream_settings: Arc<PrivateUpstream>,
         shared: Arc<Shared>,
     ) -> Self {
-        let resp3 = ctx.upstream.resp3;
+        let resp3 = upstream_settings.target.resp3;
         ReplySide {
             client,
             queue,
             peer,
             ctx,
+            upstream_settings,
             shared,
             pending: VecDeque::new(),
             upstream: None,
@@ -162,15 +164,11 @@ impl ReplySide {
                         return;
                     }
                     if passed(reply_deadline) {
-                        let waited = self.ctx.upstream.reply_timeout.as_millis();
+                        let waited = self.upstream_settings.target.reply_timeout.as_millis();
                         self.fail_upstream(&format!("no reply within {waited} ms"));
                     } else if passed(self.idle_deadline()) {
                         // Recomputed: the request side may have read from the client meanwhile.
-                        tracing::info!(
-                            client = %self.peer,
-                            idle_timeout_ms = self.ctx.idle_timeout.as_millis() as u64,
-                            "closing idle client"
-                        );
+                        note_idle_close(self.peer, &self.ctx);
                         return;
                     }
                 }
@@ -215,7 +213,7 @@ impl ReplySide {
                     // Written to a connection that is already gone: it will never be answered.
                     if !matches!(entry, Pending::Swallow) {
                         self.pending.push_back(Pending::Local(upstream_lost(
-                            &self.ctx,
+                            &self.upstream_settings,
                             "the connection was closed",
                         )));
                     }
@@ -263,7 +261,7 @@ impl ReplySide {
 
     /// When the front request's wait for upstream becomes a failure (`reply_timeout_ms`).
     fn reply_deadline(&mut self) -> Option<Instant> {
-        let timeout = self.ctx.upstream.reply_timeout;
+        let timeout = self.upstream_settings.target.reply_timeout;
         let owed = self.upstream.is_some()
             && !timeout.is_zero()
             && match self.pending.front() {
@@ -423,8 +421,8 @@ impl ReplySide {
                         true
                     }
                 };
-                if done && let Some(audit) = expect.audit.take() {
-                    audit.answered(frame);
+                if done && let Some(watch) = expect.watch.take() {
+                    watch.answered(frame);
                 }
                 self.forward += len;
                 done
@@ -471,12 +469,12 @@ impl ReplySide {
         let Some((_, generation)) = self.upstream.take() else {
             return;
         };
-        tracing::warn!(client = %self.peer, upstream = %self.ctx.upstream.addr, %reason, "upstream connection lost");
+        tracing::warn!(client = %self.peer, upstream = %self.upstream_settings.target.addr, %reason, "upstream connection lost");
         // What was framed already goes out; a partial frame is lost with the connection.
         self.flush_forward();
         self.buf.clear();
         self.framer = ReplyFramer::new();
-        let error = upstream_lost(&self.ctx, reason);
+        let error = upstream_lost(&self.upstream_settings, reason);
         let pending = std::mem::take(&mut self.pending);
         for entry in pending {
             match entry {

@@ -1,0 +1,299 @@
+//! The session front: what happens to every request before a backend sees it, and what every
+//! client has whatever it is connected to.
+//!
+//! [`Front::admit`] takes one scanned request through the login gate, the commands keyward
+//! answers itself (QUIT, the SYNC/PSYNC/REPLCONF refusal) and the guard, and returns what to do
+//! with it: answer it here, close after it, or forward it with what must happen once its reply
+//! comes ([`ReplyWatch`]: the audit line of a guarded request, and forgetting connections kept
+//! ready after a command that changes how connections log in). A new rule, metric or hook on
+//! the request path goes here, once, for every backend.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::SessionContext;
+use crate::audit::{self, Audit};
+use crate::auth::{self, ClientAuth, Gate, Login};
+use crate::commands::{self, CommandSpec, ReplySwitch, Role};
+use crate::guard::Verdict;
+use crate::protocol::request::{Request, RequestScanner};
+use crate::protocol::write;
+use crate::upstream::WarmPool;
+
+/// What keyward answers a replication handshake. A replication stream is not a client session,
+/// and Redis does not answer REPLCONF from a client at all, which would shift every later reply.
+const REPLICATION_REFUSED: &str = "ERR keyward: SYNC, PSYNC and REPLCONF are not supported \
+     through keyward; replicate from Redis directly";
+
+/// Whether replies reach the client (`CLIENT REPLY ON|OFF|SKIP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyMode {
+    On,
+    Off,
+    /// The next command gets no reply.
+    SkipNext,
+}
+
+impl ReplyMode {
+    /// Whether the next request's reply reaches the client; a SKIP is used up by it.
+    pub(crate) fn take_delivery(&mut self) -> bool {
+        match *self {
+            ReplyMode::On => true,
+            ReplyMode::Off => false,
+            ReplyMode::SkipNext => {
+                *self = ReplyMode::On;
+                false
+            }
+        }
+    }
+
+    /// Applies `CLIENT REPLY <switch>`. Returns whether Redis answers the CLIENT REPLY itself:
+    /// only `ON` is answered (`OFF` and `SKIP` are not, and `SKIP` under `OFF` changes nothing).
+    pub(crate) fn switch(&mut self, switch: ReplySwitch) -> bool {
+        match switch {
+            ReplySwitch::On => {
+                *self = ReplyMode::On;
+                true
+            }
+            ReplySwitch::Off => {
+                *self = ReplyMode::Off;
+                false
+            }
+            ReplySwitch::Skip => {
+                if *self == ReplyMode::On {
+                    *self = ReplyMode::SkipNext;
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Logs that a client is being closed for idling (`idle_timeout_ms`).
+pub(crate) fn note_idle_close(peer: SocketAddr, ctx: &SessionContext) {
+    tracing::info!(
+        client = %peer,
+        idle_timeout_ms = ctx.idle_timeout.as_millis() as u64,
+        "closing idle client"
+    );
+}
+
+/// What the session does with a request.
+pub(crate) enum Admission {
+    /// keyward answers it; nothing goes upstream. `refused`: the answer is an error that,
+    /// inside MULTI, must make EXEC fail as a command Redis rejects at queue time would.
+    Answer { reply: Bytes, refused: bool },
+    /// QUIT: answered `+OK`, then the connection closes once the replies before it are out.
+    Quit,
+    /// The backend takes it from here.
+    Forward(Admitted),
+}
+
+/// A request on its way to the backend.
+pub(crate) struct Admitted {
+    /// As the client sent it (after the login gate, which rebuilds a `HELLO` without `AUTH`).
+    pub request: Request,
+    pub spec: Option<&'static CommandSpec>,
+    pub role: Role,
+    /// The name the command is sent upstream under, when the guard rewrites it (`REMOVEKEYS`
+    /// becomes `UNLINK` or `DEL`).
+    pub rename: Option<&'static str>,
+    /// What to do when its reply comes; None for nearly every request.
+    pub watch: Option<Box<ReplyWatch>>,
+}
+
+/// What happens once the reply to a request has come, whichever backend brought it.
+#[derive(Debug)]
+pub(crate) struct ReplyWatch {
+    /// The audit line of a guarded request.
+    audit: Option<Audit>,
+    /// Connections kept ready to forget: the request changes how new connections log in
+    /// (`CONFIG SET requirepass`, `ACL SETUSER`...), so those opened before its reply may not be
+    /// in the state that a connection opened now would be in.
+    ready_connections: Option<Arc<WarmPool>>,
+}
+
+impl ReplyWatch {
+    /// The reply is `frame`.
+    pub(crate) fn answered(&self, frame: &[u8]) {
+        if let Some(audit) = &self.audit {
+            audit.answered(frame);
+        }
+        self.after_reply();
+    }
+
+    /// The outcome, in words, of a request that no single frame answers (a cluster fan-out).
+    pub(crate) fn outcome(&self, words: &str) {
+        if let Some(audit) = &self.audit {
+            audit.log(words);
+        }
+        self.after_reply();
+    }
+
+    fn after_reply(&self) {
+        if let Some(pool) = &self.ready_connections {
+            pool.forget_ready();
+        }
+    }
+}
+
+/// Per-client state that every backend shares.
+pub(crate) struct Front {
+    pub peer: SocketAddr,
+    pub login: Login,
+    pub reply_mode: ReplyMode,
+    commands: commands::LookupCache,
+    /// A command that changes how connections log in was queued in the open transaction: its
+    /// effect comes with EXEC's reply.
+    login_change_queued: bool,
+    /// The max_pending_replies log line has been written for this client.
+    told_pending_limit: bool,
+}
+
+impl Front {
+    pub(crate) fn new(peer: SocketAddr, auth: Option<&ClientAuth>) -> Self {
+        Front {
+            peer,
+            login: Login::new(auth),
+            reply_mode: ReplyMode::On,
+            commands: commands::LookupCache::default(),
+            login_change_queued: false,
+            told_pending_limit: false,
+        }
+    }
+
+    /// A new scanner for this client, with Redis's caps for clients that have not logged in
+    /// while that is the case.
+    pub(crate) fn scanner(&self, ctx: &SessionContext) -> RequestScanner {
+        let mut scanner = RequestScanner::new(ctx.limits);
+        scanner.set_unauthenticated(!self.login.is_authenticated());
+        scanner
+    }
+
+    /// How many requests may wait for replies: `max_pending_replies`, or a handful before the
+    /// client has logged in.
+    pub(crate) fn pending_limit(&self, ctx: &SessionContext) -> usize {
+        self.login.pending_limit(ctx.max_pending_replies)
+    }
+
+    /// Logs, once per client, that it stopped being read because it does not read its replies.
+    pub(crate) fn note_pending_limit(&mut self, limit: usize) {
+        if !self.told_pending_limit {
+            self.told_pending_limit = true;
+            tracing::info!(
+                client = %self.peer,
+                max_pending_replies = limit,
+                "client has reached max_pending_replies; not reading it until it reads replies"
+            );
+        }
+    }
+
+    /// Decides what happens to `request`. `in_transaction`: the client is inside MULTI.
+    /// `ready_connections`: the pool of connections the backend keeps ready, if any.
+    pub(crate) async fn admit(
+        &mut self,
+        ctx: &SessionContext,
+        ready_connections: Option<&Arc<WarmPool>>,
+        request: Request,
+        in_transaction: bool,
+        scanner: &mut RequestScanner,
+    ) -> Admission {
+        let spec = self.commands.lookup(&request.args()[0]);
+        // Without client authentication there is nothing to check: no future to build.
+        let request = match ctx.auth.as_deref() {
+            None => request,
+            Some(client_auth) => {
+                // Boxed: rarely waited on, and inline its state would enlarge every session's
+                // task, which is most of keyward's memory per client.
+                let gate = Box::pin(auth::gate(
+                    client_auth,
+                    &mut self.login,
+                    self.peer.ip(),
+                    spec,
+                    request,
+                    in_transaction,
+                ))
+                .await;
+                scanner.set_unauthenticated(!self.login.is_authenticated());
+                match gate {
+                    Gate::Pass(request) => request,
+                    Gate::Answer(reply) => {
+                        let refused = reply.starts_with(b"-");
+                        return Admission::Answer { reply, refused };
+                    }
+                }
+            }
+        };
+        let role = spec.map_or(Role::Ordinary, |s| s.role);
+        match role {
+            Role::Quit => return Admission::Quit,
+            Role::Replication => {
+                return Admission::Answer {
+                    reply: write::error(REPLICATION_REFUSED),
+                    refused: false,
+                };
+            }
+            _ => {}
+        }
+
+        let verdict = ctx
+            .guard
+            .check_as(spec, request.args(), self.login.bypasses_deny_commands());
+        let rename = match verdict {
+            Verdict::Refuse(refusal) => {
+                audit::refused(self.peer, request.args(), refusal.rule.name());
+                return Admission::Answer {
+                    reply: write::error(&refusal.message),
+                    refused: true,
+                };
+            }
+            Verdict::Rewrite(delete) => Some(delete.name()),
+            Verdict::Forward => None,
+        };
+
+        // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
+        let audit = matches!(role, Role::Delete | Role::RemoveKeys)
+            .then(|| Audit::start(self.peer, request.args()));
+        let changes_login = self.changes_login(spec, role, &request, in_transaction);
+        let ready_connections = ready_connections.filter(|_| changes_login).cloned();
+        let watch = (audit.is_some() || ready_connections.is_some()).then(|| {
+            Box::new(ReplyWatch {
+                audit,
+                ready_connections,
+            })
+        });
+        Admission::Forward(Admitted {
+            request,
+            spec,
+            role,
+            rename,
+            watch,
+        })
+    }
+
+    /// Whether the reply to this request is when new connections start to log in differently.
+    /// Inside MULTI that is EXEC's reply.
+    fn changes_login(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        role: Role,
+        request: &Request,
+        in_transaction: bool,
+    ) -> bool {
+        let changes = spec.is_some_and(|s| s.changes_login(request.args()));
+        match role {
+            Role::Exec => std::mem::take(&mut self.login_change_queued),
+            Role::Discard | Role::Reset => {
+                self.login_change_queued = false;
+                false
+            }
+            _ if changes && in_transaction => {
+                self.login_change_queued = true;
+                false
+            }
+            _ => changes,
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Where a routed session sends each admitted request: the shared connection, a connection of
+//! the client's own, the owner of its keys' slot, every primary, or several nodes at once.
+
+use bytes::Bytes;
+
+use super::super::front::{Admission, Admitted, ReplyWatch};
+use super::reply_queue::Out;
+use super::{Next, RoutedSession};
+use crate::cluster::fanout::{self, Plan};
+use crate::cluster::topology::slot_of;
+use crate::cluster::{Cluster, Target};
+use crate::commands::{self, ClientSubcommand, Combine, CommandSpec, Fanout, PubSubKind, Role};
+use crate::protocol::args::Args;
+use crate::protocol::request::{Request, RequestScanner};
+use crate::protocol::write;
+
+pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+impl RoutedSession {
+    pub(super) async fn dispatch(
+        &mut self,
+        request: Request,
+        scanner: &mut RequestScanner,
+    ) -> Next {
+        let ready = self.own.as_ref().and_then(|own| own.warm.clone());
+        let admission = self
+            .front
+            .admit(
+                &self.ctx,
+                ready.as_ref(),
+                request,
+                self.transaction.is_some(),
+                scanner,
+            )
+            .await;
+        let admitted = match admission {
+            Admission::Answer { reply, refused } => {
+                if refused && let Some(t) = self.transaction.as_mut() {
+                    t.aborted = true;
+                }
+                self.local(reply);
+                return Next::Continue;
+            }
+            Admission::Quit => {
+                self.local(write::simple("OK"));
+                self.replies.push_ready(Out::Close);
+                return Next::Stop;
+            }
+            Admission::Forward(admitted) => admitted,
+        };
+        let Admitted {
+            request,
+            spec,
+            role,
+            rename,
+            watch,
+        } = admitted;
+        let request = match rename {
+            Some(name) => request.renamed(name.as_bytes()),
+            None => request,
+        };
+        if self.own.is_some() {
+            self.dispatch_shared(spec, request, watch).await
+        } else {
+            self.dispatch_cluster(spec, role, request, watch).await
+        }
+    }
+
+    /// One standalone Redis: stateless requests go over the shared connection; anything that
+    /// needs state of its own on the connection moves the client to a private one for good.
+    async fn dispatch_shared(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        request: Request,
+        watch: Option<Box<ReplyWatch>>,
+    ) -> Next {
+        if !CommandSpec::shares_connection(spec) {
+            let addr = self.cluster.primaries().into_iter().next();
+            return self.handoff(addr, request.into_raw());
+        }
+        // `resp3` is false here: HELLO moved the client to a connection of its own.
+        self.forward(Target::Any, request.into_raw(), watch).await;
+        Next::Continue
+    }
+
+    async fn dispatch_cluster(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        role: Role,
+        request: Request,
+        watch: Option<Box<ReplyWatch>>,
+    ) -> Next {
+        match role {
+            Role::Subscribe(kind) | Role::Unsubscribe(kind) if self.transaction.is_none() => {
+                let addr = if kind == PubSubKind::Shard && request.args().len() > 1 {
+                    match slot_of_keys(request.args().from(1)) {
+                        Ok(slot) => self.cluster.map().owner(slot).map(|a| a.to_string()),
+                        Err(e) => {
+                            self.local(e);
+                            return Next::Continue;
+                        }
+                    }
+                } else {
+                    self.cluster.primaries().into_iter().next()
+                };
+                return self.handoff(addr, request.into_raw());
+            }
+            Role::Monitor if self.transaction.is_none() => {
+                let addr = self.cluster.primaries().into_iter().next();
+                return self.handoff(addr, request.into_raw());
+            }
+            Role::Multi => return self.multi().await,
+            Role::Exec | Role::Discard => return self.end_transaction(role, &request).await,
+            _ => {}
+        }
+        if self.connection_command(role, &request).await {
+            return Next::Continue;
+        }
+        if self.transaction.is_some() {
+            self.queue_in_transaction(spec, request, watch).await;
+            return Next::Continue;
+        }
+        // Blocking commands, and connection state no case above handles (SCRIPT DEBUG, ACL,
+        // DEBUG): a private connection for this one request, never a shared one.
+        if spec.is_some_and(|s| s.blocking || s.stateful) {
+            self.blocking(spec, request).await;
+            return Next::Continue;
+        }
+
+        let fanout = spec.map_or(Fanout::Keyless, |s| s.fanout);
+        match fanout {
+            Fanout::SplitSum if request.args().len() > 1 => {
+                self.split_sum(request, watch).await;
+            }
+            Fanout::SplitMerge if request.args().len() > 1 => {
+                let plan = fanout::plan_split(b"MGET", request.args().from(1));
+                let keys = request.args().len() - 1;
+                self.run_plan(plan, move |groups, replies| {
+                    fanout::merge_mget(groups, replies, keys)
+                })
+                .await;
+            }
+            Fanout::SplitPairs if request.args().len() >= 3 && request.args().len() % 2 == 1 => {
+                let plan = fanout::plan_mset(request.args().from(1));
+                self.run_plan(plan, |_, replies| fanout::all_ok(replies))
+                    .await;
+            }
+            Fanout::AllPrimaries(combine) => self.all_primaries(&request, combine).await,
+            Fanout::Scan => self.scan(&request).await,
+            _ => match target(spec, request.args()) {
+                Ok(target) => self.forward(target, request.into_raw(), watch).await,
+                Err(e) => self.local(e),
+            },
+        }
+        Next::Continue
+    }
+
+    /// Commands about the client connection itself, which keyward answers in a cluster without
+    /// sharing a connection's state: SELECT, CLIENT SETNAME/GETNAME/REPLY, AUTH, HELLO, WATCH,
+    /// UNWATCH, READONLY... Returns false for a request that is none of them.
+    async fn connection_command(&mut self, role: Role, request: &Request) -> bool {
+        let args = request.args();
+        match role {
+            Role::Select if args.len() == 2 => {
+                if &args[1][..] == b"0" {
+                    self.local(write::simple("OK"));
+                } else {
+                    self.local(write::error("ERR SELECT is not allowed in cluster mode"));
+                }
+            }
+            Role::Client => match commands::client_subcommand(args) {
+                ClientSubcommand::SetName => {
+                    if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
+                        self.local(write::error(
+                            "ERR Client names cannot contain spaces, newlines or special characters.",
+                        ));
+                    } else {
+                        self.name = (!args[2].is_empty()).then(|| args.bytes(2));
+                        self.local(write::simple("OK"));
+                    }
+                }
+                ClientSubcommand::GetName => {
+                    let reply = match &self.name {
+                        Some(n) => write::bulk(n),
+                        None if self.resp3 => Bytes::from_static(b"_\r\n"),
+                        None => Bytes::from_static(b"$-1\r\n"),
+                    };
+                    self.local(reply);
+                }
+                ClientSubcommand::Reply => match commands::reply_switch(&args[2]) {
+                    // Keyward answers for Redis here: only ON is answered.
+                    Some(switch) => {
+                        if self.front.reply_mode.switch(switch) {
+                            self.local(write::simple("OK"));
+                        }
+                    }
+                    None => self.local(write::error("ERR syntax error")),
+                },
+                ClientSubcommand::Tracking | ClientSubcommand::Caching => self.local(write::error(
+                    "ERR keyward: client-side caching is not supported in cluster mode",
+                )),
+                ClientSubcommand::Other => return false,
+            },
+            Role::Auth | Role::Hello => {
+                // Checked on a private connection so that the shared ones keep keyward's login.
+                if role == Role::Hello
+                    && let Some(v) = args.get(1)
+                {
+                    match v {
+                        b"2" => self.resp3 = false,
+                        b"3" => self.resp3 = true,
+                        _ => {}
+                    }
+                }
+                let cluster = self.cluster.clone();
+                let raw = request.raw().clone();
+                self.push(async move {
+                    let Some(addr) = cluster.primaries().into_iter().next() else {
+                        return write::error("CLUSTERDOWN keyward: no primary known");
+                    };
+                    match cluster.private(&addr, false).await {
+                        Ok(conn) => conn.request(raw, 0).await.unwrap_or_else(|e| {
+                            write::error(&format!("ERR keyward: {}", e.message()))
+                        }),
+                        Err(e) => write::error(&format!("ERR keyward: {e}")),
+                    }
+                });
+            }
+            Role::ClusterFlag => self.local(write::simple("OK")),
+            Role::Watch if args.len() >= 2 => self.watch(request).await,
+            Role::Unwatch => self.unwatch(request).await,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Moves the client to a connection of its own to `addr`, starting with `raw`.
+    pub(super) fn handoff(&mut self, addr: Option<String>, raw: Bytes) -> Next {
+        match addr {
+            Some(addr) => Next::Handoff { addr, raw },
+            None => {
+                self.local(write::error("CLUSTERDOWN keyward: no node serves the slot"));
+                Next::Continue
+            }
+        }
+    }
+
+    async fn split_sum(&mut self, request: Request, watch: Option<Box<ReplyWatch>>) {
+        let plan = fanout::plan_split(&request.args()[0], request.args().from(1));
+        let keys = request.args().len() - 1;
+        self.run_plan(plan, move |groups, replies| {
+            let sum = fanout::sum(groups, replies);
+            if sum.failures.is_empty() {
+                if let Some(watch) = &watch {
+                    watch.outcome(&format!(
+                        "removed {} (in {} slots)",
+                        sum.total,
+                        groups.len()
+                    ));
+                }
+                return fanout::integer(sum.total);
+            }
+            let failed_keys: usize = sum.failures.iter().map(|f| f.1).sum();
+            let (slot, _, first) = &sum.failures[0];
+            match &watch {
+                Some(watch) => {
+                    let message = format!(
+                        "partial delete: removed {} keys; {failed_keys} of {keys} keys in {} \
+                         slot(s) failed, first failure (slot {slot}): {first}",
+                        sum.total,
+                        sum.failures.len(),
+                    );
+                    watch.outcome(&message);
+                    write::error(&format!("ERR keyward: {message}"))
+                }
+                None => write::error(first),
+            }
+        })
+        .await;
+    }
+
+    /// Submits every part of a plan now, and queues the combination of their replies.
+    async fn run_plan<F>(&mut self, plan: Plan, combine: F)
+    where
+        F: FnOnce(&[(u16, Vec<usize>)], &[Bytes]) -> Bytes + Send + 'static,
+    {
+        let cluster = self.cluster.clone();
+        let submitted = fanout::submit_all(&cluster, plan.parts, self.resp3).await;
+        for s in &submitted {
+            self.note(s);
+        }
+        let groups = plan.groups;
+        let by_key = plan.by_key;
+        let resp3 = self.resp3;
+        self.push(async move {
+            let mut replies = fanout::replies(&cluster, submitted).await;
+            if let Some(by_key) = &by_key {
+                fanout::split_tryagain(&cluster, &groups, by_key, &mut replies, resp3).await;
+            }
+            combine(&groups, &replies)
+        });
+    }
+
+    /// SCAN: one primary after the other, keyward's cursor naming the node.
+    async fn scan(&mut self, request: &Request) {
+        let cluster = self.cluster.clone();
+        let primaries = cluster.primaries();
+        match fanout::plan_scan(&primaries, request.args()) {
+            Ok(step) => {
+                let count = primaries.len();
+                let submitted = cluster.submit(step.target, step.request, self.resp3).await;
+                self.note(&submitted);
+                let node = step.node;
+                self.push(async move {
+                    let frame = submitted.reply(&cluster).await;
+                    fanout::finish_scan(&frame, node, count)
+                });
+            }
+            Err(e) => self.local(e),
+        }
+    }
+
+    /// The request on every primary, the replies combined into one.
+    async fn all_primaries(&mut self, request: &Request, combine: Combine) {
+        let parts = fanout::plan_every_primary(&self.cluster.primaries(), request.raw());
+        let plan = Plan {
+            groups: Vec::new(),
+            parts,
+            by_key: None,
+        };
+        match combine {
+            Combine::Sum => self.run_plan(plan, |_, r| fanout::sum_integers(r)).await,
+            Combine::Concat => self.run_plan(plan, |_, r| fanout::concat_arrays(r)).await,
+            Combine::AllOk => self.run_plan(plan, |_, r| fanout::all_ok(r)).await,
+        }
+    }
+
+    /// A blocking command on a private connection of its own, closed after the reply.
+    async fn blocking(&mut self, spec: Option<&CommandSpec>, request: Request) {
+        let target = match target(spec, request.args()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.local(e);
+                return;
+            }
+        };
+        let cluster = self.cluster.clone();
+        let resp3 = self.resp3;
+        let blocking = self.blocking.clone();
+        blocking.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let done = BlockingDone(blocking);
+        self.push(async move {
+            let _done = done;
+            let addr = owner_or_any(&cluster, &target);
+            let Some(addr) = addr else {
+                return write::error("CLUSTERDOWN keyward: no node serves the slot");
+            };
+            match cluster.private(&addr, resp3).await {
+                Ok(conn) => conn
+                    .request(request.into_raw(), 0)
+                    .await
+                    .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message()))),
+                Err(e) => write::error(&format!("ERR keyward: {e}")),
+            }
+        });
+    }
+}
+
+/// The node that owns `target`'s slot, or the first primary for anything else.
+fn owner_or_any(cluster: &Cluster, target: &Target) -> Option<String> {
+    match target {
+        Target::Slot(s) => cluster.map().owner(*s).map(|a| a.to_string()),
+        _ => cluster.primaries().into_iter().next(),
+    }
+}
+
+/// Where a single-slot or keyless request goes: CROSSSLOT when its keys span slots.
+pub(super) fn target(spec: Option<&CommandSpec>, args: Args<'_>) -> Result<Target, Bytes> {
+    let Some(spec) = spec else {
+        // Not in the table: any node; if it has keys elsewhere, MOVED is followed.
+        return Ok(Target::Any);
+    };
+    let mut slot = None;
+    for i in spec.keys.positions(args.len()) {
+        let s = slot_of(&args[i]);
+        match slot {
+            None => slot = Some(s),
+            Some(prev) if prev != s => return Err(write::error(CROSSSLOT)),
+            _ => {}
+        }
+    }
+    Ok(slot.map_or(Target::Any, Target::Slot))
+}
+
+/// The one slot all of `keys` hash to, or CROSSSLOT.
+pub(super) fn slot_of_keys(keys: Args<'_>) -> Result<u16, Bytes> {
+    let first = slot_of(&keys[0]);
+    if keys.iter().any(|k| slot_of(k) != first) {
+        return Err(write::error(CROSSSLOT));
+    }
+    Ok(first)
+}
+
+/// Counts a blocking command out of the session's count when its future ends (or is dropped).
+struct BlockingDone(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for BlockingDone {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,328 @@
+//! A client whose requests are routed over pipelined connections shared by all clients: to one
+//! standalone Redis (`share_connections = true`) or to the nodes of a Redis Cluster.
+//!
+//! The client sees one ordinary Redis server. Each request takes its place in one ordered
+//! queue ([`ReplyQueue`]), so replies leave in request order however many connections answered
+//! them. Requests are queued on their node's shared connection while the session reads them
+//! (see [`Cluster::submit`]), so two requests of one client to one node keep their order.
+//!
+//! What cannot share a connection gets its own:
+//! - standalone: the first request that needs per-connection state (SELECT, MULTI, blocking,
+//!   pub/sub, CLIENT, AUTH, HELLO...) moves the client, with the rest of its pipeline, to a
+//!   private connection ([`super::private`]) for good;
+//! - cluster: blocking commands a private connection per request; WATCH / MULTI ... EXEC a
+//!   private connection to the node of the transaction's slot ([`transaction`]); pub/sub and
+//!   MONITOR move the client to a private connection to one node (the slot's owner for
+//!   SSUBSCRIBE), for good.
+
+mod dispatch;
+mod reply_queue;
+mod transaction;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::future::FutureExt;
+
+use super::front::{Front, ReplyMode, ReplyWatch, note_idle_close};
+use super::{PAUSED_READ_LIMIT, ShutdownSignal};
+use super::{PrivateUpstream, SessionContext};
+use crate::cluster::node::NodeConn;
+use crate::cluster::{Cluster, Submitted, Target};
+use crate::net::Socket;
+use crate::net::rw::{ReadChunk, release_grown_buffer, write_all_chunks};
+use crate::protocol::request::RequestScanner;
+use crate::protocol::write;
+use reply_queue::{Out, ReplyQueue};
+use transaction::{Pinned, Transaction};
+
+/// Where a routed session's requests go.
+pub(super) enum Routing {
+    /// One standalone Redis: stateless requests share its pipelined connection, and a client
+    /// that needs state of its own moves to a private connection from `own`.
+    Shared {
+        redis: Arc<Cluster>,
+        own: Arc<PrivateUpstream>,
+    },
+    /// A Redis Cluster.
+    Cluster(Arc<Cluster>),
+}
+
+/// The capacity a read buffer shrinks back to after a big request.
+const READ_CHUNK: usize = 16 * 1024;
+
+struct RoutedSession {
+    ctx: Arc<SessionContext>,
+    cluster: Arc<Cluster>,
+    /// Standalone (`Routing::Shared`): the private connections a client moves to.
+    own: Option<Arc<PrivateUpstream>>,
+    front: Front,
+    resp3: bool,
+    /// `CLIENT SETNAME`, kept by keyward in a cluster.
+    name: Option<Bytes>,
+    watch: Option<Pinned>,
+    transaction: Option<Transaction>,
+    replies: ReplyQueue,
+    /// Shared connections with requests queued by this read, flushed once it is processed.
+    dirty: Vec<NodeConn>,
+    /// Blocking commands in flight (their replies may never come).
+    blocking: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// What the read loop does after a request.
+enum Next {
+    Continue,
+    /// Stop reading: a Close is queued.
+    Stop,
+    /// Hand the connection over to a private connection to this node, starting with this
+    /// request.
+    Handoff {
+        addr: String,
+        raw: Bytes,
+    },
+}
+
+pub(super) async fn run(
+    client: Socket,
+    ctx: Arc<SessionContext>,
+    routing: Routing,
+    front: Front,
+    mut shutdown: ShutdownSignal,
+) {
+    let (cluster, own) = match routing {
+        Routing::Shared { redis, own } => (redis, Some(own)),
+        Routing::Cluster(cluster) => (cluster, None),
+    };
+    let peer = front.peer;
+    let mut session = RoutedSession {
+        ctx: ctx.clone(),
+        cluster,
+        own,
+        front,
+        resp3: false,
+        name: None,
+        watch: None,
+        transaction: None,
+        replies: ReplyQueue::default(),
+        dirty: Vec::new(),
+        blocking: Arc::default(),
+    };
+    let mut scanner = session.front.scanner(&ctx);
+    let mut buf = BytesMut::new();
+    let mut read_chunk = ReadChunk::new();
+    let mut out: Vec<Bytes> = Vec::new();
+    let mut reading = true;
+    let mut closing_at: Option<tokio::time::Instant> = None;
+    let mut handoff: Option<(String, BytesMut)> = None;
+
+    // The client closed its end: replies on their way are still delivered (it may only have
+    // half-closed), but blocked commands are not waited for, as Redis drops them on a close.
+    let mut client_gone = false;
+    // Read from or written to the client (for `idle_timeout_ms`).
+    let mut last_activity = tokio::time::Instant::now();
+    // Requests read but not handled yet, because max_pending_replies paused the scan.
+    let mut unhandled = false;
+    loop {
+        if !reading && session.replies.is_empty() {
+            break;
+        }
+        if client_gone
+            && session.replies.len() <= session.blocking.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        if !reading && closing_at.is_none() && handoff.is_none() {
+            closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
+        }
+        let limit = session.front.pending_limit(&ctx);
+        let can_read = reading && session.replies.len() < limit;
+        if reading && !can_read {
+            session.front.note_pending_limit(limit);
+        }
+        // Idle: nothing owed (a blocked command is owed), nothing read or written for the timeout.
+        let idle_at = (!ctx.idle_timeout.is_zero() && reading && session.replies.is_empty())
+            .then(|| last_activity + ctx.idle_timeout);
+        if unhandled && can_read {
+            unhandled = session
+                .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
+                .await;
+            continue;
+        }
+        tokio::select! {
+            biased;
+            Some(first) = session.replies.next(), if !session.replies.is_empty() => {
+                let mut close = false;
+                let mut next = Some(first);
+                while let Some(item) = next.take() {
+                    match item {
+                        Out::Reply(bytes) => out.push(bytes),
+                        Out::Nothing => {}
+                        Out::Close => { close = true; break; }
+                    }
+                    next = session.replies.next().now_or_never().flatten();
+                }
+                if write_all_chunks(&client, &mut out).await.is_err() || close {
+                    return;
+                }
+                last_activity = tokio::time::Instant::now();
+            }
+            // Paused at the pending limit, the client is still read (up to PAUSED_READ_LIMIT, not
+            // handled) so that a hang-up behind a blocked command is noticed.
+            ready = client.readable(), if reading && (can_read || buf.len() < PAUSED_READ_LIMIT) => {
+                if ready.is_err() {
+                    reading = false;
+                    client_gone = true;
+                    continue;
+                }
+                match read_chunk.read(&client, &mut buf) {
+                    Ok(0) => { reading = false; client_gone = true; continue; }
+                    Ok(_) => last_activity = tokio::time::Instant::now(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => { reading = false; client_gone = true; continue; }
+                }
+                unhandled = session
+                    .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
+                    .await;
+            }
+            _ = shutdown.fired(), if reading => { reading = false; }
+            _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
+            _ = sleep_until(idle_at), if idle_at.is_some() => {
+                note_idle_close(peer, &ctx);
+                return;
+            }
+        }
+    }
+    if let Some((addr, input)) = handoff {
+        let upstream = match &session.own {
+            Some(own) => own.clone(),
+            None => Arc::new(PrivateUpstream {
+                target: session.cluster.target(&addr, session.resp3),
+                warm: None,
+            }),
+        };
+        tracing::debug!(client = %peer, node = %addr, "session moves to a connection of its own");
+        let mut front = session.front;
+        // A new connection replies to everything: what CLIENT REPLY said here was kept by
+        // keyward, not by that connection.
+        front.reply_mode = ReplyMode::On;
+        super::private::run(client, ctx, upstream, front, shutdown, input).await;
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl RoutedSession {
+    /// Scans and dispatches the complete requests in `buf`, then writes what they queued on
+    /// shared connections (one write per connection for the whole read). Returns true when it
+    /// paused because `max_pending_replies` requests wait for replies: requests may be left in
+    /// `buf`. Clears `reading` when the session is to stop reading (QUIT, protocol error,
+    /// handoff).
+    async fn handle_requests(
+        &mut self,
+        scanner: &mut RequestScanner,
+        buf: &mut BytesMut,
+        reading: &mut bool,
+        handoff: &mut Option<(String, BytesMut)>,
+    ) -> bool {
+        let mut paused = false;
+        loop {
+            // Checked per request: a login in this read raises the limit.
+            if self.replies.len() >= self.front.pending_limit(&self.ctx) {
+                paused = true;
+                break;
+            }
+            match scanner.next(buf) {
+                Ok(Some(request)) => match self.dispatch(request, scanner).await {
+                    Next::Continue => {}
+                    Next::Stop => {
+                        *reading = false;
+                        break;
+                    }
+                    Next::Handoff { addr, raw } => {
+                        let mut input = BytesMut::from(&raw[..]);
+                        input.extend_from_slice(buf);
+                        buf.clear();
+                        *handoff = Some((addr, input));
+                        *reading = false;
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    self.local(write::error(&e.message()));
+                    self.replies.push_ready(Out::Close);
+                    *reading = false;
+                    break;
+                }
+            }
+        }
+        self.flush();
+        release_grown_buffer(buf, READ_CHUNK);
+        paused
+    }
+
+    /// Whether the reply to the request being dispatched goes to the client.
+    fn deliver(&mut self) -> bool {
+        self.front.reply_mode.take_delivery()
+    }
+
+    /// Queues a reply that takes work of its own (fan-outs, blocking commands, transactions).
+    fn push(&mut self, future: impl Future<Output = Bytes> + Send + 'static) {
+        let deliver = self.deliver();
+        self.replies
+            .push_future(async move { Out::reply(future.await, deliver) }.boxed());
+    }
+
+    /// Remembers the connection a request was queued on, to flush it after this read.
+    fn note(&mut self, submitted: &Submitted) {
+        if let Some(conn) = submitted.conn()
+            && !self.dirty.iter().any(|c| c.same(conn))
+        {
+            self.dirty.push(conn.clone());
+        }
+    }
+
+    /// Writes what this read queued on shared connections.
+    fn flush(&mut self) {
+        for conn in self.dirty.drain(..) {
+            conn.flush();
+        }
+    }
+
+    /// Queues a reply keyward gives itself.
+    fn local(&mut self, reply: Bytes) {
+        let deliver = self.deliver();
+        self.replies.push_ready(Out::reply(reply, deliver));
+    }
+
+    /// Sends a request over a shared connection now; its reply comes in order, and goes to its
+    /// watch (the audit line of a guarded request such as GETDEL or MIGRATE).
+    async fn forward(&mut self, target: Target, request: Bytes, watch: Option<Box<ReplyWatch>>) {
+        let cluster = self.cluster.clone();
+        if let Some(watch) = watch {
+            // Watched: its reply is looked at when it comes, whatever is ahead of it, so it is
+            // a future of its own.
+            let submitted = cluster.submit(target, request, self.resp3).await;
+            self.note(&submitted);
+            self.push(async move {
+                let frame = submitted.reply(&cluster).await;
+                watch.answered(&frame);
+                frame
+            });
+            return;
+        }
+        let alert = Some(self.replies.alert());
+        let submitted = cluster
+            .submit_alerting(target, request, self.resp3, alert)
+            .await;
+        self.note(&submitted);
+        let deliver = self.deliver();
+        self.replies.push_forwarded(submitted, cluster, deliver);
+    }
+}
