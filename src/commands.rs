@@ -74,6 +74,8 @@ pub enum PubSubKind {
 }
 
 impl PubSubKind {
+    pub const ALL: [PubSubKind; 3] = [PubSubKind::Channel, PubSubKind::Pattern, PubSubKind::Shard];
+
     /// The first element of a subscribe confirmation of this kind.
     pub fn subscribe_reply(self) -> &'static [u8] {
         match self {
@@ -829,6 +831,73 @@ pub fn reply_switch(arg: &[u8]) -> Option<ReplySwitch> {
 mod tests {
     use super::*;
     use crate::protocol::request::Request;
+
+    fn request(args: &[&str]) -> Request {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        Request::from_args(&args)
+    }
+
+    #[test]
+    fn client_subcommands_are_read_as_redis_reads_them() {
+        let sub = |args: &[&str]| client_subcommand(request(args).args());
+        assert_eq!(sub(&["CLIENT", "SETNAME", "n"]), ClientSubcommand::SetName);
+        assert_eq!(sub(&["client", "getname"]), ClientSubcommand::GetName);
+        // Redis's strcasecmp stops at a NUL byte.
+        assert_eq!(sub(&["CLIENT", "reply\0x", "OFF"]), ClientSubcommand::Reply);
+        assert_eq!(sub(&["CLIENT", "Reply", "OFF"]), ClientSubcommand::Reply);
+        assert_eq!(
+            sub(&["CLIENT", "TRACKING", "on", "BCAST"]),
+            ClientSubcommand::Tracking
+        );
+        // Wrong arity: Redis answers its own error.
+        assert_eq!(sub(&["CLIENT", "SETNAME"]), ClientSubcommand::Other);
+        assert_eq!(sub(&["CLIENT", "GETNAME", "x"]), ClientSubcommand::Other);
+        assert_eq!(sub(&["CLIENT"]), ClientSubcommand::Other);
+        assert_eq!(reply_switch(b"Off"), Some(ReplySwitch::Off));
+        assert_eq!(reply_switch(b"SKIP\0anything"), Some(ReplySwitch::Skip));
+        assert_eq!(reply_switch(b"maybe"), None);
+    }
+
+    #[test]
+    fn only_known_stateless_commands_share_a_connection() {
+        let shares = |name: &str| CommandSpec::shares_connection(lookup(name.as_bytes()));
+        for name in ["get", "set", "del", "removekeys", "ping", "eval", "config"] {
+            assert!(shares(name), "{name}");
+        }
+        for name in [
+            "select",
+            "multi",
+            "exec",
+            "watch",
+            "blpop",
+            "subscribe",
+            "client",
+            "hello",
+            "auth",
+            "reset",
+            "monitor",
+            "script",
+            "no-such-module.command",
+        ] {
+            assert!(!shares(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn login_changes_are_config_set_and_acl_user_changes() {
+        let changes = |args: &[&str]| {
+            let r = request(args);
+            lookup(&r.args()[0]).is_some_and(|s| s.changes_login(r.args()))
+        };
+        assert!(changes(&["CONFIG", "SET", "requirepass", ""]));
+        assert!(changes(&["config", "set\0x", "requirepass", ""]));
+        assert!(changes(&["ACL", "SETUSER", "u", "on"]));
+        assert!(changes(&["acl", "deluser", "u"]));
+        assert!(changes(&["ACL", "LOAD"]));
+        assert!(!changes(&["CONFIG", "GET", "requirepass"]));
+        assert!(!changes(&["ACL", "WHOAMI"]));
+        assert!(!changes(&["SET", "k", "v"]));
+    }
 
     #[test]
     fn the_lookup_cache_answers_as_the_table() {

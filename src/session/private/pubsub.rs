@@ -80,15 +80,15 @@ pub fn confirmation(frame: &[u8]) -> Option<Confirmation> {
     if len != 3 {
         return None;
     }
-    let (kind, subscribe) = match head {
-        b"subscribe" => (PubSubKind::Channel, true),
-        b"psubscribe" => (PubSubKind::Pattern, true),
-        b"ssubscribe" => (PubSubKind::Shard, true),
-        b"unsubscribe" => (PubSubKind::Channel, false),
-        b"punsubscribe" => (PubSubKind::Pattern, false),
-        b"sunsubscribe" => (PubSubKind::Shard, false),
-        _ => return None,
-    };
+    let (kind, subscribe) = PubSubKind::ALL.into_iter().find_map(|kind| {
+        if head == kind.subscribe_reply() {
+            Some((kind, true))
+        } else if head == kind.unsubscribe_reply() {
+            Some((kind, false))
+        } else {
+            None
+        }
+    })?;
     reply::aggregate_int_at(frame, 2)?;
     Some(Confirmation {
         kind,
