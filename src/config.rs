@@ -18,6 +18,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::auth::User;
+pub use crate::guard::{DEFAULT_DENY_COMMANDS, DeleteCommand, GuardConfig};
+pub use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};
 
 /// How keyward reaches Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,39 +59,6 @@ impl<'de> Deserialize<'de> for UpstreamMode {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// What `REMOVEKEYS` becomes upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteCommand {
-    Unlink,
-    Del,
-}
-
-impl DeleteCommand {
-    pub fn name(self) -> &'static str {
-        match self {
-            DeleteCommand::Unlink => "UNLINK",
-            DeleteCommand::Del => "DEL",
-        }
-    }
-}
-
-impl std::str::FromStr for DeleteCommand {
-    type Err = String;
-
-    /// Case-insensitive: `UNLINK` or `DEL`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("UNLINK") {
-            Ok(DeleteCommand::Unlink)
-        } else if s.eq_ignore_ascii_case("DEL") {
-            Ok(DeleteCommand::Del)
-        } else {
-            Err(format!(
-                "unknown delete command `{s}`, expected \"UNLINK\" or \"DEL\""
-            ))
-        }
     }
 }
 
@@ -182,28 +151,6 @@ impl fmt::Debug for UpstreamConfig {
     }
 }
 
-/// The commands refused by default (`[guard] deny_commands`): each makes a whole database, or
-/// the whole dataset, disappear or be replaced in one call, and applications do not send them
-/// in normal operation. README ("What the guard does and does not cover") gives the reasons.
-pub const DEFAULT_DENY_COMMANDS: &[&str] = &[
-    "FLUSHALL",
-    "FLUSHDB",
-    "SWAPDB",
-    "FUNCTION FLUSH",
-    "REPLICAOF",
-    "SLAVEOF",
-    "SHUTDOWN",
-    "DEBUG",
-];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuardConfig {
-    pub max_keys: usize,
-    pub wildcard_chars: String,
-    pub delete_command: DeleteCommand,
-    pub deny_commands: Vec<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     pub max_bulk_len: usize,
@@ -220,31 +167,6 @@ pub struct TlsConfig {
     pub server: Option<ServerTlsConfig>,
     /// When set, keyward connects to the upstream Redis with TLS (standalone mode only).
     pub upstream: Option<UpstreamTlsConfig>,
-}
-
-/// `[server.tls]`: keyward's certificate for its clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerTlsConfig {
-    /// PEM: keyward's certificate, then any intermediates.
-    pub cert_file: PathBuf,
-    /// PEM: the private key of `cert_file`.
-    pub key_file: PathBuf,
-    /// PEM: authorities whose client certificates are accepted. When set, a client without
-    /// such a certificate cannot connect.
-    pub client_ca_file: Option<PathBuf>,
-}
-
-/// `[upstream.tls]`: how keyward connects to a TLS-enabled Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamTlsConfig {
-    /// PEM: the authorities that may sign Redis's certificate (no system roots are used).
-    pub ca_file: PathBuf,
-    /// The name Redis's certificate must carry; `None`: the host of the upstream address.
-    pub server_name: Option<String>,
-    /// PEM: keyward's client certificate, for a Redis with `tls-auth-clients yes`.
-    pub cert_file: Option<PathBuf>,
-    /// PEM: the private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,15 +200,7 @@ impl Default for Config {
                 reply_timeout: Duration::from_secs(30),
                 share_connections: false,
             },
-            guard: GuardConfig {
-                max_keys: 1000,
-                wildcard_chars: "*?[".into(),
-                delete_command: DeleteCommand::Unlink,
-                deny_commands: DEFAULT_DENY_COMMANDS
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect(),
-            },
+            guard: GuardConfig::default(),
             limits: LimitsConfig {
                 max_bulk_len: 512 * 1024 * 1024,
                 max_request_args: 1024 * 1024,
