@@ -8,8 +8,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyward::commands;
-use keyward::config::Config;
-use keyward::guard::GuardPolicy;
+use keyward::guard::{GuardConfig, GuardPolicy};
 use keyward::protocol::request::{Request, RequestScanner, ScanLimits};
 use keyward::protocol::write;
 
@@ -64,7 +63,7 @@ fn scanning(c: &mut Criterion) {
 }
 
 fn guarding(c: &mut Criterion) {
-    let policy = GuardPolicy::new(&Config::default().guard);
+    let policy = GuardPolicy::new(&GuardConfig::default());
     let mut group = c.benchmark_group("guard");
     for n in [1usize, 1000] {
         let mut words = vec![b"REMOVEKEYS".to_vec()];

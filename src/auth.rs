@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::commands::{self, CommandSpec, Role};
-use crate::guard::printable_key;
+use crate::printable::printable_key;
 use crate::protocol::request::Request;
 use crate::protocol::write;
 

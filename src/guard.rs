@@ -6,8 +6,89 @@
 //! a refused request never leaves a partial deletion behind.
 
 use crate::commands::{self, CommandSpec, Role};
-use crate::config::{DeleteCommand, GuardConfig};
+use crate::printable::printable_key;
 use crate::protocol::args::Args;
+
+// ---------------------------------------------------------------------------------------------
+// Settings: `[guard]` in proxy.toml. They live here, with the only code that reads them, so that
+// the guard does not depend on the configuration loader; `config` assembles them.
+// ---------------------------------------------------------------------------------------------
+
+/// What `REMOVEKEYS` becomes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteCommand {
+    Unlink,
+    Del,
+}
+
+impl DeleteCommand {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeleteCommand::Unlink => "UNLINK",
+            DeleteCommand::Del => "DEL",
+        }
+    }
+}
+
+impl std::str::FromStr for DeleteCommand {
+    type Err = String;
+
+    /// Case-insensitive: `UNLINK` or `DEL`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("UNLINK") {
+            Ok(DeleteCommand::Unlink)
+        } else if s.eq_ignore_ascii_case("DEL") {
+            Ok(DeleteCommand::Del)
+        } else {
+            Err(format!(
+                "unknown delete command `{s}`, expected \"UNLINK\" or \"DEL\""
+            ))
+        }
+    }
+}
+
+/// The commands refused by default (`[guard] deny_commands`): each makes a whole database, or
+/// the whole dataset, disappear or be replaced in one call, and applications do not send them
+/// in normal operation. README ("What the guard does and does not cover") gives the reasons.
+pub const DEFAULT_DENY_COMMANDS: &[&str] = &[
+    "FLUSHALL",
+    "FLUSHDB",
+    "SWAPDB",
+    "FUNCTION FLUSH",
+    "REPLICAOF",
+    "SLAVEOF",
+    "SHUTDOWN",
+    "DEBUG",
+];
+
+/// `[guard]`, validated: `config` checks the values and upper-cases `deny_commands` before the
+/// guard sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    pub max_keys: usize,
+    pub wildcard_chars: String,
+    pub delete_command: DeleteCommand,
+    pub deny_commands: Vec<String>,
+}
+
+/// The built-in defaults, the ones `proxy.toml` in the repository writes out.
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            max_keys: 1000,
+            wildcard_chars: "*?[".into(),
+            delete_command: DeleteCommand::Unlink,
+            deny_commands: DEFAULT_DENY_COMMANDS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policy.
+// ---------------------------------------------------------------------------------------------
 
 /// The guard's settings, prepared once from [`GuardConfig`] so that the per-request check does
 /// no parsing or allocation.
@@ -263,36 +344,14 @@ impl GuardPolicy {
     }
 }
 
-/// Longest key shown in an error message; a longer key is cut and marked with `...`.
-const KEY_DISPLAY_LIMIT: usize = 128;
-
-/// Renders a key for an error line: printable ASCII as is, everything else as `\xNN`, so that a
-/// binary key can neither break the RESP error line (no CR/LF) nor hide what it holds.
-pub fn printable_key(key: &[u8]) -> String {
-    let mut out = String::with_capacity(key.len().min(KEY_DISPLAY_LIMIT) + 8);
-    for &b in key.iter().take(KEY_DISPLAY_LIMIT) {
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            b'\'' => out.push_str("\\'"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    if key.len() > KEY_DISPLAY_LIMIT {
-        out.push_str("...");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::commands;
-    use crate::config::Config;
     use crate::protocol::request::Request;
 
     fn policy() -> GuardPolicy {
-        GuardPolicy::new(&Config::default().guard)
+        GuardPolicy::new(&GuardConfig::default())
     }
 
     fn verdict(policy: &GuardPolicy, words: &[&[u8]]) -> Verdict {
@@ -314,8 +373,10 @@ mod tests {
             verdict(&p, &[b"REMOVEKEYS", b"a", b"b"]),
             Verdict::Rewrite(DeleteCommand::Unlink)
         );
-        let mut cfg = Config::default().guard;
-        cfg.delete_command = DeleteCommand::Del;
+        let cfg = GuardConfig {
+            delete_command: DeleteCommand::Del,
+            ..GuardConfig::default()
+        };
         assert_eq!(
             verdict(&GuardPolicy::new(&cfg), &[b"removekeys", b"a"]),
             Verdict::Rewrite(DeleteCommand::Del)
@@ -410,8 +471,10 @@ mod tests {
         assert!(r.message.contains("deny_commands"), "{}", r.message);
         assert_eq!(refusal(verdict(&p, &[b"FlushDB"])).rule, Rule::DenyCommands);
 
-        let mut cfg = Config::default().guard;
-        cfg.deny_commands = vec![];
+        let cfg = GuardConfig {
+            deny_commands: vec![],
+            ..GuardConfig::default()
+        };
         assert_eq!(
             verdict(&GuardPolicy::new(&cfg), &[b"FLUSHALL"]),
             Verdict::Forward
@@ -420,8 +483,10 @@ mod tests {
 
     #[test]
     fn deny_entries_may_name_a_subcommand() {
-        let mut cfg = Config::default().guard;
-        cfg.deny_commands = vec!["FUNCTION FLUSH".into(), "EVAL".into()];
+        let cfg = GuardConfig {
+            deny_commands: vec!["FUNCTION FLUSH".into(), "EVAL".into()],
+            ..GuardConfig::default()
+        };
         let p = GuardPolicy::new(&cfg);
         assert_eq!(
             refusal(verdict(&p, &[b"function", b"flush"])).rule,
@@ -446,8 +511,10 @@ mod tests {
             refusal(verdict(&p, &[b"FLUSHALL\x00320"])).rule,
             Rule::DenyCommands
         );
-        let mut cfg = Config::default().guard;
-        cfg.deny_commands = vec!["CONFIG SET".into()];
+        let cfg = GuardConfig {
+            deny_commands: vec!["CONFIG SET".into()],
+            ..GuardConfig::default()
+        };
         let p = GuardPolicy::new(&cfg);
         assert_eq!(
             refusal(verdict(&p, &[b"config", b"SET\x004", b"x", b"y"])).rule,
@@ -457,9 +524,11 @@ mod tests {
 
     #[test]
     fn custom_wildcards_and_limits_apply() {
-        let mut cfg = Config::default().guard;
-        cfg.wildcard_chars = "*".into();
-        cfg.max_keys = 3;
+        let mut cfg = GuardConfig {
+            wildcard_chars: "*".into(),
+            max_keys: 3,
+            ..GuardConfig::default()
+        };
         let p = GuardPolicy::new(&cfg);
         assert_eq!(verdict(&p, &[b"DEL", b"a?", b"[b"]), Verdict::Forward);
         assert_eq!(refusal(verdict(&p, &[b"DEL", b"a*"])).rule, Rule::Wildcard);
@@ -476,7 +545,7 @@ mod tests {
     /// character named in the message being the first one in the key.
     #[test]
     fn wildcard_sets_of_every_size_find_the_first_wildcard() {
-        let mut cfg = Config::default().guard;
+        let mut cfg = GuardConfig::default();
         for (chars, wild, tame) in [
             ("**", &b"ab*c"[..], &b"ab?c"[..]),
             ("*?", b"ab?c", b"ab[c"),
@@ -648,8 +717,10 @@ mod tests {
             );
         }
         // An entry that names RESTORE itself is reported as such.
-        let mut cfg = Config::default().guard;
-        cfg.deny_commands = vec!["FUNCTION RESTORE".into()];
+        let mut cfg = GuardConfig {
+            deny_commands: vec!["FUNCTION RESTORE".into()],
+            ..GuardConfig::default()
+        };
         let r = refusal(verdict(
             &GuardPolicy::new(&cfg),
             &[b"FUNCTION", b"RESTORE", b"payload", b"FLUSH"],
@@ -672,8 +743,10 @@ mod tests {
 
     #[test]
     fn scripts_can_be_denied_by_name() {
-        let mut cfg = Config::default().guard;
-        cfg.deny_commands = vec!["EVAL".into(), "EVALSHA".into(), "FCALL".into()];
+        let cfg = GuardConfig {
+            deny_commands: vec!["EVAL".into(), "EVALSHA".into(), "FCALL".into()],
+            ..GuardConfig::default()
+        };
         let p = GuardPolicy::new(&cfg);
         for words in [
             &[&b"eval"[..], b"return 1", b"0"][..],
@@ -701,13 +774,5 @@ mod tests {
             "{}",
             r.message
         );
-    }
-
-    #[test]
-    fn binary_keys_are_shown_escaped_and_cut() {
-        assert_eq!(printable_key(b"a\r\n\x00*"), "a\\x0d\\x0a\\x00*");
-        let long = vec![b'k'; 300];
-        let shown = printable_key(&long);
-        assert!(shown.ends_with("...") && shown.len() == KEY_DISPLAY_LIMIT + 3);
     }
 }

@@ -14,6 +14,7 @@ pub mod fnv;
 pub mod fuzz_checks;
 pub mod guard;
 pub mod net;
+pub mod printable;
 pub mod protocol;
 pub mod server;
 pub mod session;

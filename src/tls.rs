@@ -10,7 +10,7 @@
 //! process-wide default, so that no other crate in the build can change it. A finished handshake
 //! becomes a [`Socket`] through [`net::bridge`]: sessions never see TLS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +21,33 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use crate::config::{ServerTlsConfig, UpstreamTlsConfig};
 use crate::net::{self, Socket};
+
+/// `[server.tls]`: keyward's certificate for its clients. Defined here, next to the code that
+/// reads the files it names, so that TLS does not depend on the configuration loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    /// PEM: keyward's certificate, then any intermediates.
+    pub cert_file: PathBuf,
+    /// PEM: the private key of `cert_file`.
+    pub key_file: PathBuf,
+    /// PEM: authorities whose client certificates are accepted. When set, a client without
+    /// such a certificate cannot connect.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[upstream.tls]`: how keyward connects to a TLS-enabled Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// PEM: the authorities that may sign Redis's certificate (no system roots are used).
+    pub ca_file: PathBuf,
+    /// The name Redis's certificate must carry; `None`: the host of the upstream address.
+    pub server_name: Option<String>,
+    /// PEM: keyward's client certificate, for a Redis with `tls-auth-clients yes`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
 
 /// Longest a client may take to finish its TLS handshake. A connection that sends nothing (or
 /// too little) would otherwise hold one of `max_clients` slots for ever.

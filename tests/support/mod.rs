@@ -390,7 +390,7 @@ impl TomlDoc {
 
 /// `[guard] deny_commands` as keyward's built-in default, as TOML text.
 pub fn default_deny_commands() -> String {
-    let quoted: Vec<String> = keyward::config::DEFAULT_DENY_COMMANDS
+    let quoted: Vec<String> = keyward::guard::DEFAULT_DENY_COMMANDS
         .iter()
         .map(|c| format!("\"{c}\""))
         .collect();

@@ -1,0 +1,147 @@
+//! The command line: flags and the `KEYWARD_*` environment variables clap reads for them, which
+//! configuration file they select, and the check of `--log-level` (not part of [`Config`]:
+//! logging is set up before the configuration is read).
+//!
+//! [`Config`]: super::Config
+
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfigError, Origin};
+
+/// keyward's command line. Every setting flag can also come from an environment variable; a flag
+/// given on the command line wins over its variable, and both win over the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "A Redis-protocol proxy that guards deletes.",
+    after_help = "Settings are taken from flags (or their environment variables) first, then from \
+                  the configuration file, then from built-in defaults. \
+                  Exit status: 0 after a clean shutdown or a valid --check-config, \
+                  1 if the proxy fails while running, 2 for an invalid configuration or command line."
+)]
+pub struct Cli {
+    /// Read settings from this TOML file; without it, ./proxy.toml is read if it exists, and
+    /// built-in defaults are used otherwise.
+    #[arg(long, value_name = "FILE", env = "KEYWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Accept client connections on this address (IP:PORT or HOST:PORT), overriding
+    /// server.listen.
+    #[arg(long, value_name = "ADDR", env = "KEYWARD_LISTEN")]
+    pub listen: Option<String>,
+
+    /// Forward commands to this Redis server (HOST:PORT); repeat the flag or separate addresses
+    /// with commas to give several, which replace upstream.nodes.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "KEYWARD_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub upstream: Vec<String>,
+
+    /// Treat the upstream nodes as seeds of a Redis Cluster (upstream.mode = "cluster"): keyward
+    /// reads the slot map from them and routes every command to the node that owns its keys.
+    #[arg(long, env = "KEYWARD_CLUSTER")]
+    pub cluster: bool,
+
+    /// Refuse a delete that names more than N keys, overriding guard.max_keys.
+    #[arg(long, value_name = "N", env = "KEYWARD_MAX_KEYS")]
+    pub max_keys: Option<usize>,
+
+    /// Log at this level (error, warn, info, debug, trace or off) or with a tracing filter such
+    /// as "keyward=debug,info"; without it RUST_LOG is used, and "info" if that is unset too.
+    #[arg(long, value_name = "LEVEL", env = "KEYWARD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Check FILE together with the other flags, print the effective configuration and exit with
+    /// status 0 if it is valid or 2 if it is not; FILE is used instead of --config.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
+}
+
+/// The configuration file `cli` selects: `--check-config`, else `--config`, else `./proxy.toml`
+/// when it exists, else none (built-in defaults).
+pub fn config_file(cli: &Cli) -> Option<PathBuf> {
+    if let Some(path) = cli.check_config.as_ref().or(cli.config.as_ref()) {
+        return Some(path.clone());
+    }
+    let local = Path::new("proxy.toml");
+    local.exists().then(|| local.to_path_buf())
+}
+
+/// Checks a `--log-level` value. A bare word must be a level: tracing would otherwise take a
+/// misspelt level such as `verbose` for the name of a module and silently log nothing.
+pub fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let error = |message: String| {
+        let origin = Origin::flag("--log-level", "KEYWARD_LOG_LEVEL");
+        ConfigError::new(origin, None, message, None)
+    };
+    if level.trim().is_empty() {
+        return Err(error("the log level is empty".into()));
+    }
+    for directive in level.split(',') {
+        let word = directive.trim();
+        let is_bare_word = !word.contains(['=', '[', ':']);
+        if is_bare_word && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word)) {
+            return Err(error(format!(
+                "unknown log level `{word}`, expected one of {} or a filter such as \
+                 \"keyward=debug,info\"",
+                LEVELS.join(", ")
+            )));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|err| error(format!("invalid log filter `{level}`: {err}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn upstream_flag_repeated_or_comma_separated() {
+        let cli =
+            Cli::try_parse_from(["keyward", "--upstream", "a:1,b:2", "--upstream", "c:3"]).unwrap();
+        assert_eq!(cli.upstream, ["a:1", "b:2", "c:3"]);
+    }
+
+    #[test]
+    fn check_config_takes_the_place_of_config() {
+        let cli =
+            Cli::try_parse_from(["keyward", "--config", "a.toml", "--check-config", "b.toml"])
+                .unwrap();
+        assert_eq!(config_file(&cli), Some(PathBuf::from("b.toml")));
+        let cli = Cli {
+            config: Some("a.toml".into()),
+            ..Cli::default()
+        };
+        assert_eq!(config_file(&cli), Some(PathBuf::from("a.toml")));
+    }
+
+    #[test]
+    fn log_levels_are_checked() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "keyward=debug,info",
+            "warn,keyward::session=trace",
+        ] {
+            assert!(check_log_level(good).is_ok(), "{good}");
+        }
+        for bad in ["verbose", "", "info,loud"] {
+            let err = check_log_level(bad).unwrap_err();
+            assert!(err.to_string().contains("--log-level"), "{err}");
+        }
+    }
+}
