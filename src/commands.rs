@@ -768,6 +768,32 @@ impl CommandSpec {
     }
 }
 
+/// A request that does what another subcommand of its command does, through an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubcommandAlias {
+    /// The subcommand it acts as, uppercase (as `deny_commands` entries are kept).
+    pub subcommand: &'static str,
+    /// The request as a refusal names it.
+    pub shown_as: &'static str,
+    /// What it does like that subcommand, for a refusal's message.
+    pub does: &'static str,
+}
+
+/// `FUNCTION RESTORE payload FLUSH` flushes every library, as `FUNCTION FLUSH` does, before it
+/// restores: a rule about `FUNCTION FLUSH` must see it as one. Names are read as Redis reads
+/// them (any letter case, up to a NUL byte).
+pub fn acts_as_subcommand(args: Args<'_>) -> Option<SubcommandAlias> {
+    let is = |i: usize, name: &str| {
+        args.get(i)
+            .is_some_and(|a| effective_name(a).eq_ignore_ascii_case(name.as_bytes()))
+    };
+    (is(0, "function") && is(1, "restore") && is(3, "flush")).then_some(SubcommandAlias {
+        subcommand: "FLUSH",
+        shown_as: "FUNCTION RESTORE ... FLUSH",
+        does: "flushes",
+    })
+}
+
 /// The `CLIENT` subcommands keyward keeps or refuses itself in a cluster, and `REPLY`, which
 /// changes whether replies come at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

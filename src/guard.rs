@@ -245,28 +245,25 @@ impl GuardPolicy {
             return None;
         }
         let first_arg = args.get(1).map(commands::effective_name);
-        let restore_flush = name.eq_ignore_ascii_case(b"function")
-            && first_arg.is_some_and(|a| a.eq_ignore_ascii_case(b"restore"))
-            && args
-                .get(3)
-                .is_some_and(|p| commands::effective_name(p).eq_ignore_ascii_case(b"flush"));
+        let alias = commands::acts_as_subcommand(args);
+        let acts_as = |sub: &[u8]| alias.is_some_and(|a| a.subcommand.as_bytes() == sub);
         let entry = self.deny.iter().find(|entry| {
             name.eq_ignore_ascii_case(&entry.command)
                 && match &entry.subcommand {
                     None => true,
                     Some(sub) => {
-                        first_arg.is_some_and(|a| a.eq_ignore_ascii_case(sub))
-                            || (restore_flush && sub.as_slice() == b"FLUSH")
+                        first_arg.is_some_and(|a| a.eq_ignore_ascii_case(sub)) || acts_as(sub)
                     }
                 }
         })?;
-        let what = if restore_flush && entry.subcommand.as_deref() == Some(&b"FLUSH"[..]) {
-            format!(
-                "FUNCTION RESTORE ... FLUSH (it flushes like {})",
-                entry.label
-            )
-        } else {
-            entry.label.clone()
+        let what = match alias {
+            Some(alias) if entry.subcommand.as_deref().is_some_and(acts_as) => {
+                format!(
+                    "{} (it {} like {})",
+                    alias.shown_as, alias.does, entry.label
+                )
+            }
+            _ => entry.label.clone(),
         };
         Some(Refusal {
             rule: Rule::DenyCommands,
