@@ -297,3 +297,213 @@ impl Front {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::User;
+    use crate::guard::{GuardConfig, GuardPolicy};
+    use crate::protocol::request::ScanLimits;
+    use crate::upstream::UpstreamTarget;
+
+    fn context(auth: Option<ClientAuth>) -> SessionContext {
+        SessionContext {
+            guard: GuardPolicy::new(&GuardConfig::default()),
+            limits: ScanLimits {
+                max_bulk_len: 1 << 20,
+                max_args: 1024,
+                max_query_buffer: 1 << 20,
+            },
+            auth: auth.map(Arc::new),
+            close_grace: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            max_pending_replies: 16,
+        }
+    }
+
+    /// A pool that keeps no connection (and so never dials).
+    fn empty_pool() -> Arc<WarmPool> {
+        let target = UpstreamTarget {
+            addr: "127.0.0.1:1".into(),
+            username: None,
+            password: None,
+            connect_timeout: Duration::from_millis(10),
+            reply_timeout: Duration::ZERO,
+            resp3: false,
+            tls: None,
+        };
+        WarmPool::start(target, 0)
+    }
+
+    struct Client {
+        ctx: SessionContext,
+        front: Front,
+        scanner: RequestScanner,
+        pool: Option<Arc<WarmPool>>,
+    }
+
+    impl Client {
+        fn new(ctx: SessionContext, pool: Option<Arc<WarmPool>>) -> Self {
+            let front = Front::new("127.0.0.1:5000".parse().unwrap(), ctx.auth.as_deref());
+            let scanner = front.scanner(&ctx);
+            Client {
+                ctx,
+                front,
+                scanner,
+                pool,
+            }
+        }
+
+        async fn admit(&mut self, args: &[&str], in_transaction: bool) -> Admission {
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            let request = Request::from_args(&args);
+            self.front
+                .admit(
+                    &self.ctx,
+                    self.pool.as_ref(),
+                    request,
+                    in_transaction,
+                    &mut self.scanner,
+                )
+                .await
+        }
+    }
+
+    fn answer(admission: Admission) -> (String, bool) {
+        match admission {
+            Admission::Answer { reply, refused } => {
+                (String::from_utf8_lossy(&reply).into_owned(), refused)
+            }
+            Admission::Quit => panic!("expected an answer, got QUIT"),
+            Admission::Forward(a) => panic!("expected an answer, forwarded {:?}", a.role),
+        }
+    }
+
+    fn forwarded(admission: Admission) -> Admitted {
+        match admission {
+            Admission::Forward(admitted) => admitted,
+            Admission::Quit => panic!("expected a forward, got QUIT"),
+            Admission::Answer { reply, .. } => {
+                panic!(
+                    "expected a forward, got {}",
+                    String::from_utf8_lossy(&reply)
+                )
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn keyward_answers_quit_and_replication_itself() {
+        let mut client = Client::new(context(None), None);
+        assert!(matches!(
+            client.admit(&["quit"], false).await,
+            Admission::Quit
+        ));
+        for args in [
+            &["SYNC"][..],
+            &["psync", "?", "-1"],
+            &["REPLCONF", "ack", "0"],
+        ] {
+            let (reply, refused) = answer(client.admit(args, false).await);
+            assert_eq!(reply, format!("-{REPLICATION_REFUSED}\r\n"));
+            assert!(!refused);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guard_refuses_before_any_backend_sees_the_request() {
+        let mut client = Client::new(context(None), None);
+        let (reply, refused) = answer(client.admit(&["DEL", "a", "b*"], false).await);
+        assert!(
+            reply.starts_with("-ERR keyward guard: DEL refused"),
+            "{reply}"
+        );
+        assert!(refused, "a refusal makes a transaction fail");
+        let (reply, _) = answer(client.admit(&["FLUSHALL"], false).await);
+        assert!(reply.contains("rule deny_commands"), "{reply}");
+
+        let admitted = forwarded(client.admit(&["REMOVEKEYS", "a", "b"], false).await);
+        assert_eq!(admitted.rename, Some("UNLINK"));
+        assert!(admitted.watch.is_some(), "a guarded delete is audited");
+        let admitted = forwarded(client.admit(&["GET", "a"], false).await);
+        assert_eq!((admitted.role, admitted.rename), (Role::Ordinary, None));
+        assert!(
+            admitted.watch.is_none(),
+            "nothing to do after an ordinary reply"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_login_gate_answers_before_the_login() {
+        let users = vec![User {
+            name: crate::auth::DEFAULT_USER.into(),
+            password_sha256: crate::auth::sha256(b"pw"),
+            bypass_deny_commands: false,
+        }];
+        let mut client = Client::new(context(ClientAuth::new(users)), None);
+        let (reply, refused) = answer(client.admit(&["GET", "k"], false).await);
+        assert_eq!(reply, "-NOAUTH Authentication required.\r\n");
+        assert!(refused);
+        assert_eq!(client.front.pending_limit(&client.ctx), 16);
+        let (reply, _) = answer(client.admit(&["AUTH", "pw"], false).await);
+        assert_eq!(reply, "+OK\r\n");
+        forwarded(client.admit(&["GET", "k"], false).await);
+    }
+
+    #[tokio::test]
+    async fn a_login_change_is_watched_once_its_reply_comes() {
+        let mut client = Client::new(context(None), Some(empty_pool()));
+        let set = ["CONFIG", "SET", "requirepass", "x"];
+        assert!(forwarded(client.admit(&set, false).await).watch.is_some());
+        assert!(
+            forwarded(client.admit(&["CONFIG", "GET", "x"], false).await)
+                .watch
+                .is_none()
+        );
+        // Inside MULTI the change happens at EXEC.
+        assert!(forwarded(client.admit(&set, true).await).watch.is_none());
+        assert!(
+            forwarded(client.admit(&["EXEC"], true).await)
+                .watch
+                .is_some()
+        );
+        assert!(
+            forwarded(client.admit(&["EXEC"], false).await)
+                .watch
+                .is_none()
+        );
+        assert!(forwarded(client.admit(&set, true).await).watch.is_none());
+        assert!(
+            forwarded(client.admit(&["DISCARD"], true).await)
+                .watch
+                .is_none()
+        );
+        assert!(
+            forwarded(client.admit(&["EXEC"], false).await)
+                .watch
+                .is_none()
+        );
+
+        // Without connections kept ready there is nothing to forget.
+        let mut client = Client::new(context(None), None);
+        assert!(forwarded(client.admit(&set, false).await).watch.is_none());
+    }
+
+    #[test]
+    fn client_reply_switches() {
+        let mut mode = ReplyMode::On;
+        assert!(!mode.switch(ReplySwitch::Skip));
+        assert!(!mode.take_delivery(), "SKIP drops the next reply");
+        assert!(mode.take_delivery());
+        assert!(!mode.switch(ReplySwitch::Off));
+        assert!(
+            !mode.switch(ReplySwitch::Skip),
+            "SKIP under OFF changes nothing"
+        );
+        assert_eq!(mode, ReplyMode::Off);
+        assert!(mode.switch(ReplySwitch::On), "ON is answered");
+        assert!(mode.take_delivery());
+    }
+}
