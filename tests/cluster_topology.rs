@@ -12,6 +12,7 @@ mod support;
 
 use keyward::cluster::topology::{SLOT_COUNT, SlotMap, TopologyError, discover, slot_of};
 use keyward::fuzz_checks;
+use keyward::upstream::UpstreamTarget;
 use support::cluster::{self, RedisCluster};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -24,8 +25,21 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// How keyward would dial the seeds: plain TCP, no credentials.
+fn plain() -> UpstreamTarget {
+    UpstreamTarget {
+        addr: String::new(),
+        username: None,
+        password: None,
+        connect_timeout: TIMEOUT,
+        reply_timeout: Duration::ZERO,
+        resp3: false,
+        tls: None,
+    }
+}
+
 fn discover_ok(seeds: &[String]) -> SlotMap {
-    block_on(discover(seeds, TIMEOUT, None, None))
+    block_on(discover(seeds, &plain()))
         .unwrap_or_else(|e| panic!("discover({seeds:?}) failed: {e}"))
 }
 
@@ -266,7 +280,7 @@ fn discover_matches_the_cluster_whatever_the_seeds() {
 
     // Only dead seeds: the error names each one and why.
     let dead = vec![format!("127.0.0.1:{victim}"), dead_addr()];
-    let err = block_on(discover(&dead, TIMEOUT, None, None)).unwrap_err();
+    let err = block_on(discover(&dead, &plain())).unwrap_err();
     assert!(matches!(&err, TopologyError::AllSeedsFailed(f) if f.len() == 2));
     let text = err.to_string();
     for seed in &dead {

@@ -11,15 +11,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use redis_protocol::resp2::types::OwnedFrame as Resp2Frame;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::error::{SeedFailure, TopologyError};
 use super::parse::Transport;
 use super::slot_map::SlotMap;
-use crate::net::Socket;
 use crate::protocol::write;
-use crate::tls::ClientTls;
+use crate::upstream::{DialError, DialFailure, UpstreamTarget};
 
 /// The largest topology reply [`discover`] accepts. `CLUSTER SHARDS` for a cluster of a thousand
 /// nodes is well under a megabyte; anything near this limit is not a topology reply.
@@ -27,10 +25,11 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Reads the slot map from the first seed that can give one.
 ///
-/// Each seed (`host:port`) is tried in turn on a fresh TCP connection: `AUTH` when `auth` is
-/// given (`(username, password)`; no username means the `default` user), then `CLUSTER SHARDS`,
-/// and `CLUSTER SLOTS` if that is answered with an error (servers older than 7.0). The connect
-/// and each reply are bounded by `connect_timeout` separately.
+/// Each seed (`host:port`) is tried in turn on a fresh connection, dialled as `template` says
+/// (its address replaced by the seed's; TLS and `AUTH` when it has them; always RESP2, which is
+/// what the parsers read): then `CLUSTER SHARDS`, and `CLUSTER SLOTS` if that is answered with
+/// an error (servers older than 7.0). The connect, the TLS handshake, `AUTH` and each reply are
+/// bounded by the template's `connect_timeout` separately.
 ///
 /// A map that covers all 16384 slots is returned at once. A partial map (a cluster that lost a
 /// shard, or a node with a stale view) is kept while the remaining seeds are tried, and the most
@@ -38,9 +37,7 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// lists every seed with its cause.
 pub async fn discover(
     seeds: &[String],
-    connect_timeout: Duration,
-    auth: Option<(Option<String>, String)>,
-    tls: Option<&ClientTls>,
+    template: &UpstreamTarget,
 ) -> Result<SlotMap, TopologyError> {
     if seeds.is_empty() {
         return Err(TopologyError::NoSeeds);
@@ -48,7 +45,12 @@ pub async fn discover(
     let mut best: Option<SlotMap> = None;
     let mut failures = Vec::new();
     for seed in seeds {
-        match query_seed(seed, connect_timeout, auth.as_ref(), tls).await {
+        let target = UpstreamTarget {
+            addr: seed.clone(),
+            resp3: false,
+            ..template.clone()
+        };
+        match query_seed(&target).await {
             Ok(map) if map.is_complete() => return Ok(map),
             Ok(map) if map.assigned_slots() == 0 => {
                 failures.push((seed.clone(), SeedFailure::NoSlots))
@@ -75,40 +77,15 @@ pub async fn discover(
     best.ok_or(TopologyError::AllSeedsFailed(failures))
 }
 
-/// One seed: connect, authenticate, ask for the topology, parse it.
-async fn query_seed(
-    seed: &str,
-    io_timeout: Duration,
-    auth: Option<&(Option<String>, String)>,
-    tls: Option<&ClientTls>,
-) -> Result<SlotMap, SeedFailure> {
-    let stream = match timeout(io_timeout, TcpStream::connect(seed)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(SeedFailure::Connect(e)),
-        Err(_) => return Err(SeedFailure::Timeout("the TCP connection")),
+/// One seed: connect and authenticate (the dialer), ask for the topology, parse it.
+async fn query_seed(target: &UpstreamTarget) -> Result<SlotMap, SeedFailure> {
+    let (seed, io_timeout) = (target.addr.as_str(), target.connect_timeout);
+    let transport = match target.tls {
+        None => Transport::Tcp,
+        Some(_) => Transport::Tls,
     };
-    let _ = stream.set_nodelay(true);
-    let (mut stream, transport) = match tls {
-        None => (Socket::Tcp(stream), Transport::Tcp),
-        Some(tls) => match timeout(io_timeout, tls.connect(stream, seed)).await {
-            Ok(Ok(socket)) => (socket, Transport::Tls),
-            Ok(Err(e)) => return Err(SeedFailure::Connect(e)),
-            Err(_) => return Err(SeedFailure::Timeout("the TLS handshake")),
-        },
-    };
+    let mut stream = target.dial().await.map_err(seed_failure_of_dial)?;
     let mut buf = BytesMut::with_capacity(16 * 1024);
-
-    if let Some((username, password)) = auth {
-        let cmd = match username {
-            Some(user) => write::command(b"AUTH", &[user.as_bytes(), password.as_bytes()]),
-            None => write::command(b"AUTH", &[password.as_bytes()]),
-        };
-        if let Resp2Frame::Error(e) =
-            request(&mut stream, &mut buf, &cmd, io_timeout, "the AUTH reply").await?
-        {
-            return Err(SeedFailure::Auth(e));
-        }
-    }
 
     let shards = write::command(b"CLUSTER", &[b"SHARDS"]);
     let shards_error = match request(
@@ -144,6 +121,21 @@ async fn query_seed(
             "CLUSTER SHARDS: {shards_error}; CLUSTER SLOTS: {slots_error}"
         ))),
         frame => SlotMap::from_cluster_slots(&frame, seed).map_err(to_seed_failure),
+    }
+}
+
+/// A failed dial in discovery's words: a TLS failure (a refused certificate included) is
+/// "cannot connect", as a refused TCP connection is, and a refused `AUTH` is "authentication
+/// refused", as a `NOAUTH` to `CLUSTER SHARDS` is.
+fn seed_failure_of_dial(e: DialError) -> SeedFailure {
+    match e.failure {
+        DialFailure::Connect(e) | DialFailure::Tls(e) => SeedFailure::Connect(e),
+        DialFailure::ConnectTimeout => SeedFailure::Timeout("the TCP connection"),
+        DialFailure::TlsTimeout => SeedFailure::Timeout("the TLS handshake"),
+        DialFailure::Refused(text) => SeedFailure::Auth(text),
+        DialFailure::HandshakeIo(e) => SeedFailure::Io(e),
+        DialFailure::HandshakeProtocol(e) => SeedFailure::Protocol(e),
+        DialFailure::HandshakeTimeout => SeedFailure::Timeout("the AUTH reply"),
     }
 }
 
@@ -267,6 +259,19 @@ mod tests {
         addr
     }
 
+    /// How the tests dial a seed: plain TCP, a 2 s timeout, and `(username, password)` if given.
+    fn template(auth: Option<(Option<&str>, &str)>) -> UpstreamTarget {
+        UpstreamTarget {
+            addr: String::new(),
+            username: auth.and_then(|(user, _)| user.map(String::from)),
+            password: auth.map(|(_, password)| password.to_string()),
+            connect_timeout: Duration::from_secs(2),
+            reply_timeout: Duration::ZERO,
+            resp3: false,
+            tls: None,
+        }
+    }
+
     /// CLUSTER SLOTS for one primary on port 7001 with an unknown (null) endpoint.
     const SLOTS_ONE_NODE: &str = "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$-1\r\n:7001\r\n$2\r\nid\r\n";
 
@@ -283,7 +288,7 @@ mod tests {
             ("CLUSTER SLOTS", SLOTS_ONE_NODE),
         ])
         .await;
-        let map = discover(&[dead_seed(), seed], Duration::from_secs(2), None, None)
+        let map = discover(&[dead_seed(), seed], &template(None))
             .await
             .unwrap();
         assert!(map.is_complete());
@@ -303,28 +308,18 @@ mod tests {
             ),
         ])
         .await;
-        let auth = Some((Some("kw".to_string()), "secret".to_string()));
-        let map = discover(
-            std::slice::from_ref(&seed),
-            Duration::from_secs(2),
-            auth,
-            None,
-        )
-        .await
-        .unwrap();
+        let auth = Some((Some("kw"), "secret"));
+        let map = discover(std::slice::from_ref(&seed), &template(auth))
+            .await
+            .unwrap();
         assert_eq!(map.owner(0).unwrap(), "localhost:7009");
 
         // Wrong password: the AUTH error is reported with the seed.
-        let auth = Some((None, "wrong".to_string()));
-        let err = discover(
-            std::slice::from_ref(&seed),
-            Duration::from_secs(2),
-            auth,
-            None,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let auth = Some((None, "wrong"));
+        let err = discover(std::slice::from_ref(&seed), &template(auth))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&seed) && err.contains("authentication refused: ERR unknown"),
             "{err}"
@@ -361,9 +356,11 @@ mod tests {
             garbage.clone(),
             hangs.clone(),
         ];
-        let err = discover(&seeds, Duration::from_millis(300), None, None)
-            .await
-            .unwrap_err();
+        let quick = UpstreamTarget {
+            connect_timeout: Duration::from_millis(300),
+            ..template(None)
+        };
+        let err = discover(&seeds, &quick).await.unwrap_err();
         let TopologyError::AllSeedsFailed(failures) = &err else {
             panic!("{err:?}");
         };
@@ -393,7 +390,7 @@ mod tests {
         }
 
         assert!(matches!(
-            discover(&[], Duration::from_secs(1), None, None).await,
+            discover(&[], &template(None)).await,
             Err(TopologyError::NoSeeds)
         ));
     }
@@ -414,17 +411,12 @@ mod tests {
             ("CLUSTER SLOTS", SLOTS_ONE_NODE),
         ])
         .await;
-        let map = discover(
-            &[partial.clone(), complete],
-            Duration::from_secs(2),
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+        let map = discover(&[partial.clone(), complete], &template(None))
+            .await
+            .unwrap();
         assert!(map.is_complete());
         // Only a partial map anywhere: that one is returned.
-        let map = discover(&[dead_seed(), partial], Duration::from_secs(2), None, None)
+        let map = discover(&[dead_seed(), partial], &template(None))
             .await
             .unwrap();
         assert_eq!(map.assigned_slots(), 8192);
