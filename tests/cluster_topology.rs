@@ -11,8 +11,8 @@ use std::time::Duration;
 mod support;
 
 use keyward::cluster::topology::{SLOT_COUNT, SlotMap, TopologyError, discover, slot_of};
-use keyward::fuzz_checks;
 use keyward::upstream::UpstreamTarget;
+use keyward_fuzz_checks as fuzz_checks;
 use support::cluster::{self, RedisCluster};
 
 const TIMEOUT: Duration = Duration::from_secs(3);

@@ -1,7 +1,10 @@
-//! Property checks shared by the cargo-fuzz targets in `fuzz/` and by `tests/fuzz_corpus.rs`,
-//! which replays the committed corpora through the same functions on stable Rust.
+//! Property checks shared by the cargo-fuzz targets in `fuzz/` and by keyward's
+//! `tests/fuzz_corpus.rs`, which replays the committed corpora through the same functions on
+//! stable Rust.
 //!
-//! Not part of keyward's API: the module is public only so that those two places can reach it.
+//! A crate of its own, not a module of keyward, so that test code stays out of keyward's API:
+//! keyward has it as a dev-dependency (for `tests/fuzz_corpus.rs` and
+//! `tests/cluster_topology.rs`), and `fuzz/` as a dependency. It uses only keyward's public API.
 //!
 //! Each `check_*` function takes one raw fuzz input, decodes a small configuration from its first
 //! bytes, runs the code under test on the rest, and panics with a description when a property
@@ -16,12 +19,11 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
+use keyward::cluster::topology::{NodeAddr, SLOT_COUNT, SlotMap, TopologyError};
+use keyward::protocol::reply::{FrameError, ReplyFramer};
+use keyward::protocol::request::{ProtocolError, Request, RequestScanner, ScanLimits};
 use redis_protocol::resp2::types::OwnedFrame as Resp2Frame;
 use redis_protocol::resp3::types::OwnedFrame as Resp3Frame;
-
-use crate::cluster::topology::{NodeAddr, SLOT_COUNT, SlotMap, TopologyError};
-use crate::protocol::reply::{FrameError, ReplyFramer};
-use crate::protocol::request::{ProtocolError, Request, RequestScanner, ScanLimits};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation probe
@@ -29,7 +31,7 @@ use crate::protocol::request::{ProtocolError, Request, RequestScanner, ScanLimit
 
 /// The system allocator, recording per thread the largest single allocation (or reallocation)
 /// made while a measurement is running. Install it with
-/// `#[global_allocator] static A: keyward::fuzz_checks::TrackingAlloc = TrackingAlloc;`.
+/// `#[global_allocator] static A: keyward_fuzz_checks::TrackingAlloc = TrackingAlloc;`.
 ///
 /// The record is per thread so that tests running in parallel do not see each other's
 /// allocations.
@@ -356,7 +358,7 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
         );
         assert_eq!(
             &request.raw()[..],
-            &crate::protocol::write::command(&args[0], &args.from(1).to_vec())[..],
+            &keyward::protocol::write::command(&args[0], &args.from(1).to_vec())[..],
             "inline raw is not the RESP encoding of its arguments"
         );
     } else {
