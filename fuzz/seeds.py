@@ -2,7 +2,7 @@
 """Writes the hand-made seed inputs of the fuzz targets into fuzz/corpus/<target>/seed-*.
 
 Run from anywhere: `python3 fuzz/seeds.py`. The input layouts are documented on the check
-functions in src/fuzz_checks.rs:
+functions in fuzz-checks/src/lib.rs (the keyward-fuzz-checks crate):
 
   request_scanner   [limits][n][n x u16 cut offsets][client bytes]
   reply_framer      [mode][n][n x u16 cut offsets][reply bytes, or generator instructions]

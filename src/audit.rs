@@ -42,10 +42,7 @@ impl Audit {
         let outcome = if let Some(n) = reply::integer(reply_frame) {
             format!("removed {n}")
         } else if reply::is_error(reply_frame) {
-            format!(
-                "error: {}",
-                String::from_utf8_lossy(&reply_frame[1..]).trim_end()
-            )
+            format!("error: {}", reply::error_text(reply_frame))
         } else if reply::simple_string(reply_frame) == Some(&b"QUEUED"[..]) {
             "queued".to_string()
         } else {

@@ -10,8 +10,6 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod fnv;
-#[doc(hidden)]
-pub mod fuzz_checks;
 pub mod guard;
 pub mod net;
 pub mod printable;

@@ -11,6 +11,8 @@ use std::time::Duration;
 mod support;
 
 use keyward::cluster::topology::{SLOT_COUNT, SlotMap, TopologyError, discover, slot_of};
+use keyward::upstream::UpstreamTarget;
+use keyward_fuzz_checks as fuzz_checks;
 use support::cluster::{self, RedisCluster};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -23,8 +25,21 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// How keyward would dial the seeds: plain TCP, no credentials.
+fn plain() -> UpstreamTarget {
+    UpstreamTarget {
+        addr: String::new(),
+        username: None,
+        password: None,
+        connect_timeout: TIMEOUT,
+        reply_timeout: Duration::ZERO,
+        resp3: false,
+        tls: None,
+    }
+}
+
 fn discover_ok(seeds: &[String]) -> SlotMap {
-    block_on(discover(seeds, TIMEOUT, None, None))
+    block_on(discover(seeds, &plain()))
         .unwrap_or_else(|e| panic!("discover({seeds:?}) failed: {e}"))
 }
 
@@ -215,7 +230,8 @@ fn discover_matches_the_cluster_whatever_the_seeds() {
     }
 
     // The same map from every reply form a real Redis 7 sends: CLUSTER SHARDS and CLUSTER SLOTS
-    // in RESP2, CLUSTER SHARDS in RESP3 (real maps).
+    // in RESP2, and CLUSTER SHARDS in RESP3 (real maps) turned into the RESP2 frame the parsers
+    // read, as the cluster_topology fuzz target does with its RESP3 inputs.
     let port = cluster.primaries()[1].1;
     let seed_addr = format!("127.0.0.1:{port}");
     let resp2 = raw_exchange(
@@ -243,7 +259,8 @@ fn discover_matches_the_cluster_whatever_the_seeds() {
     );
     let from_shards2 = SlotMap::from_cluster_shards(&shards2, &seed_addr).unwrap();
     let from_slots2 = SlotMap::from_cluster_slots(&slots2, &seed_addr).unwrap();
-    let from_shards3 = SlotMap::from_cluster_shards(&shards3, &seed_addr).unwrap();
+    let from_shards3 =
+        SlotMap::from_cluster_shards(&fuzz_checks::resp3_as_resp2(&shards3), &seed_addr).unwrap();
     assert_eq!(summary(&from_shards2), summary(&map));
     assert_eq!(summary(&from_slots2), summary(&map));
     assert_eq!(summary(&from_shards3), summary(&map));
@@ -263,7 +280,7 @@ fn discover_matches_the_cluster_whatever_the_seeds() {
 
     // Only dead seeds: the error names each one and why.
     let dead = vec![format!("127.0.0.1:{victim}"), dead_addr()];
-    let err = block_on(discover(&dead, TIMEOUT, None, None)).unwrap_err();
+    let err = block_on(discover(&dead, &plain())).unwrap_err();
     assert!(matches!(&err, TopologyError::AllSeedsFailed(f) if f.len() == 2));
     let text = err.to_string();
     for seed in &dead {

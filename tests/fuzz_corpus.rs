@@ -1,11 +1,11 @@
 //! Replays every committed fuzz input (`fuzz/corpus/<target>/` and the regressions kept in
 //! `fuzz/regressions/<target>/`) through the same property checks the cargo-fuzz targets run
-//! (`keyward::fuzz_checks`), on stable Rust and in the normal test suite.
+//! (the `keyward-fuzz-checks` crate in `fuzz-checks/`), on stable Rust and in the normal test suite.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use keyward::fuzz_checks::{self, TrackingAlloc};
+use keyward_fuzz_checks::{self as fuzz_checks, TrackingAlloc};
 
 // The allocation bounds of the checks need the tracking allocator.
 #[global_allocator]

@@ -1,9 +1,9 @@
 #![no_main]
 //! The CLUSTER SHARDS / CLUSTER SLOTS parsers on frames decoded from arbitrary bytes: no panic, and
 //! every accepted slot map is consistent with sane addresses. Input layout and properties:
-//! `keyward::fuzz_checks::check_cluster_topology`.
+//! `keyward_fuzz_checks::check_cluster_topology`.
 
-use keyward::fuzz_checks::{self, TrackingAlloc};
+use keyward_fuzz_checks::{self as fuzz_checks, TrackingAlloc};
 use libfuzzer_sys::fuzz_target;
 
 // Lets the checks measure the largest single allocation.

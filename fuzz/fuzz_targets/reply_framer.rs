@@ -1,9 +1,9 @@
 #![no_main]
 //! The upstream reply framer: resumability, frame lengths, deep nesting, bounded allocation, and
 //! `redis-protocol`'s decoder as a differential oracle. Input layout and properties:
-//! `keyward::fuzz_checks::check_reply_framer`.
+//! `keyward_fuzz_checks::check_reply_framer`.
 
-use keyward::fuzz_checks::{self, TrackingAlloc};
+use keyward_fuzz_checks::{self as fuzz_checks, TrackingAlloc};
 use libfuzzer_sys::fuzz_target;
 
 // Lets the checks measure the largest single allocation.

@@ -1,8 +1,8 @@
 #![no_main]
 //! The client request scanner: resumability at fuzzer-chosen cuts, limits, Redis error texts,
-//! bounded allocation. Input layout and properties: `keyward::fuzz_checks::check_request_scanner`.
+//! bounded allocation. Input layout and properties: `keyward_fuzz_checks::check_request_scanner`.
 
-use keyward::fuzz_checks::{self, TrackingAlloc};
+use keyward_fuzz_checks::{self as fuzz_checks, TrackingAlloc};
 use libfuzzer_sys::fuzz_target;
 
 // Lets the checks measure the largest single allocation.

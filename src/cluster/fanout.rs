@@ -17,8 +17,8 @@ use futures_util::future::join_all;
 use super::topology::{SLOT_COUNT, slot_of};
 use super::{Cluster, Submitted, Target};
 use crate::protocol::args::{Args, OwnedArgs};
-use crate::protocol::reply::{self, ReplyFramer};
-use crate::protocol::write;
+use crate::protocol::reply::{self, elements, error_text};
+use crate::protocol::write::{self, array};
 
 /// Key indexes grouped by slot, slots in order of first appearance, keys in request order.
 pub fn group_by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<(u16, Vec<usize>)> {
@@ -205,7 +205,7 @@ pub async fn split_tryagain(
         } else {
             let total: Option<i64> = answers.iter().map(|a| reply::integer(a)).sum();
             if let Some(total) = total {
-                *reply = integer(total);
+                *reply = write::int(total);
             }
         }
     }
@@ -254,7 +254,7 @@ pub fn sum_integers(replies: &[Bytes]) -> Bytes {
             None => return frame.clone(),
         }
     }
-    integer(total)
+    write::int(total)
 }
 
 /// `KEYS`: every primary's keys, one array.
@@ -342,55 +342,12 @@ pub fn finish_scan(frame: &Bytes, node: usize, primaries: usize) -> Bytes {
     out.freeze()
 }
 
-/// The elements of an array, set or push frame, each as its own complete frame.
-pub fn elements(frame: &Bytes) -> Option<Vec<Bytes>> {
-    let kind = *frame.first()?;
-    if !matches!(kind, b'*' | b'~' | b'>') {
-        return None;
-    }
-    let header_end = frame.windows(2).position(|w| w == b"\r\n")?;
-    let count: i64 = std::str::from_utf8(&frame[1..header_end])
-        .ok()?
-        .parse()
-        .ok()?;
-    let count = usize::try_from(count).ok()?;
-    let mut pos = header_end + 2;
-    let mut out = Vec::with_capacity(count.min(1024));
-    let mut framer = ReplyFramer::new();
-    for _ in 0..count {
-        let len = framer.next_frame_len(&frame[pos..]).ok()??;
-        out.push(frame.slice(pos..pos + len));
-        pos += len;
-    }
-    Some(out)
-}
-
-/// An array frame of complete element frames.
-pub fn array(elements: &[Bytes]) -> Bytes {
-    let mut out = BytesMut::with_capacity(16 + elements.iter().map(Bytes::len).sum::<usize>());
-    out.put_slice(format!("*{}\r\n", elements.len()).as_bytes());
-    for e in elements {
-        out.put_slice(e);
-    }
-    out.freeze()
-}
-
-pub fn integer(n: i64) -> Bytes {
-    Bytes::from(format!(":{n}\r\n"))
-}
-
 fn bulk_text(frame: &Bytes) -> Option<String> {
     let rest = frame.strip_prefix(b"$")?;
     let end = rest.windows(2).position(|w| w == b"\r\n")?;
     let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
     let body = rest.get(end + 2..end + 2 + len)?;
     String::from_utf8(body.to_vec()).ok()
-}
-
-/// The text of an error frame, without `-` and CRLF.
-pub fn error_text(frame: &[u8]) -> String {
-    let body = frame.get(1..).unwrap_or_default();
-    String::from_utf8_lossy(body).trim_end().to_string()
 }
 
 fn error_or(frame: &Bytes, otherwise: &str) -> Bytes {
@@ -428,16 +385,5 @@ mod tests {
         for (slot, idx) in &groups {
             assert_eq!(&expected[slot], idx);
         }
-    }
-
-    #[test]
-    fn elements_of_arrays() {
-        let frame = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:1\r\n");
-        let e = elements(&frame).unwrap();
-        assert_eq!(e.len(), 3);
-        assert_eq!(&e[1][..], b"$-1\r\n");
-        assert_eq!(&e[2][..], b"*1\r\n:1\r\n");
-        assert_eq!(&array(&e)[..], &frame[..]);
-        assert!(elements(&Bytes::from_static(b"-ERR x\r\n")).is_none());
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::fnv::BuildFnv;
 use crate::protocol::{reply, write};
-use crate::upstream::UpstreamTarget;
+use crate::upstream::{DialError, DialFailure, UpstreamTarget};
 use node::{NodeConn, NodeError};
 use topology::SlotMap;
 
@@ -108,36 +108,42 @@ impl Submitted {
 /// node and the remedy named, rather than failing every request that reaches that node. A node
 /// that cannot be reached at all is only logged: it may be restarting, and the cluster may still
 /// serve (a replica takes over).
-async fn check_node_certificates(
-    map: &SlotMap,
-    tls: &crate::tls::ClientTls,
-    connect_timeout: Duration,
-) -> Result<(), String> {
+///
+/// Each node is dialled as `template` says but without credentials: the dial stops after the
+/// TLS handshake, which is all this checks.
+async fn check_node_certificates(map: &SlotMap, template: &UpstreamTarget) -> Result<(), String> {
     for node in map.primaries() {
-        let addr = node.to_string();
-        let outcome = tokio::time::timeout(connect_timeout, async {
-            let stream = tokio::net::TcpStream::connect(&addr).await?;
-            tls.connect(stream, &addr).await
-        })
-        .await;
-        match outcome {
-            Ok(Ok(_socket)) => {}
-            Ok(Err(e)) if crate::tls::is_certificate_error(&e) => {
+        let target = UpstreamTarget {
+            addr: node.to_string(),
+            username: None,
+            password: None,
+            resp3: false,
+            ..template.clone()
+        };
+        match target.dial().await {
+            Ok(_socket) => {}
+            Err(DialError {
+                failure: DialFailure::Tls(e),
+                ..
+            }) if crate::tls::is_certificate_error(&e) => {
                 return Err(format!(
-                    "the certificate of cluster node {addr} is refused: {e}; without \
+                    "the certificate of cluster node {node} is refused: {e}; without \
                      upstream.tls.server_name every node's certificate must be valid for the \
                      host the cluster announces for it; set server_name to the name the nodes' \
                      certificates carry"
                 ));
             }
-            Ok(Err(e)) => tracing::warn!(
-                node = %addr,
+            Err(DialError {
+                failure: DialFailure::ConnectTimeout | DialFailure::TlsTimeout,
+                ..
+            }) => tracing::warn!(
+                node = %node,
+                "cluster node: no TLS handshake within the connect timeout at start-up"
+            ),
+            Err(e) => tracing::warn!(
+                node = %node,
                 error = %e,
                 "cluster node not reachable over TLS at start-up"
-            ),
-            Err(_) => tracing::warn!(
-                node = %addr,
-                "cluster node: no TLS handshake within the connect timeout at start-up"
             ),
         }
     }
@@ -158,21 +164,16 @@ pub enum Target {
 impl Cluster {
     /// Reads the slot map from the seeds and starts the refresher.
     pub async fn start(seeds: Vec<String>, template: UpstreamTarget) -> Result<Arc<Self>, String> {
-        let map = topology::discover(
-            &seeds,
-            template.connect_timeout,
-            auth(&template),
-            template.tls.as_ref(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let map = topology::discover(&seeds, &template)
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             primaries = map.primaries().len(),
             slots = map.assigned_slots(),
             "cluster topology read"
         );
-        if let Some(tls) = &template.tls {
-            check_node_certificates(&map, tls, template.connect_timeout).await?;
+        if template.tls.is_some() {
+            check_node_certificates(&map, &template).await?;
         }
         let cluster = Arc::new(Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
@@ -474,14 +475,7 @@ impl Cluster {
                 sources.push(seed.clone());
             }
         }
-        match topology::discover(
-            &sources,
-            self.template.connect_timeout,
-            auth(&self.template),
-            self.template.tls.as_ref(),
-        )
-        .await
-        {
+        match topology::discover(&sources, &self.template).await {
             Ok(map) => {
                 let changed = *self.map() != map;
                 if changed {
@@ -528,13 +522,6 @@ fn node_addr(addr: &str) -> Option<topology::NodeAddr> {
         host.trim_start_matches('[').trim_end_matches(']'),
         port,
     ))
-}
-
-fn auth(template: &UpstreamTarget) -> Option<(Option<String>, String)> {
-    template
-        .password
-        .clone()
-        .map(|p| (template.username.clone(), p))
 }
 
 /// `ASKING` followed by the request, written together so nothing can come between them.

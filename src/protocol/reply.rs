@@ -17,6 +17,8 @@
 //! count, and resumable: an `LRANGE` of a million elements arriving in a thousand reads is
 //! walked once in total, not once per read.
 
+use bytes::Bytes;
+
 use super::request::string2ll;
 
 /// Upstream sent bytes that are not RESP2/RESP3.
@@ -337,6 +339,38 @@ pub fn integer(frame: &[u8]) -> Option<i64> {
     }
 }
 
+/// The elements of an array, set or push frame, each as its own complete frame (slices of
+/// `frame`, no copy): how a cluster fan-out takes the per-node replies apart to combine them.
+/// `None` for any other frame, or when an element is not complete.
+pub fn elements(frame: &Bytes) -> Option<Vec<Bytes>> {
+    let kind = *frame.first()?;
+    if !matches!(kind, b'*' | b'~' | b'>') {
+        return None;
+    }
+    let header_end = frame.windows(2).position(|w| w == b"\r\n")?;
+    let count: i64 = std::str::from_utf8(&frame[1..header_end])
+        .ok()?
+        .parse()
+        .ok()?;
+    let count = usize::try_from(count).ok()?;
+    let mut pos = header_end + 2;
+    let mut out = Vec::with_capacity(count.min(1024));
+    let mut framer = ReplyFramer::new();
+    for _ in 0..count {
+        let len = framer.next_frame_len(&frame[pos..]).ok()??;
+        out.push(frame.slice(pos..pos + len));
+        pos += len;
+    }
+    Some(out)
+}
+
+/// The text of an error frame, without `-` and CRLF: for log lines and for error replies that
+/// quote a node's error.
+pub fn error_text(frame: &[u8]) -> String {
+    let body = frame.get(1..).unwrap_or_default();
+    String::from_utf8_lossy(body).trim_end().to_string()
+}
+
 /// The simple elements the helpers can step over.
 enum Element<'a> {
     /// A bulk or simple string; `None` for the null bulk `$-1` or the RESP3 null `_`.
@@ -392,6 +426,23 @@ fn aggregate_count(frame: &[u8]) -> Option<(usize, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elements_of_arrays() {
+        let frame = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:1\r\n");
+        let e = elements(&frame).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!(&e[1][..], b"$-1\r\n");
+        assert_eq!(&e[2][..], b"*1\r\n:1\r\n");
+        assert_eq!(&crate::protocol::write::array(&e)[..], &frame[..]);
+        assert!(elements(&Bytes::from_static(b"-ERR x\r\n")).is_none());
+    }
+
+    #[test]
+    fn error_texts_lose_the_dash_and_the_line_end() {
+        assert_eq!(error_text(b"-ERR wrong type\r\n"), "ERR wrong type");
+        assert_eq!(error_text(b""), "");
+    }
 
     /// Frames everything in `input`, feeding it `chunk` bytes at a time like a socket would;
     /// returns the frame lengths and the error, if any.

@@ -91,8 +91,10 @@ impl Request {
         Args::new(&self.raw, &self.spans)
     }
 
-    /// Where each argument lies in `raw`, for checks of the scanner's invariants.
-    pub(crate) fn spans(&self) -> &[Span] {
+    /// Where each argument lies in [`raw`](Self::raw), as `(start, end)` byte offsets, in
+    /// order: the positions behind [`args`](Self::args), for code that checks them (the fuzz
+    /// checks of the scanner's invariants).
+    pub fn spans(&self) -> &[Span] {
         &self.spans
     }
 

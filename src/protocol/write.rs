@@ -1,9 +1,10 @@
-//! Frames keyward builds itself: its own error replies and the commands it sends upstream on
-//! its own (`AUTH` on connect, the per-slot parts of a cluster fan-out). A rewritten
+//! Frames keyward builds itself: its own error replies, the replies a cluster fan-out puts
+//! together from the nodes' replies, and the commands it sends upstream on its own (`AUTH` on
+//! connect, the per-slot parts of a cluster fan-out). A rewritten
 //! `REMOVEKEYS` keeps the client's bytes and is built in `request.rs`. Encoding is delegated to
 //! `redis-protocol`, which is safe here because keyward, not a client, chooses the input.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use redis_protocol::resp2::encode::extend_encode_borrowed;
 use redis_protocol::resp2::types::BorrowedFrame;
 
@@ -39,6 +40,25 @@ pub fn bulk(data: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// An integer reply `:n`. (Named `int` so that it does not clash with [`reply::integer`], which
+/// reads one.)
+///
+/// [`reply::integer`]: super::reply::integer
+pub fn int(n: i64) -> Bytes {
+    Bytes::from(format!(":{n}\r\n"))
+}
+
+/// An array reply of `elements`, each already a complete frame (for instance the elements of
+/// several nodes' replies, put back together).
+pub fn array(elements: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + elements.iter().map(Bytes::len).sum::<usize>());
+    out.put_slice(format!("*{}\r\n", elements.len()).as_bytes());
+    for e in elements {
+        out.put_slice(e);
+    }
+    out.freeze()
+}
+
 /// A command as a RESP array of bulk strings: `name` followed by `args`.
 pub fn command<A: AsRef<[u8]>>(name: &[u8], args: &[A]) -> Bytes {
     command_in(&mut BytesMut::new(), name, args)
@@ -62,6 +82,16 @@ mod tests {
     #[test]
     fn errors_are_one_line() {
         assert_eq!(&error("ERR bad\r\nthing")[..], b"-ERR bad  thing\r\n");
+    }
+
+    #[test]
+    fn integers_and_arrays() {
+        assert_eq!(&int(-3)[..], b":-3\r\n");
+        assert_eq!(
+            &array(&[int(1), bulk(b"a")])[..],
+            b"*2\r\n:1\r\n$1\r\na\r\n"
+        );
+        assert_eq!(&array(&[])[..], b"*0\r\n");
     }
 
     #[test]

@@ -258,7 +258,7 @@ impl RoutedSession {
                         groups.len()
                     ));
                 }
-                return fanout::integer(sum.total);
+                return write::int(sum.total);
             }
             let failed_keys: usize = sum.failures.iter().map(|f| f.1).sum();
             let (slot, _, first) = &sum.failures[0];

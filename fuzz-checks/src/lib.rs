@@ -1,7 +1,10 @@
-//! Property checks shared by the cargo-fuzz targets in `fuzz/` and by `tests/fuzz_corpus.rs`,
-//! which replays the committed corpora through the same functions on stable Rust.
+//! Property checks shared by the cargo-fuzz targets in `fuzz/` and by keyward's
+//! `tests/fuzz_corpus.rs`, which replays the committed corpora through the same functions on
+//! stable Rust.
 //!
-//! Not part of keyward's API: the module is public only so that those two places can reach it.
+//! A crate of its own, not a module of keyward, so that test code stays out of keyward's API:
+//! keyward has it as a dev-dependency (for `tests/fuzz_corpus.rs` and
+//! `tests/cluster_topology.rs`), and `fuzz/` as a dependency. It uses only keyward's public API.
 //!
 //! Each `check_*` function takes one raw fuzz input, decodes a small configuration from its first
 //! bytes, runs the code under test on the rest, and panics with a description when a property
@@ -16,10 +19,11 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
-
-use crate::cluster::topology::{NodeAddr, SLOT_COUNT, SlotMap, TopologyError};
-use crate::protocol::reply::{FrameError, ReplyFramer};
-use crate::protocol::request::{ProtocolError, Request, RequestScanner, ScanLimits};
+use keyward::cluster::topology::{NodeAddr, SLOT_COUNT, SlotMap, TopologyError};
+use keyward::protocol::reply::{FrameError, ReplyFramer};
+use keyward::protocol::request::{ProtocolError, Request, RequestScanner, ScanLimits};
+use redis_protocol::resp2::types::OwnedFrame as Resp2Frame;
+use redis_protocol::resp3::types::OwnedFrame as Resp3Frame;
 
 // ---------------------------------------------------------------------------------------------
 // Allocation probe
@@ -27,7 +31,7 @@ use crate::protocol::request::{ProtocolError, Request, RequestScanner, ScanLimit
 
 /// The system allocator, recording per thread the largest single allocation (or reallocation)
 /// made while a measurement is running. Install it with
-/// `#[global_allocator] static A: keyward::fuzz_checks::TrackingAlloc = TrackingAlloc;`.
+/// `#[global_allocator] static A: keyward_fuzz_checks::TrackingAlloc = TrackingAlloc;`.
 ///
 /// The record is per thread so that tests running in parallel do not see each other's
 /// allocations.
@@ -354,7 +358,7 @@ fn check_request(limits: ScanLimits, request: &Request, span: &[u8]) {
         );
         assert_eq!(
             &request.raw()[..],
-            &crate::protocol::write::command(&args[0], &args.from(1).to_vec())[..],
+            &keyward::protocol::write::command(&args[0], &args.from(1).to_vec())[..],
             "inline raw is not the RESP encoding of its arguments"
         );
     } else {
@@ -963,11 +967,14 @@ const SEEDS: [&str; 4] = [
 /// Checks the `CLUSTER SHARDS` / `CLUSTER SLOTS` parsers on one fuzz input.
 ///
 /// Layout: `[selector][RESP bytes]`. Bit 0 of the selector picks `redis-protocol`'s RESP2 or
-/// RESP3 decoder (the decoded frame is what keyward's discovery hands the parsers), bits 1-2 the
-/// seed address. Inputs with more than [`REFERENCE_MAX_AGGREGATES`] aggregate type bytes are
-/// not decoded (the decoder recurses), and the rest is checked on a big stack ([`DEEP_STACK`]). Both parsers run on the first decoded frame, whatever its
-/// shape, and, when it was a map, on the frames left after it (a second map to apply `MOVED`
-/// updates from is not needed: a few `set_owner` calls are made from the last bytes).
+/// RESP3 decoder, bits 1-2 the seed address. The parsers read the RESP2 frames keyward's
+/// discovery decodes; a RESP3 frame is first turned into the RESP2 frame Redis would have sent
+/// for it ([`resp3_as_resp2`]: maps become flat arrays of pairs), so that inputs written as RESP3
+/// still reach the parsers. Inputs with more than [`REFERENCE_MAX_AGGREGATES`] aggregate type
+/// bytes are not decoded (the decoder recurses), and the rest is checked on a big stack
+/// ([`DEEP_STACK`]). Both parsers run on the first decoded frame, whatever its shape (a second
+/// map to apply `MOVED` updates from is not needed: a few `set_owner` calls are made from the
+/// last bytes).
 ///
 /// Properties: no panic on any frame; an error is `Malformed` and displays; a map that is
 /// accepted is consistent ([`check_slot_map`]), and parsing is deterministic.
@@ -979,7 +986,7 @@ pub fn check_cluster_topology(data: &[u8]) {
     if aggregate_bytes(bytes) > REFERENCE_MAX_AGGREGATES {
         return;
     }
-    // Decoding, the parsers' view of the frame and dropping it all recurse per level.
+    // Decoding, converting and dropping frames all recurse per level.
     on_stack(DEEP_STACK, || {
         if selector & 1 == 0 {
             if let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(bytes) {
@@ -987,21 +994,50 @@ pub fn check_cluster_topology(data: &[u8]) {
             }
         } else if let Ok(Some((frame, _))) = redis_protocol::resp3::decode::complete::decode(bytes)
         {
-            check_topology_of(&frame, seed, bytes);
+            check_topology_of(&resp3_as_resp2(&frame), seed, bytes);
         }
     });
 }
 
-fn check_topology_of<R>(frame: &R, seed: &str, bytes: &[u8])
-where
-    R: crate::cluster::topology::ClusterReply,
-{
+/// The RESP2 frame Redis sends where it would send `frame` to a RESP3 client: maps as flat
+/// arrays of alternating keys and values, sets and pushes as arrays, booleans as 1 or 0,
+/// doubles, big numbers and verbatim strings as bulk strings. Attributes are dropped (RESP2 has
+/// none), and what only a request can be (`HELLO`) becomes a null.
+pub fn resp3_as_resp2(frame: &Resp3Frame) -> Resp2Frame {
+    let all = |frames: &mut dyn Iterator<Item = &Resp3Frame>| -> Vec<Resp2Frame> {
+        frames.map(resp3_as_resp2).collect()
+    };
+    match frame {
+        Resp3Frame::BlobString { data, .. }
+        | Resp3Frame::SimpleString { data, .. }
+        | Resp3Frame::BigNumber { data, .. }
+        | Resp3Frame::VerbatimString { data, .. } => Resp2Frame::BulkString(data.clone()),
+        Resp3Frame::ChunkedString(data) => Resp2Frame::BulkString(data.to_vec()),
+        Resp3Frame::SimpleError { data, .. } => Resp2Frame::Error(data.clone()),
+        Resp3Frame::BlobError { data, .. } => {
+            Resp2Frame::Error(String::from_utf8_lossy(data).into_owned())
+        }
+        Resp3Frame::Boolean { data, .. } => Resp2Frame::Integer(i64::from(*data)),
+        Resp3Frame::Number { data, .. } => Resp2Frame::Integer(*data),
+        Resp3Frame::Double { data, .. } => Resp2Frame::BulkString(data.to_string().into_bytes()),
+        Resp3Frame::Null | Resp3Frame::Hello { .. } => Resp2Frame::Null,
+        Resp3Frame::Array { data, .. } | Resp3Frame::Push { data, .. } => {
+            Resp2Frame::Array(all(&mut data.iter()))
+        }
+        Resp3Frame::Set { data, .. } => Resp2Frame::Array(all(&mut data.iter())),
+        Resp3Frame::Map { data, .. } => {
+            Resp2Frame::Array(all(&mut data.iter().flat_map(|(key, value)| [key, value])))
+        }
+    }
+}
+
+fn check_topology_of(frame: &Resp2Frame, seed: &str, bytes: &[u8]) {
     for (name, parse) in [
         (
             "CLUSTER SHARDS",
-            SlotMap::from_cluster_shards::<R> as fn(&R, &str) -> _,
+            SlotMap::from_cluster_shards as fn(&Resp2Frame, &str) -> _,
         ),
-        ("CLUSTER SLOTS", SlotMap::from_cluster_slots::<R>),
+        ("CLUSTER SLOTS", SlotMap::from_cluster_slots),
     ] {
         match parse(frame, seed) {
             Ok(mut map) => {
