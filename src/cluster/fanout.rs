@@ -16,6 +16,7 @@ use futures_util::future::join_all;
 
 use super::topology::{SLOT_COUNT, slot_of};
 use super::{Cluster, Submitted, Target};
+use crate::commands::Fanout;
 use crate::protocol::args::{Args, OwnedArgs};
 use crate::protocol::reply::{self, elements, error_text};
 use crate::protocol::write::{self, array};
@@ -53,14 +54,16 @@ pub fn group_by_slot<K: AsRef<[u8]>>(keys: &[K]) -> Vec<(u16, Vec<usize>)> {
 pub struct Plan {
     pub groups: Vec<(u16, Vec<usize>)>,
     pub parts: Vec<(Target, Bytes)>,
-    /// For commands split by key (`name key...`): the name and the keys, so that a part
-    /// answered TRYAGAIN (its slot is being migrated and its keys are on both sides) can be
-    /// split further into one command per key, each of which follows its own ASK.
-    pub by_key: Option<(Bytes, OwnedArgs)>,
+    /// For commands split by key (`name key...`): the name, the keys and how the replies
+    /// combine, so that a part answered TRYAGAIN (its slot is being migrated and its keys are on
+    /// both sides) can be split further into one command per key, each of which follows its
+    /// own ASK.
+    pub by_key: Option<(Bytes, OwnedArgs, Fanout)>,
 }
 
-/// `name key...` split into one command per slot.
-pub fn plan_split(name: &[u8], args: Args<'_>) -> Plan {
+/// `name key...` split into one command per slot; `fanout` (the command table's
+/// [`Fanout::SplitSum`] or [`Fanout::SplitMerge`]) says how the replies combine.
+pub fn plan_split(name: &[u8], args: Args<'_>, fanout: Fanout) -> Plan {
     let keys = args.to_vec();
     let groups = group_by_slot(&keys);
     let mut buf = BytesMut::with_capacity(encoded_len(name, args.iter()));
@@ -77,7 +80,7 @@ pub fn plan_split(name: &[u8], args: Args<'_>) -> Plan {
     Plan {
         groups,
         parts,
-        by_key: Some((Bytes::copy_from_slice(name), args.owned())),
+        by_key: Some((Bytes::copy_from_slice(name), args.owned(), fanout)),
     }
 }
 
@@ -176,13 +179,13 @@ pub async fn replies(cluster: &Cluster, submitted: Vec<Submitted>) -> Vec<Bytes>
 pub async fn split_tryagain(
     cluster: &Cluster,
     plan_groups: &[(u16, Vec<usize>)],
-    by_key: &(Bytes, OwnedArgs),
+    by_key: &(Bytes, OwnedArgs, Fanout),
     replies: &mut [Bytes],
     resp3: bool,
 ) {
-    let (name, keys) = by_key;
+    let (name, keys, fanout) = by_key;
     let keys = keys.args();
-    let mget = name.eq_ignore_ascii_case(b"MGET");
+    let mget = *fanout == Fanout::SplitMerge;
     for ((slot, idx), reply) in plan_groups.iter().zip(replies.iter_mut()) {
         if !reply.starts_with(b"-TRYAGAIN") {
             continue;

@@ -133,7 +133,7 @@ impl RoutedSession {
                 self.split_sum(request, watch).await;
             }
             Fanout::SplitMerge if request.args().len() > 1 => {
-                let plan = fanout::plan_split(b"MGET", request.args().from(1));
+                let plan = fanout::plan_split(b"MGET", request.args().from(1), Fanout::SplitMerge);
                 let keys = request.args().len() - 1;
                 self.run_plan(plan, move |groups, replies| {
                     fanout::merge_mget(groups, replies, keys)
@@ -246,7 +246,7 @@ impl RoutedSession {
     }
 
     async fn split_sum(&mut self, request: Request, watch: Option<Box<ReplyWatch>>) {
-        let plan = fanout::plan_split(&request.args()[0], request.args().from(1));
+        let plan = fanout::plan_split(&request.args()[0], request.args().from(1), Fanout::SplitSum);
         let keys = request.args().len() - 1;
         self.run_plan(plan, move |groups, replies| {
             let sum = fanout::sum(groups, replies);
