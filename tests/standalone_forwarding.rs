@@ -1,5 +1,7 @@
 //! Transparent forwarding to a standalone Redis: every ordinary command behaves through keyward
-//! exactly as against Redis. Clients used: raw sockets, redis-cli, redis-rs and fred.
+//! exactly as against Redis. Clients used: raw sockets, redis-cli, redis-rs and fred. Clients
+//! stay independent as they are on Redis: a blocking read or the Lua debugger of one client
+//! stalls no other, and requests of different clients reach Redis in the order they arrived.
 
 mod support;
 
@@ -687,4 +689,81 @@ fn list_shaped_like_a_pubsub_message_keeps_replies_aligned() {
             .unwrap();
         assert_eq!(after, "x");
     });
+}
+
+/// Blocking commands must never hold a connection other clients share.
+#[test]
+fn blocking_reads_do_not_stall_other_clients() {
+    let (_redis, kw) = start_pair("");
+    for blocker in [
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"][..],
+        &["BLMPOP", "0", "1", "l", "LEFT"],
+        &["BZMPOP", "0", "1", "z", "MIN"],
+    ] {
+        let mut b = kw.raw_conn();
+        b.cmd(blocker);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut other = kw.raw_conn();
+        assert_eq!(
+            other.request(&["PING"]),
+            Reply::simple("PONG"),
+            "after {blocker:?}"
+        );
+        drop(b);
+        let mut later = kw.raw_conn();
+        assert_eq!(later.request(&["PING"]), Reply::simple("PONG"));
+    }
+}
+
+/// The Lua debugger is connection state: it must not take over a shared connection.
+#[test]
+fn script_debug_stays_on_its_own_connection() {
+    let (_redis, kw) = start_pair("");
+    let mut debugger = kw.raw_conn();
+    assert_eq!(debugger.request(&["SCRIPT", "DEBUG", "YES"]), Reply::ok());
+    debugger.cmd(&["EVAL", "local x=1\nreturn x", "0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut other = kw.raw_conn();
+    assert_eq!(other.request(&["PING"]), Reply::simple("PONG"));
+    assert_eq!(other.request(&["SET", "k", "v"]), Reply::ok());
+}
+
+/// Two clients: one sends a blocking XREADGROUP, the other deletes the stream right after. As
+/// against Redis directly, the first must be blocked before the delete runs, and so be told the
+/// key no longer exists. (tokio's multi-thread scheduler used to run the second client first.)
+#[test]
+fn requests_of_different_clients_reach_redis_in_arrival_order() {
+    let (_redis, kw) = start_pair("");
+    let mut r = kw.raw_conn();
+    let mut out_of_order = 0;
+    for _ in 0..50 {
+        assert!(!r.request(&["DEL", "mystream"]).is_error());
+        assert!(!r.request(&["XADD", "mystream", "666", "f", "v"]).is_error());
+        assert_eq!(
+            r.request(&["XGROUP", "CREATE", "mystream", "mygroup", "$"]),
+            Reply::ok()
+        );
+        let mut c = kw.raw_conn();
+        assert_eq!(c.request(&["PING"]), Reply::simple("PONG"));
+        c.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "mygroup",
+            "Alice",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "mystream",
+            ">",
+        ]);
+        r.request(&["DEL", "mystream"]);
+        let reply = c.read_reply(Duration::from_secs(5));
+        if !reply
+            .error_text()
+            .is_some_and(|e| e.contains("no longer exists"))
+        {
+            out_of_order += 1;
+        }
+    }
+    assert_eq!(out_of_order, 0, "the delete overtook the blocking read");
 }
