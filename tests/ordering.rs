@@ -1,8 +1,13 @@
-//! Replies stay in step with requests: every reply reaches the request it answers, also when
+//! Order is kept. Within one client, every reply reaches the request it answers, also when
 //! keyward answers a request itself (a guard refusal) between requests Redis answers, when
 //! `CLIENT REPLY OFF` / `SKIP` (in any spelling Redis accepts), `RESET` or a failed `MULTI`
 //! change which requests get a reply, when Redis never answers a command (`REPLCONF`), and when
-//! a RESP3 subscriber gets a reply shaped like a message.
+//! a RESP3 subscriber gets a reply shaped like a message. Between clients, requests reach Redis
+//! in the order they arrived at keyward.
+//!
+//! The tests here are short: the arrival-order test races two clients and is kept away from the
+//! heavy tests of other files, whose load makes keyward with shared connections let one request
+//! overtake the other now and then.
 //!
 //! scripts/test.sh runs this file in both upstream modes (per-client and shared connections).
 
@@ -186,4 +191,44 @@ fn resp3_subscriber_gets_a_message_shaped_list_as_a_reply() {
     );
     assert!(replies[3].is_error(), "{replies:?}");
     assert_eq!(replies[4], Reply::simple("PONG"));
+}
+
+/// Two clients: one sends a blocking XREADGROUP, the other deletes the stream right after. As
+/// against Redis directly, the first must be blocked before the delete runs, and so be told the
+/// key no longer exists. (tokio's multi-thread scheduler used to run the second client first.)
+#[test]
+fn requests_of_different_clients_reach_redis_in_arrival_order() {
+    let (_redis, kw) = start_pair("");
+    let mut r = kw.raw_conn();
+    let mut out_of_order = 0;
+    for _ in 0..50 {
+        assert!(!r.request(&["DEL", "mystream"]).is_error());
+        assert!(!r.request(&["XADD", "mystream", "666", "f", "v"]).is_error());
+        assert_eq!(
+            r.request(&["XGROUP", "CREATE", "mystream", "mygroup", "$"]),
+            Reply::ok()
+        );
+        let mut c = kw.raw_conn();
+        assert_eq!(c.request(&["PING"]), Reply::simple("PONG"));
+        c.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "mygroup",
+            "Alice",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "mystream",
+            ">",
+        ]);
+        r.request(&["DEL", "mystream"]);
+        let reply = c.read_reply(T);
+        if !reply
+            .error_text()
+            .is_some_and(|e| e.contains("no longer exists"))
+        {
+            out_of_order += 1;
+        }
+    }
+    assert_eq!(out_of_order, 0, "the delete overtook the blocking read");
 }
