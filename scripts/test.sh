@@ -40,7 +40,7 @@ cargo test --all-targets --no-fail-fast
 # ([upstream] share_connections = true) instead of the default one connection per client.
 echo "==> standalone tests again with share_connections = true"
 KEYWARD_TEST_SHARE_CONNECTIONS=true cargo test --no-fail-fast \
-    --test standalone_forwarding --test guard_e2e --test hostile_input --test lifecycle \
-    --test review_regressions --test client_auth --test limits --test tls
+    --test standalone_forwarding --test guard_rules --test ordering --test hostile_input \
+    --test lifecycle --test client_auth --test limits --test tls
 
 echo "==> all checks and tests passed"

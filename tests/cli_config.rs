@@ -1,28 +1,23 @@
 //! The real `keyward` binary's command line and configuration handling: flags, environment
 //! variables, `--check-config` and exit statuses. Nothing here starts the proxy.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const KEYWARD: &str = env!("CARGO_BIN_EXE_keyward");
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use support::{keyward_command, run_with_timeout};
 
 /// `keyward` with `args`, in an empty directory (so no ./proxy.toml is picked up) and with none
-/// of the environment variables that would change its behaviour, except those in `env`.
+/// of the environment variables that would change its behaviour, except those in `env`; it must
+/// exit within 10 s.
 fn keyward(args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(KEYWARD);
+    let mut command = keyward_command();
     command.args(args).current_dir(dir.path());
-    for var in [
-        "KEYWARD_CONFIG",
-        "KEYWARD_LISTEN",
-        "KEYWARD_UPSTREAM",
-        "KEYWARD_MAX_KEYS",
-        "KEYWARD_LOG_LEVEL",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
     command.envs(env.iter().copied());
-    command.output().expect("keyward runs")
+    run_with_timeout(&mut command, Duration::from_secs(10))
 }
 
 fn stdout(output: &Output) -> String {

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -290,8 +289,9 @@ fn keyward_with(config: &str, check: bool) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    cmd.arg(if check { "--check-config" } else { "--config" })
+    let mut cmd = keyward_command();
+    cmd.current_dir(dir.path())
+        .arg(if check { "--check-config" } else { "--config" })
         .arg(&path);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(10));
     let text = format!(

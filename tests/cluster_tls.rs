@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::cluster::RedisCluster;
@@ -44,8 +43,8 @@ fn refused_start(seeds: &[String], toml_extra: &str) -> String {
     let listen = format!("127.0.0.1:{}", free_port());
     std::fs::write(&config, proxy_toml_cluster(&listen, seeds, toml_extra))
         .expect("write proxy.toml");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    command.arg("--config").arg(&config);
+    let mut command = keyward_command();
+    command.arg("--config").arg(&config).current_dir(dir.path());
     let out = run_with_timeout(&mut command, Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "keyward started: {stderr}");

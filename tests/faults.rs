@@ -47,17 +47,6 @@ impl Mode {
     }
 }
 
-fn send_signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({pid}, {signal}) failed: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -365,7 +354,7 @@ fn redis_killed_mid_pipeline_then_restarted(mode: Mode) {
     // stop, the kill sometimes lands while every client is between two pipelines, and nothing
     // would be in flight.
     phase.store(STOPPED, Ordering::Release);
-    send_signal(redis.pid(), libc::SIGSTOP);
+    redis.signal(libc::SIGSTOP);
     let mut stuck_since: Option<Instant> = None;
     let all_stuck = wait_until(Duration::from_secs(10), || {
         if any_finished(&clients) {
@@ -379,7 +368,7 @@ fn redis_killed_mid_pipeline_then_restarted(mode: Mode) {
             false
         }
     });
-    send_signal(redis.pid(), libc::SIGKILL);
+    redis.signal(libc::SIGKILL);
     let killed = Instant::now();
     if !all_stuck || any_finished(&clients) {
         fail(clients, "not every client had a pipeline in flight");
@@ -479,7 +468,7 @@ fn stalled_redis_times_out_then_every_client_recovers(mode: Mode) {
     assert_eq!(stateful.request(&["SELECT", "1"]), Reply::ok());
     assert_eq!(stateful.request(&["SET", "k1", "in-db-1"]), Reply::ok());
 
-    send_signal(redis.pid(), libc::SIGSTOP);
+    redis.signal(libc::SIGSTOP);
     let stopped = Instant::now();
     // From here on, SIGCONT is sent even if an assertion fails, so that Redis is not left
     // stopped for the drop (SIGKILL works on a stopped process, but keep it simple).
@@ -529,7 +518,7 @@ fn stalled_redis_times_out_then_every_client_recovers(mode: Mode) {
         );
         (waited, newcomer)
     }));
-    send_signal(redis.pid(), libc::SIGCONT);
+    redis.signal(libc::SIGCONT);
     let continued = Instant::now();
     let (waited, mut newcomer) = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
 

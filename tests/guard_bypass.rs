@@ -11,7 +11,7 @@
 //! Paths that depend on how requests reach Redis run in both standalone modes: one upstream
 //! connection per client (the default) and `share_connections = true`, which is a different
 //! code path (the shared pipelined session). The cluster session calls the same guard function
-//! before it routes anything; `tests/cluster_e2e.rs` checks that its refusals match these.
+//! before it routes anything; `tests/cluster_forwarding.rs` checks that its refusals match these.
 
 mod support;
 

@@ -68,7 +68,7 @@ fn sigterm_lets_an_in_flight_blpop_finish_then_exits_zero() {
     thread::sleep(Duration::from_millis(300));
 
     let signalled = Instant::now();
-    kw.send_signal("TERM");
+    kw.send_signal(libc::SIGTERM);
     thread::sleep(Duration::from_millis(300));
     assert!(
         kw.is_running(),
@@ -103,7 +103,7 @@ fn sigint_when_idle_exits_zero_quickly() {
     let (_redis, mut kw) = start_pair("");
     assert_eq!(kw.cli(&["PING"]).trim(), "PONG");
     let started = Instant::now();
-    kw.send_signal("INT");
+    kw.send_signal(libc::SIGINT);
     let status = kw.wait_exit(Duration::from_secs(3)).unwrap_or_else(|| {
         panic!(
             "keyward did not exit within 3 s of SIGINT; log:\n{}",
@@ -119,7 +119,7 @@ fn sigterm_when_idle_with_connected_clients_exits_zero() {
     let (_redis, mut kw) = start_pair("");
     let mut idle = kw.raw_conn();
     assert_eq!(idle.request(&["PING"]), Reply::simple("PONG"));
-    kw.send_signal("TERM");
+    kw.send_signal(libc::SIGTERM);
     let status = kw
         .wait_exit(Duration::from_secs(8))
         .unwrap_or_else(|| panic!("keyward did not exit after SIGTERM; log:\n{}", kw.log()));
@@ -179,19 +179,12 @@ fn a_stalled_upstream_times_out_then_recovers() {
     let mut c = kw.raw_conn();
     assert_eq!(c.request(&["SET", "k", "v"]), Reply::ok());
 
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &redis.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
-    signal("STOP");
+    redis.signal(libc::SIGSTOP);
     let started = Instant::now();
     c.cmd(&["GET", "k"]);
     let reply = c.read_reply(Duration::from_secs(5));
     let waited = started.elapsed();
-    signal("CONT");
+    redis.signal(libc::SIGCONT);
     let text = reply.error_text().unwrap_or_default().to_string();
     assert!(text.contains("no reply within 500 ms"), "{reply:?}");
     assert!(text.contains(&redis.addr()), "{reply:?}");

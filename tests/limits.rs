@@ -163,15 +163,3 @@ fn a_paused_client_that_hangs_up_behind_a_blocked_command_is_let_go() {
         "the BLPOP is still blocked in Redis after the client left"
     );
 }
-
-/// `CLIENT REPLY OFF` spelled with a NUL byte is OFF to Redis, and must be to keyward too, or
-/// every later reply goes to the wrong request.
-#[test]
-fn client_reply_modes_are_read_as_redis_reads_them() {
-    let (_redis, keyward) = start_pair("");
-    let mut c = keyward.raw_conn();
-    c.cmd_bytes(&[b"CLIENT", b"REPLY", b"OFF\0x"]);
-    c.cmd(&["SET", "a", "1"]);
-    assert_eq!(c.request(&["CLIENT", "REPLY", "ON"]), Reply::ok());
-    assert_eq!(c.request(&["GET", "a"]), Reply::bulk("1"));
-}

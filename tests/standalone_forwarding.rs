@@ -1,5 +1,7 @@
 //! Transparent forwarding to a standalone Redis: every ordinary command behaves through keyward
-//! exactly as against Redis. Clients used: raw sockets, redis-cli, redis-rs and fred.
+//! exactly as against Redis. Clients used: raw sockets, redis-cli, redis-rs and fred. Clients
+//! stay independent as they are on Redis: a blocking read or the Lua debugger of one client
+//! stalls no other.
 
 mod support;
 
@@ -687,4 +689,41 @@ fn list_shaped_like_a_pubsub_message_keeps_replies_aligned() {
             .unwrap();
         assert_eq!(after, "x");
     });
+}
+
+/// Blocking commands must never hold a connection other clients share.
+#[test]
+fn blocking_reads_do_not_stall_other_clients() {
+    let (_redis, kw) = start_pair("");
+    for blocker in [
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"][..],
+        &["BLMPOP", "0", "1", "l", "LEFT"],
+        &["BZMPOP", "0", "1", "z", "MIN"],
+    ] {
+        let mut b = kw.raw_conn();
+        b.cmd(blocker);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut other = kw.raw_conn();
+        assert_eq!(
+            other.request(&["PING"]),
+            Reply::simple("PONG"),
+            "after {blocker:?}"
+        );
+        drop(b);
+        let mut later = kw.raw_conn();
+        assert_eq!(later.request(&["PING"]), Reply::simple("PONG"));
+    }
+}
+
+/// The Lua debugger is connection state: it must not take over a shared connection.
+#[test]
+fn script_debug_stays_on_its_own_connection() {
+    let (_redis, kw) = start_pair("");
+    let mut debugger = kw.raw_conn();
+    assert_eq!(debugger.request(&["SCRIPT", "DEBUG", "YES"]), Reply::ok());
+    debugger.cmd(&["EVAL", "local x=1\nreturn x", "0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut other = kw.raw_conn();
+    assert_eq!(other.request(&["PING"]), Reply::simple("PONG"));
+    assert_eq!(other.request(&["SET", "k", "v"]), Reply::ok());
 }

@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::Read;
-use std::process::Command;
 use std::time::Duration;
 
 use support::tls::{TlsClient, TlsFiles};
@@ -312,12 +311,10 @@ fn start_with_config(text: &str) -> (Option<i32>, String, String) {
     let path = dir.path().join("tls-test.toml");
     std::fs::write(&path, text).unwrap();
     let out = support::run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_keyward"))
+        support::keyward_command()
             .arg("--config")
             .arg(&path)
-            .current_dir(dir.path())
-            .env_remove("KEYWARD_CONFIG")
-            .env_remove("KEYWARD_CLUSTER"),
+            .current_dir(dir.path()),
         Duration::from_secs(10),
     );
     (
@@ -406,7 +403,7 @@ fn graceful_shutdown_delivers_the_replies_owed_to_tls_clients() {
         .send(&resp_str(&["BLPOP", "q", "1"]))
         .expect("send BLPOP");
     std::thread::sleep(Duration::from_millis(300));
-    keyward.send_signal("TERM");
+    keyward.send_signal(libc::SIGTERM);
     // The BLPOP times out a second after it was sent; its reply is still owed and delivered.
     let reply = client.try_read_reply();
     assert!(

@@ -5,13 +5,9 @@
 //! `redis-cli --cluster create`, and returns once every node agrees on the topology. Dropping the
 //! value kills every process (SIGKILL, then reaped), also when the test panics.
 //!
-//! The file is self-contained (it uses nothing from `support/mod.rs`), so a test can include it
-//! either way:
+//! A test uses it through the shared harness:
 //!
 //! ```ignore
-//! #[path = "support/cluster.rs"]
-//! mod cluster;          // in a test file that does not use `mod support;`
-//! // or, once support/mod.rs has `pub mod cluster;`:
 //! mod support;
 //! use support::cluster::RedisCluster;
 //! ```
@@ -28,14 +24,12 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use super::{answers_ping, free_port, kill_and_reap, wait_until};
+use super::process::ChildProcess;
+use super::{answers_ping, free_port, run_with_timeout, wait_until};
 
 /// How long the whole cluster may take to be created and to agree on its topology.
 pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,9 +50,8 @@ struct Node {
     tls_port: Option<u16>,
     /// The 40-character cluster node id (`CLUSTER MYID`).
     id: String,
-    /// `None` once the node has been killed.
-    child: Option<Child>,
-    log_path: PathBuf,
+    /// `None` once the node has been killed; its log stays in the cluster's directory.
+    process: Option<ChildProcess>,
 }
 
 /// A running Redis Cluster, killed on drop.
@@ -131,11 +124,12 @@ impl RedisCluster {
         }
         cmd.args(["--cluster-replicas", &replicas_per_primary.to_string()])
             .arg("--cluster-yes");
-        let out = run_bounded(&mut cmd, cluster.dir.path(), COMMAND_TIMEOUT);
-        if !out.status.success() || !out.stdout.contains("All 16384 slots covered") {
+        let out = run_with_timeout(&mut cmd, COMMAND_TIMEOUT);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        if !out.status.success() || !stdout.contains("All 16384 slots covered") {
             cluster.fail(&format!(
-                "redis-cli --cluster create failed ({}):\n{}{}",
-                out.status, out.stdout, out.stderr
+                "redis-cli --cluster create failed ({}):\n{stdout}{stderr}",
+                out.status
             ));
         }
         cluster.nudge_replication_offsets();
@@ -229,7 +223,7 @@ impl RedisCluster {
     pub fn alive_ports(&self) -> Vec<u16> {
         self.nodes
             .iter()
-            .filter(|n| n.child.is_some())
+            .filter(|n| n.process.is_some())
             .map(|n| n.port)
             .collect()
     }
@@ -251,8 +245,7 @@ impl RedisCluster {
             "--no-auth-warning",
         ])
         .args(args);
-        let out = run_bounded(&mut cmd, self.dir.path(), COMMAND_TIMEOUT);
-        out.stdout
+        text(&run_with_timeout(&mut cmd, COMMAND_TIMEOUT).stdout)
     }
 
     /// A blocking redis-rs connection straight to one node, with 10 s read/write timeouts.
@@ -265,11 +258,11 @@ impl RedisCluster {
     /// (wait for that with [`RedisCluster::wait_stable`]).
     pub fn kill_node(&mut self, port: u16) {
         let node = self.node_mut(port);
-        let mut child = node
-            .child
+        let mut process = node
+            .process
             .take()
             .unwrap_or_else(|| panic!("node {port} was already killed"));
-        kill_and_reap(&mut child);
+        process.kill();
     }
 
     /// The port of the primary that serves `slot`, from `CLUSTER SLOTS` on the first running
@@ -680,7 +673,7 @@ impl RedisCluster {
     fn fail(&self, msg: &str) -> ! {
         let mut logs = String::new();
         for node in &self.nodes {
-            let log = fs::read(&node.log_path)
+            let log = std::fs::read(node_log(self.dir.path(), node.port))
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
@@ -689,7 +682,7 @@ impl RedisCluster {
                 "\n--- node {} (bus {}, {}) log tail ---\n{tail}",
                 node.port,
                 node.bus_port,
-                if node.child.is_some() {
+                if node.process.is_some() {
                     "running"
                 } else {
                     "killed"
@@ -697,16 +690,6 @@ impl RedisCluster {
             ));
         }
         panic!("RedisCluster: {msg}{logs}");
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                kill_and_reap(&mut child);
-            }
-        }
     }
 }
 
@@ -745,9 +728,6 @@ fn try_start_node(
     bus_port: u16,
     tls: Option<(u16, &super::tls::TlsFiles)>,
 ) -> Result<Node, String> {
-    let log_path = dir.join(format!("node-{port}.log"));
-    let log = File::create(&log_path).expect("create node log");
-    let log_err = log.try_clone().expect("clone node log handle");
     let mut command = Command::new("redis-server");
     if let Some((tls_port, files)) = tls {
         // TLS for clients on tls_port (no client certificate asked for) and for the cluster
@@ -763,7 +743,7 @@ fn try_start_node(
             .args(["--tls-client-key-file", &files.client_key()])
             .args(["--tls-ca-cert-file", &files.ca()]);
     }
-    let mut child = command
+    command
         .args(["--port", &port.to_string()])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-port", &bus_port.to_string()])
@@ -777,91 +757,31 @@ fn try_start_node(
         .args(["--bind", "127.0.0.1"])
         .arg("--dir")
         .arg(dir)
-        .args(["--daemonize", "no"])
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .map_err(|e| format!("cannot spawn redis-server (is it installed?): {e}"))?;
-    let read_log = || {
-        fs::read(&log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let deadline = Instant::now() + NODE_START_TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "redis-server on port {port} (bus {bus_port}) exited at once ({status}); log:\n{}",
-                read_log()
-            ));
-        }
-        if answers_ping(port) {
-            // A port someone else holds makes our server exit right away: look once more.
-            thread::sleep(Duration::from_millis(30));
-            if let Ok(None) = child.try_wait() {
-                return Ok(Node {
-                    port,
-                    bus_port,
-                    tls_port: tls.map(|(tls_port, _)| tls_port),
-                    id: String::new(),
-                    child: Some(child),
-                    log_path,
-                });
-            }
-            continue;
-        }
-        if Instant::now() >= deadline {
-            kill_and_reap(&mut child);
-            return Err(format!(
-                "redis-server on port {port} did not answer PING within {NODE_START_TIMEOUT:?}; \
-                 log:\n{}",
-                read_log()
-            ));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+        .args(["--daemonize", "no"]);
+    let mut process = ChildProcess::spawn(
+        format!("cluster node redis-server on port {port} (bus {bus_port})"),
+        &mut command,
+        node_log(dir, port),
+    )
+    .map_err(|e| format!("{e} (is redis-server installed?)"))?;
+    process.wait_ready("answer PING", NODE_START_TIMEOUT, || answers_ping(port))?;
+    Ok(Node {
+        port,
+        bus_port,
+        tls_port: tls.map(|(tls_port, _)| tls_port),
+        id: String::new(),
+        process: Some(process),
+    })
 }
 
-/// The outcome of a command run by [`run_bounded`].
-struct RunOutput {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+/// The log file of the node on `port`, in the cluster's directory.
+fn node_log(dir: &Path, port: u16) -> std::path::PathBuf {
+    dir.join(format!("node-{port}.log"))
 }
 
-/// Runs `cmd` with stdout and stderr in files under `dir` (no pipe can fill up), killing it and
-/// panicking when it is still running after `timeout`.
-fn run_bounded(cmd: &mut Command, dir: &Path, timeout: Duration) -> RunOutput {
-    let out_file = tempfile::NamedTempFile::new_in(dir).expect("stdout file");
-    let err_file = tempfile::NamedTempFile::new_in(dir).expect("stderr file");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out_file.reopen().expect("reopen stdout file"))
-        .stderr(err_file.reopen().expect("reopen stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            kill_and_reap(&mut child);
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let read = |f: &tempfile::NamedTempFile| {
-        fs::read(f.path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    RunOutput {
-        status,
-        stdout: read(&out_file),
-        stderr: read(&err_file),
-    }
+/// Output bytes as text.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn addr(port: u16) -> String {

@@ -1,12 +1,14 @@
 //! Test harness shared by every integration test file (`mod support;`).
 //!
 //! Each test starts its own `redis-server` and its own `keyward` on free ports, so tests are
-//! independent and run in parallel. Every process is killed (SIGKILL, then reaped) when the value
-//! that owns it is dropped, including when the test panics. Every network read has a deadline, so
-//! a proxy that hangs makes a test fail, never stall.
+//! independent and run in parallel. Every process is a [`process::ChildProcess`], killed
+//! (SIGKILL, then reaped) when the value that owns it is dropped, including when the test
+//! panics. Every network read has a deadline, so a proxy that hangs makes a test fail, never
+//! stall.
 //!
 //! What is here:
-//! - [`free_port`], [`run_with_timeout`];
+//! - [`free_port`], [`run_with_timeout`] (a command run to completion), [`keyward_command`];
+//! - [`process::ChildProcess`]: the one way a long-lived child process is started and stopped;
 //! - [`RedisServer`]: a throw-away Redis (ground truth: talk to it directly to check what keyward
 //!   really did upstream);
 //! - [`Keyward`]: the real `keyward` binary with a generated `proxy.toml` ([`proxy_toml`]);
@@ -17,18 +19,22 @@
 
 #![allow(dead_code)]
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use process::{ChildProcess, accepts};
 
 /// A real Redis Cluster (3 primaries + replicas) for the cluster tests.
 pub mod cluster;
 /// keyward served inside the test process, the fast seam for session tests.
 pub mod in_process;
+/// Starting, signalling and stopping a long-lived child process.
+pub mod process;
 /// Certificates generated at run time, and a TLS-only Redis.
 pub mod tls;
 
@@ -118,11 +124,17 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-pub(crate) fn kill_and_reap(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        let _ = child.kill();
+/// A `Command` for the keyward binary with none of the `KEYWARD_*` variables or `RUST_LOG` of
+/// the test's own environment (a developer's shell must not change what a test sees).
+pub fn keyward_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KEYWARD_") {
+            cmd.env_remove(name);
+        }
     }
-    let _ = child.wait();
+    cmd.env_remove("RUST_LOG");
+    cmd
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,15 +146,19 @@ pub struct RedisServer {
     pub port: u16,
     /// Options [`RedisServer::cli`] passes to redis-cli before the command (TLS settings).
     cli_args: Vec<String>,
-    child: Child,
-    log_path: PathBuf,
+    process: ChildProcess,
     _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// The process id (for SIGSTOP / SIGCONT).
+    /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
+    }
+
+    /// Sends `signal` to redis-server (`libc::SIGSTOP`, `libc::SIGCONT`, `libc::SIGKILL`...).
+    pub fn signal(&self, signal: libc::c_int) {
+        self.process.signal(signal);
     }
 
     /// A plain Redis on a free port.
@@ -169,7 +185,8 @@ impl RedisServer {
 
     fn try_start(port: u16, extra: &[&str]) -> Result<Self, String> {
         let port_args = ["--port".to_string(), port.to_string()];
-        Self::try_start_args(port, &port_args, extra, Vec::new(), answers_ping)
+        let ready = ("answer PING", answers_ping);
+        Self::try_start_args(port, &port_args, extra, Vec::new(), ready)
     }
 
     /// A Redis on a free port whose listening options are `port_args(port)` (for instance TLS
@@ -180,6 +197,7 @@ impl RedisServer {
         for _ in 0..3 {
             let port = free_port();
             let ready = |port: u16| accepts(&format!("127.0.0.1:{port}").parse().expect("addr"));
+            let ready = ("accept connections", ready);
             match Self::try_start_args(port, &port_args(port), &[], cli_args.clone(), ready) {
                 Ok(server) => return server,
                 Err(e) => last_error = e,
@@ -188,66 +206,39 @@ impl RedisServer {
         panic!("redis-server did not start after 3 attempts: {last_error}");
     }
 
+    /// redis-server with `port_args` and `extra`, ready once `ready.1(port)` holds (`ready.0`
+    /// says what that means, for the error).
     fn try_start_args(
         port: u16,
         port_args: &[String],
         extra: &[&str],
         cli_args: Vec<String>,
-        ready: impl Fn(u16) -> bool,
+        ready: (&str, impl Fn(u16) -> bool),
     ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for redis-server");
-        let log_path = dir.path().join("redis.log");
-        let log = File::create(&log_path).expect("create redis log");
-        let log_err = log.try_clone().expect("clone redis log handle");
-        let mut child = Command::new("redis-server")
-            .args(port_args)
+        let mut cmd = Command::new("redis-server");
+        cmd.args(port_args)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
             .args(["--daemonize", "no"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot spawn redis-server (is it installed? scripts/test.sh installs it): {e}"
-                )
-            })?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "redis-server on port {port} exited early ({status}); log:\n{}",
-                    read_lossy(&log_path)
-                ));
-            }
-            if ready(port) {
-                // A port stolen by someone else would make our server exit right away.
-                thread::sleep(Duration::from_millis(30));
-                if let Ok(None) = child.try_wait() {
-                    return Ok(RedisServer {
-                        port,
-                        cli_args,
-                        child,
-                        log_path,
-                        _dir: dir,
-                    });
-                }
-                continue;
-            }
-            if Instant::now() >= deadline {
-                kill_and_reap(&mut child);
-                return Err(format!(
-                    "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}; log:\n{}",
-                    read_lossy(&log_path)
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+            .args(extra);
+        let mut process = ChildProcess::spawn(
+            format!("redis-server on port {port}"),
+            &mut cmd,
+            dir.path().join("redis.log"),
+        )
+        .map_err(|e| format!("{e} (is redis-server installed? scripts/test.sh installs it)"))?;
+        let (what, ready) = ready;
+        process.wait_ready(what, START_TIMEOUT, || ready(port))?;
+        Ok(RedisServer {
+            port,
+            cli_args,
+            process,
+            _dir: dir,
+        })
     }
 
     pub fn addr(&self) -> String {
@@ -277,7 +268,7 @@ impl RedisServer {
 
     /// The server's own log.
     pub fn log(&self) -> String {
-        read_lossy(&self.log_path)
+        self.process.log()
     }
 
     /// Whether `key` exists (checked on Redis directly, db 0).
@@ -287,12 +278,6 @@ impl RedisServer {
             .query(&mut self.conn())
             .expect("EXISTS on redis");
         n == 1
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
     }
 }
 
@@ -442,9 +427,7 @@ pub fn proxy_toml_cluster(listen: &str, seeds: &[String], extra: &str) -> String
 pub struct Keyward {
     pub port: u16,
     pub upstream: String,
-    child: Child,
-    exit: Option<ExitStatus>,
-    log_path: PathBuf,
+    process: ChildProcess,
     config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -508,15 +491,7 @@ impl Keyward {
         let dir = tempfile::tempdir().expect("tempdir for keyward");
         let config_path = dir.path().join("proxy.toml");
         fs::write(&config_path, &config).expect("write proxy.toml");
-        let log_path = dir.path().join("keyward.log");
-        let log = File::create(&log_path).expect("create keyward log");
-        let log_err = log.try_clone().expect("clone keyward log handle");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("KEYWARD_") {
-                cmd.env_remove(name);
-            }
-        }
+        let mut cmd = keyward_command();
         if let Some((soft, hard)) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
@@ -533,50 +508,26 @@ impl Keyward {
                 });
             }
         }
-        let mut child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "1")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| format!("cannot spawn keyward: {e}"))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = format!("127.0.0.1:{port}").parse().expect("socket addr");
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "keyward on port {port} exited before listening ({status}); config:\n{config}\nlog:\n{}",
-                    read_lossy(&log_path)
-                ));
-            }
-            if accepts(&addr) {
-                thread::sleep(Duration::from_millis(30));
-                if let Ok(None) = child.try_wait() {
-                    return Ok(Keyward {
-                        port,
-                        upstream: upstream.to_string(),
-                        child,
-                        exit: None,
-                        log_path,
-                        config_path,
-                        _dir: dir,
-                    });
-                }
-                continue;
-            }
-            if Instant::now() >= deadline {
-                kill_and_reap(&mut child);
-                return Err(format!(
-                    "keyward on port {port} did not accept connections within {START_TIMEOUT:?}; log:\n{}",
-                    read_lossy(&log_path)
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+            .current_dir(dir.path());
+        let mut process = ChildProcess::spawn(
+            format!("keyward on port {port}"),
+            &mut cmd,
+            dir.path().join("keyward.log"),
+        )?;
+        process
+            .wait_for_port(port, START_TIMEOUT)
+            .map_err(|e| format!("{e}\nconfig:\n{config}"))?;
+        Ok(Keyward {
+            port,
+            upstream: upstream.to_string(),
+            process,
+            config_path,
+            _dir: dir,
+        })
     }
 
     pub fn addr(&self) -> String {
@@ -614,7 +565,7 @@ impl Keyward {
 
     /// Everything keyward wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
-        read_lossy(&self.log_path)
+        self.process.log()
     }
 
     /// Polls the log until a line satisfies `pred` (the log is written asynchronously).
@@ -632,42 +583,17 @@ impl Keyward {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
-    /// Sends a signal by name ("TERM", "INT", ...) with the `kill` command.
-    pub fn send_signal(&self, signal: &str) {
-        let out = run_with_timeout(
-            Command::new("kill")
-                .arg("-s")
-                .arg(signal)
-                .arg(self.pid().to_string()),
-            Duration::from_secs(5),
-        );
-        assert!(
-            out.status.success(),
-            "kill -s {signal} {} failed: {}",
-            self.pid(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// Sends `signal` (`libc::SIGTERM`, `libc::SIGINT`, ...) to keyward.
+    pub fn send_signal(&self, signal: libc::c_int) {
+        self.process.signal(signal);
     }
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if self.exit.is_some() {
-            return self.exit;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exit = Some(status);
-                return self.exit;
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_exit(timeout)
     }
 
     /// True while the process has not exited.
@@ -680,24 +606,6 @@ impl Keyward {
         if let Some(status) = self.wait_exit(Duration::ZERO) {
             panic!("keyward exited ({status}); log:\n{}", self.log());
         }
-    }
-}
-
-impl Drop for Keyward {
-    fn drop(&mut self) {
-        if self.exit.is_none() {
-            kill_and_reap(&mut self.child);
-        }
-    }
-}
-
-/// True when something listens on `addr`. A connection whose local and peer addresses are the
-/// same is a TCP self-connect (the kernel picked the very port as the source port while nothing
-/// listened), not a listener.
-fn accepts(addr: &std::net::SocketAddr) -> bool {
-    match TcpStream::connect_timeout(addr, Duration::from_millis(200)) {
-        Ok(s) => s.local_addr().ok() != s.peer_addr().ok(),
-        Err(_) => false,
     }
 }
 

@@ -92,6 +92,36 @@ fn delete_commands_are_recognised_in_any_letter_case() {
     }
 }
 
+/// Redis compares command names only up to a NUL byte, so `DEL\0NNN` can run as DEL. The guard
+/// must see it as DEL too, whatever follows the NUL.
+#[test]
+fn a_nul_byte_in_the_command_name_does_not_bypass_the_guard() {
+    let (redis, kw) = start_pair("");
+    redis.cli(&["SET", "user:*", "precious"]);
+    let mut c = kw.raw_conn();
+    for n in 0..400 {
+        let name = format!("DEL\0{n}");
+        let reply = c.request_bytes(&[name.as_bytes(), b"user:*"]);
+        assert!(
+            reply
+                .error_text()
+                .is_some_and(|e| e.contains("keyward guard")),
+            "DEL\\0{n} user:* got {reply:?}"
+        );
+    }
+    for n in 0..400 {
+        let name = format!("FLUSHALL\0{n}");
+        let reply = c.request_bytes(&[name.as_bytes()]);
+        assert!(
+            reply
+                .error_text()
+                .is_some_and(|e| e.contains("deny_commands")),
+            "FLUSHALL\\0{n} got {reply:?}"
+        );
+    }
+    assert!(redis.exists(b"user:*"), "the key was deleted");
+}
+
 #[test]
 fn wildcard_anywhere_in_any_key_refuses_the_whole_request() {
     let (redis, kw) = start_pair("");
