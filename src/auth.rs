@@ -201,8 +201,9 @@ impl Login {
 /// What a session does with a request after the login check.
 #[derive(Debug)]
 pub enum Gate {
-    /// Go on with this request (a `HELLO` may have lost its `AUTH` option).
-    Pass(Request),
+    /// Go on with the request (a `HELLO` may have lost its `AUTH` option: the request was
+    /// rebuilt in place).
+    Pass,
     /// Answer with this reply and send nothing upstream.
     Answer(Bytes),
 }
@@ -215,7 +216,7 @@ pub async fn gate(
     login: &mut Login,
     peer: IpAddr,
     spec: Option<&CommandSpec>,
-    request: Request,
+    request: &mut Request,
     in_transaction: bool,
 ) -> Gate {
     let role = spec.map_or(Role::Ordinary, |s| s.role);
@@ -249,7 +250,7 @@ pub async fn gate(
             }
         }
         Role::Hello => hello(auth, login, peer, request).await,
-        Role::Quit => Gate::Pass(request),
+        Role::Quit => Gate::Pass,
         // Before the login keyward answers these itself: nothing an anonymous client sends
         // reaches Redis, and nothing it sends moves it to a connection of its own.
         Role::Ping if !login.is_authenticated() => Gate::Answer(match request.args().len() {
@@ -262,9 +263,9 @@ pub async fn gate(
             // Redis logs a RESET connection back in as the default user, which with a password
             // set means logged out.
             *login = Login::Required;
-            Gate::Pass(request)
+            Gate::Pass
         }
-        _ if login.is_authenticated() => Gate::Pass(request),
+        _ if login.is_authenticated() => Gate::Pass,
         _ => Gate::Answer(write::error(NOAUTH)),
     }
 }
@@ -275,7 +276,7 @@ pub async fn gate(
 /// not (an option cut at a NUL byte, as Redis's `strcasecmp` cuts it) can switch the upstream
 /// user. Options are parsed as Redis parses them, and a syntax error is answered before any
 /// credential is checked; the login changes only if every AUTH pair in the request is right.
-async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Request) -> Gate {
+async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: &mut Request) -> Gate {
     let args = request.args();
     if let Some(version) = args.get(1) {
         match std::str::from_utf8(version)
@@ -329,7 +330,8 @@ async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: Requ
     }
     let mut rebuilt = Request::from_args(&kept);
     rebuilt.inline = request.inline;
-    Gate::Pass(rebuilt)
+    *request = rebuilt;
+    Gate::Pass
 }
 
 /// Free failed attempts per address and user name before the throttle starts.
@@ -444,11 +446,11 @@ mod tests {
     }
 
     async fn run(auth: &ClientAuth, login: &mut Login, args: &[&str]) -> Result<Request, String> {
-        let request = request(args);
+        let mut request = request(args);
         let spec = commands::lookup(&request.args()[0]);
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
-        match gate(auth, login, peer, spec, request, false).await {
-            Gate::Pass(r) => Ok(r),
+        match gate(auth, login, peer, spec, &mut request, false).await {
+            Gate::Pass => Ok(request),
             Gate::Answer(reply) => Err(String::from_utf8_lossy(&reply).trim_end().to_string()),
         }
     }

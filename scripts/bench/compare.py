@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="keyward-compare-")
+    os.makedirs(work, exist_ok=True)
     procs = Procs(work)
     rows = []
     try:

@@ -91,10 +91,9 @@ pub(crate) enum Admission {
     Forward(Admitted),
 }
 
-/// A request on its way to the backend.
+/// What the backend needs to know about a request it is to forward (the request itself stays
+/// with the caller: moving it through the front would copy it on every request).
 pub(crate) struct Admitted {
-    /// As the client sent it (after the login gate, which rebuilds a `HELLO` without `AUTH`).
-    pub request: Request,
     pub spec: Option<&'static CommandSpec>,
     pub role: Role,
     /// The name the command is sent upstream under, when the guard rewrites it (`REMOVEKEYS`
@@ -190,20 +189,21 @@ impl Front {
         }
     }
 
-    /// Decides what happens to `request`. `in_transaction`: the client is inside MULTI.
-    /// `ready_connections`: the pool of connections the backend keeps ready, if any.
+    /// Decides what happens to `request` (the login gate may rebuild it: a `HELLO` loses its
+    /// `AUTH` option). `in_transaction`: the client is inside MULTI. `ready_connections`: the
+    /// pool of connections the backend keeps ready, if any.
     pub(crate) async fn admit(
         &mut self,
         ctx: &SessionContext,
         ready_connections: Option<&Arc<WarmPool>>,
-        request: Request,
+        request: &mut Request,
         in_transaction: bool,
         scanner: &mut RequestScanner,
     ) -> Admission {
         let spec = self.commands.lookup(&request.args()[0]);
         // Without client authentication there is nothing to check: no future to build.
-        let request = match ctx.auth.as_deref() {
-            None => request,
+        match ctx.auth.as_deref() {
+            None => {}
             Some(client_auth) => {
                 // Boxed: rarely waited on, and inline its state would enlarge every session's
                 // task, which is most of keyward's memory per client.
@@ -217,15 +217,24 @@ impl Front {
                 ))
                 .await;
                 scanner.set_unauthenticated(!self.login.is_authenticated());
-                match gate {
-                    Gate::Pass(request) => request,
-                    Gate::Answer(reply) => {
-                        let refused = reply.starts_with(b"-");
-                        return Admission::Answer { reply, refused };
-                    }
+                if let Gate::Answer(reply) = gate {
+                    let refused = reply.starts_with(b"-");
+                    return Admission::Answer { reply, refused };
                 }
             }
-        };
+        }
+        self.decide(ctx, ready_connections, spec, request, in_transaction)
+    }
+
+    /// Everything after the login gate: keyward's own answers, the guard, the reply watch.
+    fn decide(
+        &mut self,
+        ctx: &SessionContext,
+        ready_connections: Option<&Arc<WarmPool>>,
+        spec: Option<&'static CommandSpec>,
+        request: &Request,
+        in_transaction: bool,
+    ) -> Admission {
         let role = spec.map_or(Role::Ordinary, |s| s.role);
         match role {
             Role::Quit => return Admission::Quit,
@@ -256,7 +265,7 @@ impl Front {
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
         let audit = matches!(role, Role::Delete | Role::RemoveKeys)
             .then(|| Audit::start(self.peer, request.args()));
-        let changes_login = self.changes_login(spec, role, &request, in_transaction);
+        let changes_login = self.changes_login(spec, role, request, in_transaction);
         let ready_connections = ready_connections.filter(|_| changes_login).cloned();
         let watch = (audit.is_some() || ready_connections.is_some()).then(|| {
             Box::new(ReplyWatch {
@@ -265,7 +274,6 @@ impl Front {
             })
         });
         Admission::Forward(Admitted {
-            request,
             spec,
             role,
             rename,
@@ -358,12 +366,12 @@ mod tests {
 
         async fn admit(&mut self, args: &[&str], in_transaction: bool) -> Admission {
             let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            let request = Request::from_args(&args);
+            let mut request = Request::from_args(&args);
             self.front
                 .admit(
                     &self.ctx,
                     self.pool.as_ref(),
-                    request,
+                    &mut request,
                     in_transaction,
                     &mut self.scanner,
                 )

@@ -224,13 +224,13 @@ impl RequestSide {
         }
     }
 
-    async fn handle(&mut self, request: Request) -> Stop {
+    async fn handle(&mut self, mut request: Request) -> Stop {
         let admission = self
             .front
             .admit(
                 &self.ctx,
                 self.upstream.warm.as_ref(),
-                request,
+                &mut request,
                 self.in_multi,
                 &mut self.scanner,
             )
@@ -250,16 +250,15 @@ impl RequestSide {
                 Stop::Yes
             }
             Admission::Forward(admitted) => {
-                self.forward(admitted).await;
+                self.forward(request, admitted).await;
                 Stop::No
             }
         }
     }
 
     /// Writes an admitted request to the client's upstream connection, with its entry.
-    async fn forward(&mut self, admitted: Admitted) {
+    async fn forward(&mut self, request: Request, admitted: Admitted) {
         let Admitted {
-            request,
             spec,
             role,
             rename,

@@ -19,16 +19,16 @@ pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the 
 impl RoutedSession {
     pub(super) async fn dispatch(
         &mut self,
-        request: Request,
+        mut request: Request,
         scanner: &mut RequestScanner,
     ) -> Next {
-        let ready = self.own.as_ref().and_then(|own| own.warm.clone());
+        let ready = self.own.as_ref().and_then(|own| own.warm.as_ref());
         let admission = self
             .front
             .admit(
                 &self.ctx,
-                ready.as_ref(),
-                request,
+                ready,
+                &mut request,
                 self.transaction.is_some(),
                 scanner,
             )
@@ -49,7 +49,6 @@ impl RoutedSession {
             Admission::Forward(admitted) => admitted,
         };
         let Admitted {
-            request,
             spec,
             role,
             rename,

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Instructions keyward executes for a fixed workload, per binary and mode, counted by callgrind:
+# repeatable whatever else the machine is doing, where requests per second on a shared 2-core
+# machine move by 10-30% from run to run. For refactors that must not cost performance.
+#
+#   scripts/bench/callgrind_compare.sh BINARY [BINARY...]
+#
+# For each binary and each standalone mode (share_connections = false / true): a fresh
+# redis-server, keyward under `valgrind --tool=callgrind`, then redis-benchmark W1 (-c 50 -P 16)
+# and W2 (-c 50) with N requests each of SET and GET (N: env N, default 50000), one REMOVEKEYS of
+# 1000 keys repeated R times (env R, default 200), and SIGTERM. Prints keyward's total
+# instruction count (start-up and shutdown included, the same for every binary) per run.
+set -euo pipefail
+N=${N:-50000}
+R=${R:-200}
+WORK=$(mktemp -d -t keyward-callgrind.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+
+printf "%-40s %-8s %16s\n" binary mode instructions
+for bin in "$@"; do
+  for shared in false true; do
+    rp=$(free_port); kp=$(free_port)
+    redis-server --port "$rp" --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+    rpid=$!
+    wait_port "$rp"
+    cat >"$WORK/proxy.toml" <<EOF
+[server]
+listen = "127.0.0.1:$kp"
+[upstream]
+nodes = ["127.0.0.1:$rp"]
+share_connections = $shared
+[guard]
+deny_commands = []
+EOF
+    out="$WORK/callgrind.$(basename "$bin").$shared"
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" \
+      --config "$WORK/proxy.toml" >"$WORK/keyward.log" 2>&1 &
+    kpid=$!
+    wait_port "$kp"
+    redis-benchmark -p "$kp" -c 50 -P 16 -n "$N" -t set,get -q >/dev/null
+    redis-benchmark -p "$kp" -c 50 -n "$N" -t set,get -q >/dev/null
+    python3 - "$rp" "$kp" "$R" <<'PY'
+import socket, sys
+rp, kp, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def cmd(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+def call(sock, payload):
+    sock.sendall(payload)
+    data = b""
+    while not data.endswith(b"\r\n"):
+        data += sock.recv(65536)
+    return data
+keys = [b"cg:%d" % i for i in range(1000)]
+direct = socket.create_connection(("127.0.0.1", rp))
+proxy = socket.create_connection(("127.0.0.1", kp))
+for _ in range(rounds):
+    call(direct, cmd(b"MSET", *[x for k in keys for x in (k, b"v")]))
+    reply = call(proxy, cmd(b"REMOVEKEYS", *keys))
+    assert reply == b":1000\r\n", reply
+PY
+    kill -TERM "$kpid"; wait "$kpid" || true
+    kill "$rpid"; wait "$rpid" 2>/dev/null || true
+    total=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
+    printf "%-40s %-8s %16s\n" "$(basename "$bin")" "$([ "$shared" = true ] && echo shared || echo private)" "$total"
+  done
+done
