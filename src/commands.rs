@@ -188,6 +188,9 @@ pub enum Combine {
 pub struct CommandSpec {
     /// Lowercase name.
     pub name: &'static str,
+    /// The command's place in the table, from 1 in the order of names; 0 for anything not in
+    /// the table ([`OTHER`]). Per-command counters are arrays indexed by it: no map, no lock.
+    pub id: u16,
     pub role: Role,
     pub keys: KeySpec,
     pub fanout: Fanout,
@@ -207,6 +210,7 @@ pub struct CommandSpec {
 const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> CommandSpec {
     CommandSpec {
         name,
+        id: OTHER,
         role,
         keys,
         fanout,
@@ -610,24 +614,52 @@ const SINGLE_KEY_COMMANDS: &[&str] = &[
     "lcs",
 ];
 
-/// Hashed with FNV-1a ([`crate::fnv`]): fixed at start-up, short keys.
-type Table = HashMap<&'static [u8], CommandSpec, crate::fnv::BuildFnv>;
+/// The id of every command that is not in the table, and its name in metrics.
+pub const OTHER: u16 = 0;
+const OTHER_NAME: &str = "other";
+
+/// The built table: specs by lowercase name, hashed with FNV-1a ([`crate::fnv`]: fixed at
+/// start-up, short keys), and the names by id.
+struct Table {
+    by_name: HashMap<&'static [u8], CommandSpec, crate::fnv::BuildFnv>,
+    /// `names[id]`; `names[0]` is [`OTHER_NAME`].
+    names: Vec<&'static str>,
+}
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut map = Table::with_capacity_and_hasher(
+        let mut by_name = HashMap::with_capacity_and_hasher(
             SPECIAL_COMMANDS.len() + SINGLE_KEY_COMMANDS.len(),
             Default::default(),
         );
         for &name in SINGLE_KEY_COMMANDS {
-            map.insert(name.as_bytes(), ordinary(name, ONE));
+            by_name.insert(name.as_bytes(), ordinary(name, ONE));
         }
         for s in SPECIAL_COMMANDS {
-            map.insert(s.name.as_bytes(), *s);
+            by_name.insert(s.name.as_bytes(), *s);
         }
-        map
+        let mut names: Vec<&'static str> = by_name.values().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.insert(0, OTHER_NAME);
+        for (id, name) in names.iter().enumerate().skip(1) {
+            if let Some(spec) = by_name.get_mut(name.as_bytes()) {
+                spec.id = id as u16;
+            }
+        }
+        Table { by_name, names }
     })
+}
+
+/// Every command's name by id ([`CommandSpec::id`]), `"other"` first: the bounded set of
+/// `command` labels in metrics.
+pub fn names() -> &'static [&'static str] {
+    &table().names
+}
+
+/// The id of a looked-up command, [`OTHER`] when it is not in the table.
+pub fn id_of(spec: Option<&CommandSpec>) -> u16 {
+    spec.map_or(OTHER, |s| s.id)
 }
 
 /// Longest command name looked up; longer names are not in the table.
@@ -653,7 +685,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     for (dst, src) in lower.iter_mut().zip(name) {
         *dst = src.to_ascii_lowercase();
     }
-    table().get(&lower[..name.len()])
+    table().by_name.get(&lower[..name.len()])
 }
 
 /// The last command name a session looked up, and the answer: [`lookup`] for a name that
@@ -980,7 +1012,7 @@ mod tests {
 
     #[test]
     fn every_removing_command_is_a_guarded_role_with_contiguous_keys() {
-        for spec in table().values() {
+        for spec in table().by_name.values() {
             let guarded = matches!(spec.role, Role::Delete | Role::RemoveKeys);
             assert_eq!(guarded, spec.removes != Removes::Nothing, "{}", spec.name);
             if spec.removes == Removes::Keys {
@@ -989,6 +1021,7 @@ mod tests {
         }
         let names: Vec<&str> = {
             let mut v: Vec<&str> = table()
+                .by_name
                 .values()
                 .filter(|s| s.removes != Removes::Nothing)
                 .map(|s| s.name)

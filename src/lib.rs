@@ -4,6 +4,7 @@
 //! command is, [`guard`] decides whether it may run, [`session`] forwards it upstream and returns
 //! the replies in request order.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cluster;
@@ -11,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod fnv;
 pub mod guard;
+pub mod metrics;
 pub mod net;
 pub mod printable;
 pub mod protocol;

@@ -183,8 +183,16 @@ pub async fn serve(
     mut signals: watch::Receiver<u32>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    if config.admin.enabled() {
+        // Before the backend starts, so that what it counts at start-up is counted.
+        crate::metrics::enable().config_loaded();
+    }
     let ctx = Arc::new(session_context(&config));
     let backend = start_backend(&config).await?;
+    if config.admin.enabled() {
+        let addr = crate::admin::start(&config, &backend).await?;
+        tracing::info!("admin listener on http://{addr} (/metrics, /healthz, /readyz, /config)");
+    }
     let tls = match &config.tls.server {
         Some(settings) => Some(
             ServerTls::new(settings)
@@ -244,6 +252,9 @@ pub async fn serve(
                 client = %peer,
                 "out of file descriptors, client refused; raise the open files limit (ulimit -n)"
             );
+            if let Some(m) = crate::metrics::get() {
+                m.client_rejected(crate::metrics::Rejection::Descriptors);
+            }
             match &tls {
                 None => refuse_now(stream),
                 // Plain text would read as a broken TLS record; the close says enough.
@@ -254,6 +265,9 @@ pub async fn serve(
         if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
             clients.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(client = %peer, max_clients, "max number of clients reached");
+            if let Some(m) = crate::metrics::get() {
+                m.client_rejected(crate::metrics::Rejection::MaxClients);
+            }
             match &tls {
                 None => {
                     tokio::spawn(refuse(Socket::Tcp(stream)));
@@ -281,7 +295,14 @@ pub async fn serve(
                     .map(|(socket, bridge)| (socket, Some(bridge))),
             };
             if let Some((client, bridge)) = client {
+                let metrics = crate::metrics::get();
+                if let Some(m) = metrics {
+                    m.client_connected();
+                }
                 session::run(client, peer, ctx, backend, stop).await;
+                if let Some(m) = metrics {
+                    m.client_disconnected();
+                }
                 // A TLS client is still connected until its bridge has passed on the last
                 // replies and closed the connection: it stays counted against max_clients, and
                 // shutdown waits for it, until then.
@@ -339,6 +360,9 @@ async fn handshake(
         }
         Err(e) => {
             tracing::warn!(client = %peer, error = %e, "TLS handshake with a client failed");
+            if let Some(m) = crate::metrics::get() {
+                m.client_rejected(crate::metrics::Rejection::TlsHandshake);
+            }
             None
         }
     }

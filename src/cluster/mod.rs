@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::fnv::BuildFnv;
+use crate::metrics;
 use crate::protocol::{reply, write};
 use crate::upstream::{DialError, DialFailure, UpstreamTarget};
 use node::{NodeConn, NodeError};
@@ -175,6 +176,10 @@ impl Cluster {
         if template.tls.is_some() {
             check_node_certificates(&map, &template).await?;
         }
+        if let Some(m) = metrics::get() {
+            m.slot_map_refreshed();
+            m.set_slots_covered(map.assigned_slots());
+        }
         let cluster = Arc::new(Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
@@ -240,6 +245,9 @@ impl Cluster {
 
     /// Installs a new slot map.
     fn set_map(&self, map: SlotMap) {
+        if let Some(m) = metrics::get() {
+            m.set_slots_covered(map.assigned_slots());
+        }
         let primaries = Arc::new(sorted_primaries(&map));
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
         *self.primaries.write().unwrap_or_else(|e| e.into_inner()) = primaries;
@@ -418,16 +426,19 @@ impl Cluster {
             }
             match Redirect::parse(&frame) {
                 Some(Redirect::Moved { slot, addr: to }) => {
+                    count_redirect(metrics::Redirect::Moved);
                     self.learn_owner(slot, &to);
                     self.request_refresh();
                     addr = Some(to);
                     asking = false;
                 }
                 Some(Redirect::Ask { addr: to }) => {
+                    count_redirect(metrics::Redirect::Ask);
                     addr = Some(to);
                     asking = true;
                 }
                 Some(Redirect::TryAgain) => {
+                    count_redirect(metrics::Redirect::TryAgain);
                     // A multi-key command on a slot being migrated, some keys on each side. It
                     // stays so until the migration ends: retry briefly, then let the caller
                     // split the command by key (fan-out classes) or hand TRYAGAIN to the
@@ -477,6 +488,9 @@ impl Cluster {
         }
         match topology::discover(&sources, &self.template).await {
             Ok(map) => {
+                if let Some(m) = metrics::get() {
+                    m.slot_map_refreshed();
+                }
                 let changed = *self.map() != map;
                 if changed {
                     tracing::info!(
@@ -492,6 +506,12 @@ impl Cluster {
             }
             Err(e) => tracing::warn!(error = %e, "cluster topology refresh failed"),
         }
+    }
+}
+
+fn count_redirect(kind: metrics::Redirect) {
+    if let Some(m) = metrics::get() {
+        m.redirect(kind);
     }
 }
 

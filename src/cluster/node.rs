@@ -339,6 +339,7 @@ async fn run(inner: Arc<Inner>) {
         return; // abandoned, nothing owed that anyone waits for
     };
     tracing::warn!(node = %inner.addr, %error, "upstream connection closed");
+    crate::metrics::upstream_lost(&error);
     let message = format!("connection to {} lost: {error}", inner.addr);
     for w in owed {
         let _ = w.reply.send(Err(NodeError::Lost(message.clone())));

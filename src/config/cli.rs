@@ -46,6 +46,11 @@ pub struct Cli {
     #[arg(long, env = "KEYWARD_CLUSTER")]
     pub cluster: bool,
 
+    /// Serve metrics, health, readiness and the configuration over HTTP on this address
+    /// (HOST:PORT), overriding admin.listen; an empty value turns the admin listener off.
+    #[arg(long, value_name = "ADDR", env = "KEYWARD_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+
     /// Refuse a delete that names more than N keys, overriding guard.max_keys.
     #[arg(long, value_name = "N", env = "KEYWARD_MAX_KEYS")]
     pub max_keys: Option<usize>,

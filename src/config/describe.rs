@@ -18,6 +18,7 @@ impl Config {
             guard,
             limits,
             tls,
+            admin,
         } = self;
         let mut out = String::new();
         let mut line = |text: String| {
@@ -100,6 +101,14 @@ impl Config {
             "max_pending_replies = {}",
             limits.max_pending_replies
         ));
+        if admin.enabled() {
+            line(String::new());
+            line("[admin]".into());
+            line(format!("listen = {}", quote(&admin.listen)));
+            if admin.token_sha256.is_some() {
+                line(format!("token_sha256 = {}", quote("<set>")));
+            }
+        }
         out
     }
 }

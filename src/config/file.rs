@@ -26,6 +26,26 @@ pub struct FileConfig {
     pub guard: GuardFile,
     #[serde(default)]
     pub limits: LimitsFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+}
+
+/// `[admin]`
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: Option<String>,
+    pub token_sha256: Option<String>,
+}
+
+/// Written by hand so that `{:?}` never shows the token's hash.
+impl fmt::Debug for AdminFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminFile")
+            .field("listen", &self.listen)
+            .field("token_sha256", &self.token_sha256.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// `[server]`

@@ -33,3 +33,5 @@ pub(super) const UPSTREAM_TLS_CA_FILE: &str = "upstream.tls.ca_file";
 pub(super) const UPSTREAM_TLS_SERVER_NAME: &str = "upstream.tls.server_name";
 pub(super) const UPSTREAM_TLS_CERT_FILE: &str = "upstream.tls.cert_file";
 pub(super) const UPSTREAM_TLS_KEY_FILE: &str = "upstream.tls.key_file";
+pub(super) const ADMIN_LISTEN: &str = "admin.listen";
+pub(super) const ADMIN_TOKEN_SHA256: &str = "admin.token_sha256";

@@ -128,6 +128,24 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.limits.max_pending_replies,
             l.max_pending_replies,
         );
+        set.value(ADMIN_LISTEN, &mut c.admin.listen, file.admin.listen.clone());
+        if let Some(hex) = &file.admin.token_sha256 {
+            let Some(hash) = crate::auth::parse_sha256_hex(hex) else {
+                return Err(ConfigError::new(
+                    Origin::File(file.path.clone()),
+                    Some(ADMIN_TOKEN_SHA256.to_string()),
+                    "must be 64 hexadecimal digits: the SHA-256 of the token \
+                     (printf %s 'the token' | sha256sum)"
+                        .into(),
+                    None,
+                ));
+            };
+            set.value(
+                ADMIN_TOKEN_SHA256,
+                &mut c.admin.token_sha256,
+                Some(Some(hash)),
+            );
+        }
         c.tls = tls_from_file(file, &mut origins)?;
     }
 
@@ -140,6 +158,8 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     let mode = cli.cluster.then_some(UpstreamMode::Cluster);
     let mut set = origins.layer(Origin::flag("--cluster", "KEYWARD_CLUSTER"));
     set.value(UPSTREAM_MODE, &mut c.upstream.mode, mode);
+    let mut set = origins.layer(Origin::flag("--admin-listen", "KEYWARD_ADMIN_LISTEN"));
+    set.value(ADMIN_LISTEN, &mut c.admin.listen, cli.admin_listen.clone());
     let mut set = origins.layer(Origin::flag("--max-keys", "KEYWARD_MAX_KEYS"));
     set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, cli.max_keys);
 

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::admin::AdminConfig;
 use crate::auth::User;
 use crate::guard::GuardConfig;
 use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};
@@ -154,6 +155,7 @@ pub struct Config {
     pub guard: GuardConfig,
     pub limits: LimitsConfig,
     pub tls: TlsConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -186,6 +188,7 @@ impl Default for Config {
                 max_pending_replies: 1024,
             },
             tls: TlsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }

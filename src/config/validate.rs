@@ -92,6 +92,24 @@ pub(super) fn validate(config: &mut Config, origins: &Origins) -> Result<(), Con
         );
     }
 
+    let admin = &config.admin;
+    if admin.enabled() {
+        if let Err(message) = check_host_port(&admin.listen, true) {
+            return fail(ADMIN_LISTEN, message);
+        }
+        if admin.token_sha256.is_none() && !is_loopback_listen(&admin.listen) {
+            return fail(
+                ADMIN_TOKEN_SHA256,
+                format!(
+                    "is required because admin.listen = {} is not a loopback address: set it to \
+                     the SHA-256 of a token (printf %s 'the token' | sha256sum), which requests \
+                     then carry as `Authorization: Bearer <token>`",
+                    quote(&admin.listen)
+                ),
+            );
+        }
+    }
+
     let upstream = &config.upstream;
     if upstream.nodes.is_empty() {
         return fail(UPSTREAM_NODES, "needs at least one HOST:PORT".into());

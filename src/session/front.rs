@@ -18,6 +18,7 @@ use crate::audit::{self, Audit};
 use crate::auth::{self, ClientAuth, Gate, Login};
 use crate::commands::{self, CommandSpec, ReplySwitch, Role};
 use crate::guard::Verdict;
+use crate::metrics::{self, Outcome, Stamp};
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
 use crate::upstream::WarmPool;
@@ -71,6 +72,13 @@ impl ReplyMode {
     }
 }
 
+/// Counts a request keyward answered itself (no duration: it never went anywhere).
+fn count_local(spec: Option<&CommandSpec>, outcome: Outcome) {
+    if let Some(m) = metrics::get() {
+        m.answered(Stamp::new(commands::id_of(spec), None), outcome, None);
+    }
+}
+
 /// Logs that a client is being closed for idling (`idle_timeout_ms`).
 pub(crate) fn note_idle_close(peer: SocketAddr, ctx: &SessionContext) {
     tracing::info!(
@@ -106,6 +114,8 @@ pub(crate) struct Admitted {
 /// What happens once the reply to a request has come, whichever backend brought it.
 #[derive(Debug)]
 pub(crate) struct ReplyWatch {
+    /// The command's id in the table, for its metrics.
+    command: u16,
     /// The audit line of a guarded request.
     audit: Option<Audit>,
     /// Connections kept ready to forget: the request changes how new connections log in
@@ -119,8 +129,18 @@ impl ReplyWatch {
     pub(crate) fn answered(&self, frame: &[u8]) {
         if let Some(audit) = &self.audit {
             audit.answered(frame);
+            if let (Some(m), Some(n)) = (metrics::get(), crate::protocol::reply::integer(frame)) {
+                m.keys_removed(self.command, n);
+            }
         }
         self.after_reply();
+    }
+
+    /// A guarded delete split over several nodes removed `n` keys in all.
+    pub(crate) fn removed(&self, n: i64) {
+        if let Some(m) = metrics::get() {
+            m.keys_removed(self.command, n);
+        }
     }
 
     /// The outcome, in words, of a request that no single frame answers (a cluster fan-out).
@@ -219,6 +239,7 @@ impl Front {
                 scanner.set_unauthenticated(!self.login.is_authenticated());
                 if let Gate::Answer(reply) = gate {
                     let refused = reply.starts_with(b"-");
+                    count_local(spec, Outcome::of_reply(&reply));
                     return Admission::Answer { reply, refused };
                 }
             }
@@ -237,8 +258,12 @@ impl Front {
     ) -> Admission {
         let role = spec.map_or(Role::Ordinary, |s| s.role);
         match role {
-            Role::Quit => return Admission::Quit,
+            Role::Quit => {
+                count_local(spec, Outcome::Ok);
+                return Admission::Quit;
+            }
             Role::Replication => {
+                count_local(spec, Outcome::Error);
                 return Admission::Answer {
                     reply: write::error(REPLICATION_REFUSED),
                     refused: false,
@@ -253,6 +278,11 @@ impl Front {
         let rename = match verdict {
             Verdict::Refuse(refusal) => {
                 audit::refused(self.peer, request.args(), refusal.rule.name());
+                if let Some(m) = metrics::get() {
+                    let command = commands::id_of(spec);
+                    m.refused(command, refusal.rule, false);
+                    m.answered(Stamp::new(command, None), Outcome::Refused, None);
+                }
                 return Admission::Answer {
                     reply: write::error(&refusal.message),
                     refused: true,
@@ -265,10 +295,14 @@ impl Front {
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
         let audit = matches!(role, Role::Delete | Role::RemoveKeys)
             .then(|| Audit::start(self.peer, request.args()));
+        if let (Some(audit), Some(m)) = (&audit, metrics::get()) {
+            m.keys_requested(commands::id_of(spec), audit.keys);
+        }
         let changes_login = self.changes_login(spec, role, request, in_transaction);
         let ready_connections = ready_connections.filter(|_| changes_login).cloned();
         let watch = (audit.is_some() || ready_connections.is_some()).then(|| {
             Box::new(ReplyWatch {
+                command: commands::id_of(spec),
                 audit,
                 ready_connections,
             })

@@ -102,13 +102,34 @@ impl UpstreamTarget {
         self.dial().await.map_err(|e| e.to_string())
     }
 
+    /// Counts a failed dial in `keyward_upstream_errors_total`.
+    fn count(failure: &DialFailure) {
+        use crate::metrics::UpstreamError as Kind;
+        let Some(m) = crate::metrics::get() else {
+            return;
+        };
+        m.upstream_error(match failure {
+            DialFailure::ConnectTimeout
+            | DialFailure::TlsTimeout
+            | DialFailure::HandshakeTimeout => Kind::Timeout,
+            DialFailure::Tls(_) => Kind::Tls,
+            DialFailure::Connect(_)
+            | DialFailure::Refused(_)
+            | DialFailure::HandshakeIo(_)
+            | DialFailure::HandshakeProtocol(_) => Kind::Connect,
+        });
+    }
+
     /// Like [`connect`](Self::connect), with the failed step as a value for callers that report
     /// it their own way.
     pub async fn dial(&self) -> Result<Socket, DialError> {
-        let fail = |failure| DialError {
-            addr: self.addr.clone(),
-            timeout: self.connect_timeout,
-            failure,
+        let fail = |failure| {
+            Self::count(&failure);
+            DialError {
+                addr: self.addr.clone(),
+                timeout: self.connect_timeout,
+                failure,
+            }
         };
         let stream = match timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
             Ok(Ok(stream)) => stream,

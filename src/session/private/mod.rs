@@ -65,6 +65,8 @@ struct Expect {
     kind: ExpectKind,
     /// What happens once the reply is in (an audit line...).
     watch: Option<Box<ReplyWatch>>,
+    /// Its command and read time, for metrics.
+    stamp: crate::metrics::Stamp,
     /// A blocking command (BLPOP...): its reply may never come.
     blocking: bool,
 }

@@ -14,6 +14,7 @@ use tokio::time::{Instant, Sleep};
 use super::super::front::note_idle_close;
 use super::pubsub::{self, Subscriptions};
 use super::{Expect, ExpectKind, Pending, PrivateUpstream, SessionContext, Shared, upstream_lost};
+use crate::metrics::{self, Outcome};
 use crate::net::Socket;
 use crate::net::rw::{KEEP_BUFFER, ReadChunk, write_all_chunks};
 use crate::protocol::reply::{self, ReplyFramer};
@@ -52,6 +53,9 @@ pub(super) struct ReplySide {
     received_entries: u64,
     /// The done count last published in [`Shared::done_entries`].
     published_done: u64,
+    /// The time replies framed in this pass reach the client (metrics on only; read once per
+    /// pass, when the first reply needs it).
+    pass_time: Option<std::time::Instant>,
     /// The one timer for the side's deadlines, made at the first deadline and kept: moving a
     /// kept timer to a later deadline is an atomic store, where a timer made afresh on every
     /// turn of the loop costs a timer-wheel insertion and removal, and, when no other timer is
@@ -101,6 +105,7 @@ impl ReplySide {
             last_write: Instant::now(),
             received_entries: 0,
             published_done: 0,
+            pass_time: None,
             timer: None,
         }
     }
@@ -301,6 +306,7 @@ impl ReplySide {
         let Some((reader, _)) = &self.upstream else {
             return;
         };
+        self.pass_time = None;
         match self.read_chunk.read(reader, &mut self.buf) {
             Ok(0) => {
                 self.fail_upstream("closed by the upstream");
@@ -424,6 +430,10 @@ impl ReplySide {
                 if done && let Some(watch) = expect.watch.take() {
                     watch.answered(frame);
                 }
+                if done && let Some(m) = metrics::get() {
+                    let now = *self.pass_time.get_or_insert_with(std::time::Instant::now);
+                    m.answered(expect.stamp, Outcome::of_reply(frame), Some(now));
+                }
                 self.forward += len;
                 done
             }
@@ -470,6 +480,7 @@ impl ReplySide {
             return;
         };
         tracing::warn!(client = %self.peer, upstream = %self.upstream_settings.target.addr, %reason, "upstream connection lost");
+        metrics::upstream_lost(reason);
         // What was framed already goes out; a partial frame is lost with the connection.
         self.flush_forward();
         self.buf.clear();
@@ -478,9 +489,17 @@ impl ReplySide {
         let pending = std::mem::take(&mut self.pending);
         for entry in pending {
             match entry {
-                Pending::Reply(_) | Pending::Replace(_) => {
+                Pending::Reply(expect) => {
+                    if let Some(m) = metrics::get() {
+                        m.answered(
+                            expect.stamp,
+                            Outcome::Error,
+                            Some(std::time::Instant::now()),
+                        );
+                    }
                     self.pending.push_back(Pending::Local(error.clone()))
                 }
+                Pending::Replace(_) => self.pending.push_back(Pending::Local(error.clone())),
                 Pending::Swallow => {}
                 other => self.pending.push_back(other),
             }

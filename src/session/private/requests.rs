@@ -56,6 +56,8 @@ pub(super) struct RequestSide {
     connect_failed_in_batch: bool,
     /// Reply-queue entries sent to the reply side so far (see [`Shared::done_entries`]).
     sent_entries: u64,
+    /// When the read that brought the requests being handled returned (metrics on only).
+    read_at: Option<std::time::Instant>,
 }
 
 /// Why the read loop stops.
@@ -102,6 +104,7 @@ impl RequestSide {
             outgoing: Vec::new(),
             connect_failed_in_batch: false,
             sent_entries: 0,
+            read_at: None,
         }
     }
 
@@ -202,6 +205,7 @@ impl RequestSide {
     /// `max_pending_replies` requests waiting for replies.
     async fn process(&mut self, buf: &mut BytesMut) -> Stop {
         self.connect_failed_in_batch = false;
+        self.read_at = crate::metrics::read_time();
         loop {
             // Checked per request: a login in this batch raises the limit.
             if self.owed() + self.batch.len() as u64 >= self.pending_limit() {
@@ -265,6 +269,10 @@ impl RequestSide {
             watch,
         } = admitted;
         if !self.ensure_upstream().await {
+            if let Some(m) = crate::metrics::get() {
+                let stamp = crate::metrics::Stamp::new(crate::commands::id_of(spec), None);
+                m.answered(stamp, crate::metrics::Outcome::Error, None);
+            }
             return;
         }
 
@@ -300,6 +308,7 @@ impl RequestSide {
                 kind,
                 watch,
                 blocking: spec.is_some_and(|s| s.blocking),
+                stamp: crate::metrics::Stamp::new(crate::commands::id_of(spec), self.read_at),
             }));
         }
         match rename {

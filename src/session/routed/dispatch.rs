@@ -10,6 +10,7 @@ use crate::cluster::fanout::{self, Plan};
 use crate::cluster::topology::slot_of;
 use crate::cluster::{Cluster, Target};
 use crate::commands::{self, ClientSubcommand, Combine, CommandSpec, Fanout, PubSubKind, Role};
+use crate::metrics::Stamp;
 use crate::protocol::args::Args;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
@@ -35,6 +36,8 @@ impl RoutedSession {
             .await;
         let admitted = match admission {
             Admission::Answer { reply, refused } => {
+                // Counted by the front.
+                self.stamp = None;
                 if refused && let Some(t) = self.transaction.as_mut() {
                     t.aborted = true;
                 }
@@ -42,12 +45,14 @@ impl RoutedSession {
                 return Next::Continue;
             }
             Admission::Quit => {
+                self.stamp = None;
                 self.local(write::simple("OK"));
-                self.replies.push_ready(Out::Close);
+                self.replies.push_ready(Out::Close, None);
                 return Next::Stop;
             }
             Admission::Forward(admitted) => admitted,
         };
+        self.stamp = Some(Stamp::new(commands::id_of(admitted.spec), self.read_at));
         let Admitted {
             spec,
             role,
@@ -251,6 +256,7 @@ impl RoutedSession {
             let sum = fanout::sum(groups, replies);
             if sum.failures.is_empty() {
                 if let Some(watch) = &watch {
+                    watch.removed(sum.total);
                     watch.outcome(&format!(
                         "removed {} (in {} slots)",
                         sum.total,

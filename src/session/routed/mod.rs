@@ -30,6 +30,7 @@ use super::{PAUSED_READ_LIMIT, ShutdownSignal};
 use super::{PrivateUpstream, SessionContext};
 use crate::cluster::node::NodeConn;
 use crate::cluster::{Cluster, Submitted, Target};
+use crate::metrics::Stamp;
 use crate::net::Socket;
 use crate::net::rw::{ReadChunk, release_grown_buffer, write_all_chunks};
 use crate::protocol::request::RequestScanner;
@@ -68,6 +69,11 @@ struct RoutedSession {
     dirty: Vec<NodeConn>,
     /// Blocking commands in flight (their replies may never come).
     blocking: Arc<std::sync::atomic::AtomicUsize>,
+    /// The metrics stamp of the request being dispatched (None: keyward's front already
+    /// counted it, or it is not a request).
+    stamp: Option<Stamp>,
+    /// When the read that brought the requests being handled returned (metrics on only).
+    read_at: Option<std::time::Instant>,
 }
 
 /// What the read loop does after a request.
@@ -107,6 +113,8 @@ pub(super) async fn run(
         replies: ReplyQueue::default(),
         dirty: Vec::new(),
         blocking: Arc::default(),
+        stamp: None,
+        read_at: None,
     };
     let mut scanner = session.front.scanner(&ctx);
     let mut buf = BytesMut::new();
@@ -151,7 +159,7 @@ pub(super) async fn run(
         }
         tokio::select! {
             biased;
-            Some(first) = session.replies.next(), if !session.replies.is_empty() => {
+            Some(first) = session.replies.next_in_new_pass(), if !session.replies.is_empty() => {
                 let mut close = false;
                 let mut next = Some(first);
                 while let Some(item) = next.take() {
@@ -231,6 +239,7 @@ impl RoutedSession {
         handoff: &mut Option<(String, BytesMut)>,
     ) -> bool {
         let mut paused = false;
+        self.read_at = crate::metrics::read_time();
         loop {
             // Checked per request: a login in this read raises the limit.
             if self.replies.len() >= self.front.pending_limit(&self.ctx) {
@@ -255,8 +264,9 @@ impl RoutedSession {
                 },
                 Ok(None) => break,
                 Err(e) => {
+                    self.stamp = None;
                     self.local(write::error(&e.message()));
-                    self.replies.push_ready(Out::Close);
+                    self.replies.push_ready(Out::Close, None);
                     *reading = false;
                     break;
                 }
@@ -275,8 +285,10 @@ impl RoutedSession {
     /// Queues a reply that takes work of its own (fan-outs, blocking commands, transactions).
     fn push(&mut self, future: impl Future<Output = Bytes> + Send + 'static) {
         let deliver = self.deliver();
-        self.replies
-            .push_future(async move { Out::reply(future.await, deliver) }.boxed());
+        self.replies.push_future(
+            async move { Out::reply(future.await, deliver) }.boxed(),
+            self.stamp,
+        );
     }
 
     /// Remembers the connection a request was queued on, to flush it after this read.
@@ -298,7 +310,8 @@ impl RoutedSession {
     /// Queues a reply keyward gives itself.
     fn local(&mut self, reply: Bytes) {
         let deliver = self.deliver();
-        self.replies.push_ready(Out::reply(reply, deliver));
+        self.replies
+            .push_ready(Out::reply(reply, deliver), self.stamp);
     }
 
     /// Sends a request over a shared connection now; its reply comes in order, and goes to its
@@ -323,6 +336,7 @@ impl RoutedSession {
             .await;
         self.note(&submitted);
         let deliver = self.deliver();
-        self.replies.push_forwarded(submitted, cluster, deliver);
+        self.replies
+            .push_forwarded(submitted, cluster, deliver, self.stamp);
     }
 }

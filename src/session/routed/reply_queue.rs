@@ -29,6 +29,7 @@ use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 
 use crate::cluster::node::{ErrorAlert, NodeReply};
 use crate::cluster::{Cluster, Submitted};
+use crate::metrics::{self, Outcome, Stamp};
 use crate::protocol::reply;
 
 /// What one request yields for the client.
@@ -101,6 +102,10 @@ pub(super) struct ReplyQueue {
     following: FuturesUnordered<FollowUp>,
     /// Raised by the nodes when a forwarded request's reply is an error.
     alert: Arc<ErrorAlert>,
+    /// Each entry's metrics stamp, in step with `entries` (None: not a request, e.g. a close).
+    stamps: VecDeque<Option<Stamp>>,
+    /// When replies taken in this pass reach the client (metrics on only; read once per pass).
+    pass_time: Option<std::time::Instant>,
 }
 
 impl Default for ReplyQueue {
@@ -112,6 +117,8 @@ impl Default for ReplyQueue {
             driven_done: VecDeque::new(),
             following: FuturesUnordered::new(),
             alert: Arc::default(),
+            stamps: VecDeque::new(),
+            pass_time: None,
         }
     }
 }
@@ -136,14 +143,29 @@ impl ReplyQueue {
         self.alert.clone()
     }
 
+    /// The next output, beginning a new pass of taking replies for the client: durations
+    /// measured from here on end at a new time.
+    pub fn next_in_new_pass(&mut self) -> futures_util::stream::Next<'_, Self> {
+        self.pass_time = None;
+        self.next()
+    }
+
     /// An answer known now.
-    pub fn push_ready(&mut self, out: Out) {
+    pub fn push_ready(&mut self, out: Out, stamp: Option<Stamp>) {
         self.entries.push_back(Entry::Ready(out));
+        self.stamps.push_back(stamp);
     }
 
     /// A request already queued on a shared connection ([`Cluster::submit_alerting`], with
     /// this queue's [`ReplyQueue::alert`]).
-    pub fn push_forwarded(&mut self, submitted: Submitted, cluster: Arc<Cluster>, deliver: bool) {
+    pub fn push_forwarded(
+        &mut self,
+        submitted: Submitted,
+        cluster: Arc<Cluster>,
+        deliver: bool,
+        stamp: Option<Stamp>,
+    ) {
+        self.stamps.push_back(stamp);
         let seq = self.front_seq + self.entries.len() as u64;
         // Not sent at all (no connection to its node): the retries start now.
         if let Some(e) = submitted.not_sent() {
@@ -161,7 +183,8 @@ impl ReplyQueue {
 
     /// An answer that takes work of its own; the future is driven from now on, whatever is
     /// ahead of it.
-    pub fn push_future(&mut self, future: BoxFuture<'static, Out>) {
+    pub fn push_future(&mut self, future: BoxFuture<'static, Out>, stamp: Option<Stamp>) {
+        self.stamps.push_back(stamp);
         self.entries.push_back(Entry::Driven);
         self.driven.push_back(future);
     }
@@ -211,12 +234,24 @@ impl ReplyQueue {
         }
     }
 
-    /// Takes the front entry off, keeping little room once the queue is empty.
-    fn pop_front(&mut self) {
+    /// Takes the front entry off, whose output is `out`, keeping little room once the queue is
+    /// empty.
+    fn pop_front(&mut self, out: &Out) {
+        if let (Some(Some(stamp)), Some(m)) = (self.stamps.pop_front(), metrics::get()) {
+            let outcome = match out {
+                Out::Reply(frame) => Outcome::of_reply(frame),
+                _ => Outcome::Ok,
+            };
+            let now = *self.pass_time.get_or_insert_with(std::time::Instant::now);
+            m.answered(stamp, outcome, Some(now));
+        }
         self.entries.pop_front();
         self.front_seq += 1;
         if self.entries.is_empty() && self.entries.capacity() > KEEP_ENTRIES {
             self.entries.shrink_to(KEEP_ENTRIES);
+        }
+        if self.stamps.is_empty() && self.stamps.capacity() > KEEP_ENTRIES {
+            self.stamps.shrink_to(KEEP_ENTRIES);
         }
         if self.driven_done.is_empty() && self.driven_done.capacity() > KEEP_ENTRIES {
             self.driven_done.shrink_to(KEEP_ENTRIES);
@@ -268,7 +303,7 @@ impl Stream for ReplyQueue {
                     }
                 }
             };
-            this.pop_front();
+            this.pop_front(&out);
             return Poll::Ready(Some(out));
         }
     }

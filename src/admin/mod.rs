@@ -1,0 +1,195 @@
+//! The admin listener: HTTP for operators and their tools, on an address of its own, apart from
+//! the clients' port. Off unless `[admin] listen` is set; metrics are collected only then.
+//!
+//! - `GET /metrics`: Prometheus text exposition format ([`crate::metrics`]);
+//! - `GET /healthz`: 200 while the process serves;
+//! - `GET /readyz`: 200 when keyward can serve clients ([`readiness`]), else 503 with a JSON body
+//!   saying why;
+//! - `GET /config`: the effective configuration as JSON, secrets masked as `--check-config`
+//!   masks them.
+//!
+//! With `[admin] token_sha256`, every request must carry `Authorization: Bearer <token>` (401
+//! otherwise). Errors are JSON bodies with a stable `error` code.
+
+mod readiness;
+mod settings;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::session::Backend;
+pub use readiness::Readiness;
+pub use settings::AdminConfig;
+
+/// What the admin endpoints answer from.
+struct Admin {
+    token_sha256: Option<[u8; 32]>,
+    readiness: Readiness,
+    /// `/config`, rendered once: the configuration does not change while keyward runs.
+    config_json: Bytes,
+}
+
+/// Binds the admin listener (so that a taken port stops keyward at start-up) and starts serving
+/// it in the background. Returns the bound address.
+pub async fn start(config: &Config, backend: &Backend) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(&config.admin.listen).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on admin.listen {}: {e}", config.admin.listen),
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    crate::metrics::enable();
+    let admin = Arc::new(Admin {
+        token_sha256: config.admin.token_sha256,
+        readiness: Readiness::start(backend),
+        config_json: Bytes::from(config_json(config)),
+    });
+    tokio::spawn(serve(listener, admin));
+    Ok(addr)
+}
+
+async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            // A slow or silent HTTP client must not hold a task for ever.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), connection).await;
+        });
+    }
+}
+
+impl Admin {
+    fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !self.authorized(&request) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this admin listener needs `Authorization: Bearer <token>`",
+            );
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+        let path = request.uri().path();
+        if request.method() != Method::GET {
+            return match path {
+                "/metrics" | "/healthz" | "/readyz" | "/config" => error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                ),
+                _ => not_found(),
+            };
+        }
+        match path {
+            "/metrics" => {
+                let text = crate::metrics::get()
+                    .map(|m| m.render())
+                    .unwrap_or_default();
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    Bytes::from(text),
+                )
+            }
+            "/healthz" => reply(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            "/readyz" => match self.readiness.check() {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "ready": true })),
+                Err(reason) => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({ "ready": false, "reason": reason }),
+                ),
+            },
+            "/config" => reply(StatusCode::OK, "application/json", self.config_json.clone()),
+            _ => not_found(),
+        }
+    }
+
+    /// Whether the request carries the token, when one is configured (compared as digests, in
+    /// constant time, as client passwords are).
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.token_sha256 else {
+            return true;
+        };
+        let Some(token) = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        digest
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
+/// The effective configuration as JSON: `--check-config`'s text (which masks every secret)
+/// read back as TOML, so that both show the same thing.
+fn config_json(config: &Config) -> String {
+    match config.describe().parse::<toml::Table>() {
+        Ok(table) => serde_json::to_string_pretty(&table).unwrap_or_default(),
+        Err(e) => serde_json::json!({ "error": "internal", "message": e.to_string() }).to_string(),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut body = value.to_string();
+    body.push('\n');
+    reply(status, "application/json", Bytes::from(body))
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    json(
+        status,
+        &serde_json::json!({ "error": code, "message": message }),
+    )
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "endpoints: GET /metrics, /healthz, /readyz, /config",
+    )
+}
