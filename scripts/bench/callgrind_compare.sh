@@ -10,6 +10,9 @@
 # and W2 (-c 50) with N requests each of SET and GET (N: env N, default 50000), one REMOVEKEYS of
 # 1000 keys repeated R times (env R, default 200), and SIGTERM. Prints keyward's total
 # instruction count (start-up and shutdown included, the same for every binary) per run.
+# EXTRA_TOML (optional) is appended to every configuration; with ALSO_TOML set, every binary
+# runs a second time with that appended instead (e.g. metrics off, then on:
+# ALSO_TOML=$'[admin]\nlisten = "127.0.0.1:0"').
 set -euo pipefail
 N=${N:-50000}
 R=${R:-200}
@@ -20,7 +23,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 1 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
 printf "%-40s %-8s %16s\n" binary mode instructions
+variants=("${EXTRA_TOML:-}")
+[ -n "${ALSO_TOML:-}" ] && variants+=("$ALSO_TOML")
 for bin in "$@"; do
+ for variant in "${!variants[@]}"; do
   for shared in false true; do
     rp=$(free_port); kp=$(free_port)
     redis-server --port "$rp" --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
@@ -34,8 +40,9 @@ nodes = ["127.0.0.1:$rp"]
 share_connections = $shared
 [guard]
 deny_commands = []
+${variants[$variant]}
 EOF
-    out="$WORK/callgrind.$(basename "$bin").$shared"
+    out="$WORK/callgrind.$(basename "$bin").$variant.$shared"
     RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" \
       --config "$WORK/proxy.toml" >"$WORK/keyward.log" 2>&1 &
     kpid=$!
@@ -67,6 +74,7 @@ PY
     kill -TERM "$kpid"; wait "$kpid" || true
     kill "$rpid"; wait "$rpid" 2>/dev/null || true
     total=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
-    printf "%-40s %-8s %16s\n" "$(basename "$bin")" "$([ "$shared" = true ] && echo shared || echo private)" "$total"
+    printf "%-40s %-8s %16s\n" "$(basename "$bin")$([ "$variant" = 1 ] && echo ' +ALSO_TOML')" "$([ "$shared" = true ] && echo shared || echo private)" "$total"
   done
+ done
 done

@@ -2,6 +2,8 @@
 """Two keyward binaries side by side in one run: W1, W2 and W4 of the load benchmark.
 
     scripts/bench/compare.py --before OLD_BINARY --after NEW_BINARY [--rounds 5]
+    scripts/bench/compare.py --before B --after B --after-toml '[admin]
+    listen = "127.0.0.1:0"'          # one binary, a setting off and on (metrics)
 
 For a refactor that must not cost performance: one redis-server (no persistence) and four
 keyward processes in front of it, on free 127.0.0.1 ports: each binary in the default mode
@@ -47,15 +49,16 @@ def start(args, work, procs):
     wait_ready(redis_port, redis, "redis-server", redis_log)
     targets = {}
     i = 0
-    for build, binary in (("before", args.before), ("after", args.after)):
+    for build, binary, extra in (("before", args.before, args.before_toml),
+                                 ("after", args.after, args.after_toml)):
         for mode, shared in MODES.items():
             name = "%s-%s" % (build, mode)
             conf = os.path.join(work, name + ".toml")
             with open(conf, "w") as f:
                 f.write("[server]\nlisten = \"127.0.0.1:%d\"\n[upstream]\nnodes = "
                         "[\"127.0.0.1:%d\"]\nshare_connections = %s\n[guard]\n"
-                        "deny_commands = []\n"
-                        % (kw_ports[i], redis_port, "true" if shared else "false"))
+                        "deny_commands = []\n%s\n"
+                        % (kw_ports[i], redis_port, "true" if shared else "false", extra))
             logfile = os.path.join(work, name + ".log")
             proc = procs.start(name, [binary, "--config", conf], logfile,
                                env=dict(os.environ, RUST_LOG="warn"))
@@ -91,6 +94,8 @@ def main():
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", required=True)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--before-toml", default="", help="TOML appended to the before config")
+    ap.add_argument("--after-toml", default="", help="TOML appended to the after config")
     ap.add_argument("--w1-n", type=int, default=400_000)
     ap.add_argument("--w2-n", type=int, default=100_000)
     ap.add_argument("--w4-keys", type=int, default=200_000)
