@@ -70,6 +70,14 @@ pub fn refused(client: SocketAddr, args: Args<'_>, rule: &str) {
     Audit::start(client, args).log(&format!("refused: {rule}"));
 }
 
+/// Logs a request the guard refuses in enforce mode and forwards in dry-run mode. Written when
+/// the request is admitted, the same line in the same place as a refusal's, so that every
+/// `would refuse` line becomes one `refused` line once the guard enforces; a guarded delete
+/// then gets its usual line when the reply comes.
+pub fn would_refuse(client: SocketAddr, args: Args<'_>, rule: &str) {
+    Audit::start(client, args).log(&format!("would refuse: {rule}"));
+}
+
 /// A command name for logs: uppercase, lossy for binary names.
 pub fn command_name(name: &[u8]) -> String {
     String::from_utf8_lossy(name).to_ascii_uppercase()

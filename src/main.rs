@@ -33,6 +33,12 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         config.describe().trim_end()
     );
+    if config.guard.mode == config::GuardMode::DryRun {
+        tracing::warn!(
+            "the guard runs in dry-run mode: requests it would refuse are forwarded and logged \
+             with outcome=would refuse: <rule>"
+        );
+    }
 
     // One thread: tokio's current-thread scheduler runs tasks in the order their sockets became
     // ready. (The multi-thread scheduler's "LIFO slot" runs the last task woken first, so two

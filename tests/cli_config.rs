@@ -54,6 +54,7 @@ fn help_explains_every_flag() {
         "--listen",
         "--upstream",
         "--max-keys",
+        "--guard-mode",
         "--log-level",
         "--check-config",
     ] {
@@ -67,6 +68,7 @@ fn help_explains_every_flag() {
         "KEYWARD_LISTEN",
         "KEYWARD_UPSTREAM",
         "KEYWARD_MAX_KEYS",
+        "KEYWARD_GUARD_MODE",
         "KEYWARD_LOG_LEVEL",
     ] {
         assert!(help.contains(env), "--help does not mention {env}:\n{help}");
@@ -80,6 +82,7 @@ fn check_config_accepts_the_repository_proxy_toml() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("max_keys = 1000\n"), "{text}");
+    assert!(text.contains("[guard]\nmode = \"enforce\"\n"), "{text}");
     assert!(text.contains("[upstream]"), "{text}");
     assert!(
         text.contains(
@@ -210,6 +213,7 @@ fn bad_flag_values_exit_2() {
         &["--max-keys", "0"],
         &["--listen", "nowhere"],
         &["--log-level", "verbose"],
+        &["--guard-mode", "permissive"],
     ] {
         let mut all = vec!["--check-config", arg(&file)];
         all.extend_from_slice(args);
@@ -221,4 +225,34 @@ fn bad_flag_values_exit_2() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn guard_mode_from_the_file_env_and_flag() {
+    let (_dir, path) = config_file("[guard]\nmode = \"dry-run\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("mode = \"dry-run\"\n"));
+
+    let output = keyward(
+        &["--check-config", arg(&path)],
+        &[("KEYWARD_GUARD_MODE", "enforce")],
+    );
+    assert!(stdout(&output).contains("mode = \"enforce\"\n"));
+
+    let file = repo_proxy_toml();
+    let output = keyward(
+        &["--check-config", arg(&file), "--guard-mode", "dry-run"],
+        &[("KEYWARD_GUARD_MODE", "enforce")],
+    );
+    assert!(stdout(&output).contains("mode = \"dry-run\"\n"));
+
+    let (_dir, path) = config_file("[guard]\nmode = \"dryrun\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("guard.mode") && err.contains("dry-run"),
+        "{err}"
+    );
 }

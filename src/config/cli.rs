@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Origin};
+use crate::guard::GuardMode;
 
 /// keyward's command line. Every setting flag can also come from an environment variable; a flag
 /// given on the command line wins over its variable, and both win over the file.
@@ -49,6 +50,11 @@ pub struct Cli {
     /// Refuse a delete that names more than N keys, overriding guard.max_keys.
     #[arg(long, value_name = "N", env = "KEYWARD_MAX_KEYS")]
     pub max_keys: Option<usize>,
+
+    /// "enforce" refuses what the guard's rules refuse; "dry-run" forwards it and logs
+    /// `would refuse: <rule>` instead. Overrides guard.mode.
+    #[arg(long, value_name = "MODE", env = "KEYWARD_GUARD_MODE")]
+    pub guard_mode: Option<GuardMode>,
 
     /// Log at this level (error, warn, info, debug, trace or off) or with a tracing filter such
     /// as "keyward=debug,info"; without it RUST_LOG is used, and "info" if that is unset too.
@@ -113,6 +119,13 @@ mod tests {
         let cli =
             Cli::try_parse_from(["keyward", "--upstream", "a:1,b:2", "--upstream", "c:3"]).unwrap();
         assert_eq!(cli.upstream, ["a:1", "b:2", "c:3"]);
+    }
+
+    #[test]
+    fn guard_mode_flag_is_parsed() {
+        let cli = Cli::try_parse_from(["keyward", "--guard-mode", "dry-run"]).unwrap();
+        assert_eq!(cli.guard_mode, Some(GuardMode::DryRun));
+        assert!(Cli::try_parse_from(["keyward", "--guard-mode", "loose"]).is_err());
     }
 
     #[test]

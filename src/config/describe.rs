@@ -81,6 +81,7 @@ impl Config {
         }
         line(String::new());
         line("[guard]".into());
+        line(format!("mode = {}", quote(guard.mode.name())));
         line(format!("max_keys = {}", guard.max_keys));
         line(format!("wildcard_chars = {}", quote(&guard.wildcard_chars)));
         line(format!(
@@ -191,6 +192,7 @@ mod tests {
         let mut config = Config::default();
         config.guard.wildcard_chars = "*\"\\".into();
         config.guard.delete_command = DeleteCommand::Del;
+        config.guard.mode = crate::guard::GuardMode::DryRun;
         config.guard.deny_commands = vec!["CONFIG SET".into()];
         config.server.shutdown_timeout = Duration::from_millis(1234);
         let back = merged(&config.describe()).unwrap();

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, Origin};
 use super::model::UpstreamMode;
-use crate::guard::DeleteCommand;
+use crate::guard::{DeleteCommand, GuardMode};
 
 /// `proxy.toml` as written. A key that is absent stays `None` and falls through to the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -133,6 +133,7 @@ pub struct UpstreamTlsFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardFile {
+    pub mode: Option<GuardMode>,
     pub max_keys: Option<usize>,
     pub wildcard_chars: Option<String>,
     pub delete_command: Option<DeleteCommand>,
@@ -181,6 +182,13 @@ impl<'de> Deserialize<'de> for UpstreamMode {
     }
 }
 
+impl<'de> Deserialize<'de> for GuardMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for DeleteCommand {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -215,6 +223,7 @@ mod tests {
         assert!(file.upstream.mode.is_some() && file.upstream.nodes.is_some());
         assert!(file.upstream.connect_timeout_ms.is_some());
         assert!(file.guard.max_keys.is_some() && file.guard.wildcard_chars.is_some());
+        assert!(file.guard.mode.is_some());
         assert!(file.guard.delete_command.is_some() && file.guard.deny_commands.is_some());
         assert!(file.limits.max_bulk_len.is_some() && file.limits.max_request_args.is_some());
         assert!(file.limits.max_query_buffer.is_some());
@@ -249,6 +258,15 @@ mod tests {
             "guard.delete_command",
         );
         assert!(shown.contains("expected \"UNLINK\" or \"DEL\""), "{shown}");
+    }
+
+    #[test]
+    fn guard_mode_is_parsed() {
+        assert_eq!(merged("").unwrap().guard.mode, GuardMode::Enforce);
+        let config = merged("[guard]\nmode = \"dry-run\"\n").unwrap();
+        assert_eq!(config.guard.mode, GuardMode::DryRun);
+        let shown = rejected("[guard]\nmode = \"off\"\n", "guard.mode");
+        assert!(shown.contains("\"enforce\" or \"dry-run\""), "{shown}");
     }
 
     #[test]

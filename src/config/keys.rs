@@ -16,6 +16,7 @@ pub(super) const UPSTREAM_PASSWORD: &str = "upstream.password";
 pub(super) const UPSTREAM_CONNECT_TIMEOUT: &str = "upstream.connect_timeout_ms";
 pub(super) const UPSTREAM_SHARE_CONNECTIONS: &str = "upstream.share_connections";
 pub(super) const UPSTREAM_REPLY_TIMEOUT: &str = "upstream.reply_timeout_ms";
+pub(super) const GUARD_MODE: &str = "guard.mode";
 pub(super) const GUARD_MAX_KEYS: &str = "guard.max_keys";
 pub(super) const GUARD_WILDCARD_CHARS: &str = "guard.wildcard_chars";
 pub(super) const GUARD_DELETE_COMMAND: &str = "guard.delete_command";

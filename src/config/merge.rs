@@ -92,6 +92,7 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.upstream.share_connections,
             u.share_connections,
         );
+        set.value(GUARD_MODE, &mut c.guard.mode, g.mode);
         set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, g.max_keys);
         set.value(
             GUARD_WILDCARD_CHARS,
@@ -142,6 +143,8 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     set.value(UPSTREAM_MODE, &mut c.upstream.mode, mode);
     let mut set = origins.layer(Origin::flag("--max-keys", "KEYWARD_MAX_KEYS"));
     set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, cli.max_keys);
+    let mut set = origins.layer(Origin::flag("--guard-mode", "KEYWARD_GUARD_MODE"));
+    set.value(GUARD_MODE, &mut c.guard.mode, cli.guard_mode);
 
     validate(&mut config, &origins)?;
     validate_tls(&config, &origins)?;
@@ -331,6 +334,24 @@ mod tests {
         assert!(
             shown.contains("--upstream") && shown.contains("upstream.nodes"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_guard_mode_flag_wins_over_the_file() {
+        use crate::guard::GuardMode;
+        let file = file("[guard]\nmode = \"enforce\"\n").unwrap();
+        let cli = Cli {
+            guard_mode: Some(GuardMode::DryRun),
+            ..Cli::default()
+        };
+        assert_eq!(
+            merge(Some(&file), &cli).unwrap().guard.mode,
+            GuardMode::DryRun
+        );
+        assert_eq!(
+            merge(Some(&file), &Cli::default()).unwrap().guard.mode,
+            GuardMode::Enforce
         );
     }
 

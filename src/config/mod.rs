@@ -50,5 +50,5 @@ pub use model::{Config, LimitsConfig, ServerConfig, TlsConfig, UpstreamConfig, U
 
 // The settings types the subsystems own, under the paths they had when they were defined here.
 pub use crate::auth::User;
-pub use crate::guard::{DEFAULT_DENY_COMMANDS, DeleteCommand, GuardConfig};
+pub use crate::guard::{DEFAULT_DENY_COMMANDS, DeleteCommand, GuardConfig, GuardMode};
 pub use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};

@@ -258,6 +258,11 @@ impl Front {
                     refused: true,
                 };
             }
+            // Dry run: logged now, forwarded as if allowed.
+            Verdict::WouldRefuse { rule, rename } => {
+                audit::would_refuse(self.peer, request.args(), rule.name());
+                rename.map(|delete| delete.name())
+            }
             Verdict::Rewrite(delete) => Some(delete.name()),
             Verdict::Forward => None,
         };
@@ -312,7 +317,7 @@ mod tests {
 
     use super::*;
     use crate::auth::User;
-    use crate::guard::{GuardConfig, GuardPolicy};
+    use crate::guard::{GuardConfig, GuardMode, GuardPolicy};
     use crate::protocol::request::ScanLimits;
     use crate::upstream::UpstreamTarget;
 
@@ -441,6 +446,27 @@ mod tests {
             admitted.watch.is_none(),
             "nothing to do after an ordinary reply"
         );
+    }
+
+    #[tokio::test]
+    async fn dry_run_forwards_what_the_guard_would_refuse() {
+        let mut ctx = context(None);
+        ctx.guard = GuardPolicy::new(&GuardConfig {
+            mode: GuardMode::DryRun,
+            ..GuardConfig::default()
+        });
+        let mut client = Client::new(ctx, None);
+        let admitted = forwarded(client.admit(&["DEL", "a", "b*"], false).await);
+        assert_eq!((admitted.role, admitted.rename), (Role::Delete, None));
+        assert!(admitted.watch.is_some(), "its reply is audited as usual");
+        let admitted = forwarded(client.admit(&["REMOVEKEYS", "a*"], false).await);
+        assert_eq!(admitted.rename, Some("UNLINK"));
+        let admitted = forwarded(client.admit(&["flushall"], true).await);
+        assert!(admitted.rename.is_none());
+        // Not a rule but a malformed request: still answered here.
+        let (reply, refused) = answer(client.admit(&["REMOVEKEYS"], false).await);
+        assert!(reply.contains("wrong number of arguments"), "{reply}");
+        assert!(refused);
     }
 
     #[tokio::test]
