@@ -252,7 +252,8 @@ impl Front {
             .check_as(spec, request.args(), self.login.bypasses_deny_commands());
         let rename = match verdict {
             Verdict::Refuse(refusal) => {
-                audit::refused(self.peer, request.args(), refusal.rule.name());
+                let user = self.login.user();
+                audit::refused(self.peer, user, request.args(), refusal.rule.name());
                 return Admission::Answer {
                     reply: write::error(&refusal.message),
                     refused: true,
@@ -260,7 +261,8 @@ impl Front {
             }
             // Dry run: logged now, forwarded as if allowed.
             Verdict::WouldRefuse { rule, rename } => {
-                audit::would_refuse(self.peer, request.args(), rule.name());
+                let user = self.login.user();
+                audit::would_refuse(self.peer, user, request.args(), rule.name());
                 rename.map(|delete| delete.name())
             }
             Verdict::Rewrite(delete) => Some(delete.name()),
@@ -269,7 +271,7 @@ impl Front {
 
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
         let audit = matches!(role, Role::Delete | Role::RemoveKeys)
-            .then(|| Audit::start(self.peer, request.args()));
+            .then(|| Audit::start(self.peer, self.login.user(), request.args()));
         let changes_login = self.changes_login(spec, role, request, in_transaction);
         let ready_connections = ready_connections.filter(|_| changes_login).cloned();
         let watch = (audit.is_some() || ready_connections.is_some()).then(|| {
