@@ -56,6 +56,7 @@ fn help_explains_every_flag() {
         "--max-keys",
         "--guard-mode",
         "--log-level",
+        "--log-format",
         "--check-config",
     ] {
         assert!(
@@ -70,6 +71,7 @@ fn help_explains_every_flag() {
         "KEYWARD_MAX_KEYS",
         "KEYWARD_GUARD_MODE",
         "KEYWARD_LOG_LEVEL",
+        "KEYWARD_LOG_FORMAT",
     ] {
         assert!(help.contains(env), "--help does not mention {env}:\n{help}");
     }
@@ -214,6 +216,7 @@ fn bad_flag_values_exit_2() {
         &["--listen", "nowhere"],
         &["--log-level", "verbose"],
         &["--guard-mode", "permissive"],
+        &["--log-format", "logfmt"],
     ] {
         let mut all = vec!["--check-config", arg(&file)];
         all.extend_from_slice(args);
@@ -254,5 +257,36 @@ fn guard_mode_from_the_file_env_and_flag() {
     assert!(
         err.contains("guard.mode") && err.contains("dry-run"),
         "{err}"
+    );
+}
+
+#[test]
+fn log_format_from_the_file_env_and_flag() {
+    let (_dir, path) = config_file("[server]\nlog_format = \"json\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("log_format = \"json\"\n"));
+
+    let file = repo_proxy_toml();
+    let output = keyward(&["--check-config", arg(&file)], &[]);
+    assert!(stdout(&output).contains("log_format = \"text\"\n"));
+    let output = keyward(
+        &["--check-config", arg(&file)],
+        &[("KEYWARD_LOG_FORMAT", "json")],
+    );
+    assert!(stdout(&output).contains("log_format = \"json\"\n"));
+    let output = keyward(
+        &["--check-config", arg(&file), "--log-format", "text"],
+        &[("KEYWARD_LOG_FORMAT", "json")],
+    );
+    assert!(stdout(&output).contains("log_format = \"text\"\n"));
+
+    let (_dir, path) = config_file("[server]\nlog_format = \"xml\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("server.log_format"),
+        "{}",
+        stderr(&output)
     );
 }

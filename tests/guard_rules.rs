@@ -587,3 +587,55 @@ fn enforce_mode_written_out_refuses_as_before() {
     audit_line(&kw, "FLUSHALL", "refused: deny_commands");
     assert!(!kw.log().contains("would refuse"), "{}", kw.log());
 }
+
+/// `--log-format json`: every log line is one JSON object, and the audit line's fields are
+/// members of it, numbers as numbers.
+#[test]
+fn json_logs_carry_the_audit_fields_as_members() {
+    let redis = RedisServer::start();
+    let extra = "[server]\npassword = \"pw\"\n[guard]\nmode = \"dry-run\"";
+    let kw = Keyward::start_with_args(&redis.addr(), extra, &["--log-format", "json"]);
+    seed(&redis, &[b"j1", b"j2"]);
+    let mut c = kw.raw_conn();
+    assert_eq!(c.request(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(c.request(&["REMOVEKEYS", "j1", "j2", "j3"]), Reply::Int(2));
+    assert_eq!(c.request(&["DEL", "j*"]), Reply::Int(0));
+
+    let audit_lines = || -> Vec<serde_json::Value> {
+        kw.log()
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"))
+            })
+            .filter(|v| v["target"] == "keyward::audit")
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || audit_lines().len() >= 3),
+        "log:\n{}",
+        kw.log()
+    );
+    let lines = audit_lines();
+    let find = |command: &str, outcome: &str| {
+        lines
+            .iter()
+            .find(|v| v["command"] == command && v["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {command} {outcome} line in {lines:#?}"))
+    };
+    let removed = find("REMOVEKEYS", "removed 2");
+    assert_eq!(removed["user"], "default");
+    assert_eq!(removed["keys"], 3);
+    assert_eq!(removed["level"], "INFO");
+    assert!(removed["duration_us"].is_u64(), "{removed}");
+    let client: std::net::SocketAddr = removed["client"]
+        .as_str()
+        .expect("client is a string")
+        .parse()
+        .expect("client is an address");
+    assert!(client.ip().is_loopback());
+    let would = find("DEL", "would refuse: wildcard_chars");
+    assert_eq!(would["user"], "default");
+    assert_eq!(would["keys"], 1);
+    find("DEL", "removed 0");
+}

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Origin};
+use super::model::LogFormat;
 use crate::guard::GuardMode;
 
 /// keyward's command line. Every setting flag can also come from an environment variable; a flag
@@ -60,6 +61,11 @@ pub struct Cli {
     /// as "keyward=debug,info"; without it RUST_LOG is used, and "info" if that is unset too.
     #[arg(long, value_name = "LEVEL", env = "KEYWARD_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// Write log lines as "text" or as "json" (one JSON object per line, every field a member),
+    /// overriding server.log_format.
+    #[arg(long, value_name = "FORMAT", env = "KEYWARD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     /// Check FILE together with the other flags, print the effective configuration and exit with
     /// status 0 if it is valid or 2 if it is not; FILE is used instead of --config.
@@ -119,6 +125,13 @@ mod tests {
         let cli =
             Cli::try_parse_from(["keyward", "--upstream", "a:1,b:2", "--upstream", "c:3"]).unwrap();
         assert_eq!(cli.upstream, ["a:1", "b:2", "c:3"]);
+    }
+
+    #[test]
+    fn log_format_flag_is_parsed() {
+        let cli = Cli::try_parse_from(["keyward", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        assert!(Cli::try_parse_from(["keyward", "--log-format", "logfmt"]).is_err());
     }
 
     #[test]

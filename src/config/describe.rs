@@ -43,6 +43,7 @@ impl Config {
             "idle_timeout_ms = {}",
             server.idle_timeout.as_millis()
         ));
+        line(format!("log_format = {}", quote(server.log_format.name())));
         for user in &server.users {
             line(String::new());
             line("[[server.users]]".into());
@@ -193,6 +194,7 @@ mod tests {
         config.guard.wildcard_chars = "*\"\\".into();
         config.guard.delete_command = DeleteCommand::Del;
         config.guard.mode = crate::guard::GuardMode::DryRun;
+        config.server.log_format = crate::config::LogFormat::Json;
         config.guard.deny_commands = vec!["CONFIG SET".into()];
         config.server.shutdown_timeout = Duration::from_millis(1234);
         let back = merged(&config.describe()).unwrap();

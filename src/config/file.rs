@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::{ConfigError, Origin};
-use super::model::UpstreamMode;
+use super::model::{LogFormat, UpstreamMode};
 use crate::guard::{DeleteCommand, GuardMode};
 
 /// `proxy.toml` as written. A key that is absent stays `None` and falls through to the default.
@@ -40,6 +40,7 @@ pub struct ServerFile {
     pub users: Option<Vec<UserFile>>,
     pub allow_unauthenticated: Option<bool>,
     pub idle_timeout_ms: Option<u64>,
+    pub log_format: Option<LogFormat>,
     pub tls: Option<ServerTlsFile>,
 }
 
@@ -75,6 +76,7 @@ impl fmt::Debug for ServerFile {
             .field("users", &self.users)
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("log_format", &self.log_format)
             .field("tls", &self.tls)
             .finish()
     }
@@ -182,6 +184,13 @@ impl<'de> Deserialize<'de> for UpstreamMode {
     }
 }
 
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for GuardMode {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -219,7 +228,7 @@ mod tests {
         );
         // Every key is written out, so the file documents all of them.
         assert!(file.server.listen.is_some() && file.server.max_clients.is_some());
-        assert!(file.server.shutdown_timeout_ms.is_some());
+        assert!(file.server.shutdown_timeout_ms.is_some() && file.server.log_format.is_some());
         assert!(file.upstream.mode.is_some() && file.upstream.nodes.is_some());
         assert!(file.upstream.connect_timeout_ms.is_some());
         assert!(file.guard.max_keys.is_some() && file.guard.wildcard_chars.is_some());
@@ -258,6 +267,15 @@ mod tests {
             "guard.delete_command",
         );
         assert!(shown.contains("expected \"UNLINK\" or \"DEL\""), "{shown}");
+    }
+
+    #[test]
+    fn log_format_is_parsed() {
+        assert_eq!(merged("").unwrap().server.log_format, LogFormat::Text);
+        let config = merged("[server]\nlog_format = \"JSON\"\n").unwrap();
+        assert_eq!(config.server.log_format, LogFormat::Json);
+        let shown = rejected("[server]\nlog_format = \"xml\"\n", "server.log_format");
+        assert!(shown.contains("\"text\" or \"json\""), "{shown}");
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub use file::{
     UserFile, load_file,
 };
 pub use merge::{merge, resolve};
-pub use model::{Config, LimitsConfig, ServerConfig, TlsConfig, UpstreamConfig, UpstreamMode};
+pub use model::{
+    Config, LimitsConfig, LogFormat, ServerConfig, TlsConfig, UpstreamConfig, UpstreamMode,
+};
 
 // The settings types the subsystems own, under the paths they had when they were defined here.
 pub use crate::auth::User;
