@@ -2,6 +2,7 @@
 //! it took, so that an operator can answer "who deleted what, and who was stopped".
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::commands::{self, Removes};
@@ -12,6 +13,10 @@ use crate::protocol::reply;
 #[derive(Debug)]
 pub struct Audit {
     pub client: SocketAddr,
+    /// The user the client logged in to keyward as; None when keyward does not authenticate
+    /// clients, and then the line has no `user` field (keyward does not know who Redis
+    /// takes the client for).
+    pub user: Option<Arc<str>>,
     /// The command as the client named it, uppercased (`REMOVEKEYS`, not the `UNLINK` sent).
     pub command: String,
     pub keys: usize,
@@ -22,7 +27,7 @@ impl Audit {
     /// Starts the record for a request whose arguments are `args` (command name first). `keys`
     /// counts the keys a delete removes (for MIGRATE, those after KEYS, none with COPY); for
     /// other commands, the arguments.
-    pub fn start(client: SocketAddr, args: Args<'_>) -> Self {
+    pub fn start(client: SocketAddr, user: Option<&Arc<str>>, args: Args<'_>) -> Self {
         let keys = match commands::lookup(&args[0]) {
             Some(spec) if spec.removes == Removes::Migrate => {
                 commands::removed_keys(spec, args).len()
@@ -31,6 +36,7 @@ impl Audit {
         };
         Audit {
             client,
+            user: user.cloned(),
             command: command_name(&args[0]),
             keys,
             started: Instant::now(),
@@ -56,6 +62,7 @@ impl Audit {
         tracing::info!(
             target: "keyward::audit",
             client = %self.client,
+            user = self.user.as_deref().map(tracing::field::display),
             command = %self.command,
             keys = self.keys,
             outcome = %outcome,
@@ -66,8 +73,16 @@ impl Audit {
 }
 
 /// Logs a request the guard refused; nothing was sent upstream.
-pub fn refused(client: SocketAddr, args: Args<'_>, rule: &str) {
-    Audit::start(client, args).log(&format!("refused: {rule}"));
+pub fn refused(client: SocketAddr, user: Option<&Arc<str>>, args: Args<'_>, rule: &str) {
+    Audit::start(client, user, args).log(&format!("refused: {rule}"));
+}
+
+/// Logs a request the guard refuses in enforce mode and forwards in dry-run mode. Written when
+/// the request is admitted, the same line in the same place as a refusal's, so that every
+/// `would refuse` line becomes one `refused` line once the guard enforces; a guarded delete
+/// then gets its usual line when the reply comes.
+pub fn would_refuse(client: SocketAddr, user: Option<&Arc<str>>, args: Args<'_>, rule: &str) {
+    Audit::start(client, user, args).log(&format!("would refuse: {rule}"));
 }
 
 /// A command name for logs: uppercase, lossy for binary names.

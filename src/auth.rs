@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -135,6 +135,7 @@ impl ClientAuth {
         if let Some(user) = self.verify(name, password) {
             self.throttle.succeeded(&key);
             return Some(Login::User {
+                name: Arc::from(user.name.as_str()),
                 bypass_deny_commands: user.bypass_deny_commands,
             });
         }
@@ -154,14 +155,18 @@ impl ClientAuth {
 }
 
 /// What a session knows about its client's login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Login {
     /// keyward does not authenticate clients: everything passes, Redis decides.
     Open,
     /// Authentication is required and has not happened (or RESET undid it).
     Required,
-    /// Logged in.
-    User { bypass_deny_commands: bool },
+    /// Logged in as the user `name` (shared, so that every audit line of the client can carry
+    /// it without an allocation).
+    User {
+        name: Arc<str>,
+        bypass_deny_commands: bool,
+    },
 }
 
 impl Login {
@@ -173,13 +178,13 @@ impl Login {
         }
     }
 
-    pub fn is_authenticated(self) -> bool {
+    pub fn is_authenticated(&self) -> bool {
         !matches!(self, Login::Required)
     }
 
     /// How many requests the client may have waiting for replies: `configured`
     /// (`limits.max_pending_replies`), or [`UNAUTHENTICATED_MAX_PENDING`] before the login.
-    pub fn pending_limit(self, configured: usize) -> usize {
+    pub fn pending_limit(&self, configured: usize) -> usize {
         if self.is_authenticated() {
             configured
         } else {
@@ -188,13 +193,23 @@ impl Login {
     }
 
     /// Whether `[guard] deny_commands` is waived for this client.
-    pub fn bypasses_deny_commands(self) -> bool {
+    pub fn bypasses_deny_commands(&self) -> bool {
         matches!(
             self,
             Login::User {
-                bypass_deny_commands: true
+                bypass_deny_commands: true,
+                ..
             }
         )
+    }
+
+    /// The name of the logged-in user, for the audit line; None when keyward does not
+    /// authenticate clients (Redis then decides who they are) or before the login.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        match self {
+            Login::User { name, .. } => Some(name),
+            Login::Open | Login::Required => None,
+        }
     }
 }
 
@@ -311,7 +326,7 @@ async fn hello(auth: &ClientAuth, login: &mut Login, peer: IpAddr, request: &mut
             )));
         }
     }
-    let mut new_login = *login;
+    let mut new_login = login.clone();
     for (user, password) in credentials {
         match auth.attempt(peer, user, password).await {
             Some(logged_in) => new_login = logged_in,
@@ -491,13 +506,17 @@ mod tests {
         );
         assert!(run(&auth, &mut login, &["GET", "k"]).await.is_ok());
         assert!(!login.bypasses_deny_commands());
+        assert_eq!(login.user().map(|n| &**n), Some(DEFAULT_USER));
         run(&auth, &mut login, &["AUTH", "ops", "opspass"])
             .await
             .unwrap_err();
         assert!(login.bypasses_deny_commands());
+        assert_eq!(login.user().map(|n| &**n), Some("ops"));
         // RESET logs the client out.
         assert!(run(&auth, &mut login, &["RESET"]).await.is_ok());
         assert_eq!(login, Login::Required);
+        assert_eq!(login.user(), None);
+        assert_eq!(Login::new(None).user(), None);
     }
 
     #[tokio::test]

@@ -47,6 +47,45 @@ impl std::str::FromStr for DeleteCommand {
     }
 }
 
+/// Whether the guard's refusals are carried out (`[guard] mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GuardMode {
+    /// Refused requests are answered with an error and never reach Redis.
+    #[default]
+    Enforce,
+    /// Refused requests are logged (`would refuse: <rule>`) and forwarded as if allowed, so that
+    /// an operator can learn what the rules would stop in front of a running application before
+    /// turning them on.
+    DryRun,
+}
+
+impl GuardMode {
+    /// The spelling used in `proxy.toml` and `--guard-mode`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardMode::Enforce => "enforce",
+            GuardMode::DryRun => "dry-run",
+        }
+    }
+}
+
+impl std::str::FromStr for GuardMode {
+    type Err = String;
+
+    /// Case-insensitive: `enforce` or `dry-run`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("enforce") {
+            Ok(GuardMode::Enforce)
+        } else if s.eq_ignore_ascii_case("dry-run") {
+            Ok(GuardMode::DryRun)
+        } else {
+            Err(format!(
+                "unknown guard mode `{s}`, expected \"enforce\" or \"dry-run\""
+            ))
+        }
+    }
+}
+
 /// The commands refused by default (`[guard] deny_commands`): each makes a whole database, or
 /// the whole dataset, disappear or be replaced in one call, and applications do not send them
 /// in normal operation. README ("What the guard does and does not cover") gives the reasons.
@@ -65,6 +104,7 @@ pub const DEFAULT_DENY_COMMANDS: &[&str] = &[
 /// guard sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardConfig {
+    pub mode: GuardMode,
     pub max_keys: usize,
     pub wildcard_chars: String,
     pub delete_command: DeleteCommand,
@@ -75,6 +115,7 @@ pub struct GuardConfig {
 impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
+            mode: GuardMode::Enforce,
             max_keys: 1000,
             wildcard_chars: "*?[".into(),
             delete_command: DeleteCommand::Unlink,
@@ -94,6 +135,7 @@ impl Default for GuardConfig {
 /// no parsing or allocation.
 #[derive(Debug, Clone)]
 pub struct GuardPolicy {
+    mode: GuardMode,
     max_keys: usize,
     /// A 256-entry lookup table: `wildcard[b]` is true when byte `b` makes a key a wildcard.
     wildcard: [bool; 256],
@@ -157,6 +199,12 @@ pub enum Verdict {
     Rewrite(DeleteCommand),
     /// Answer with an error; send nothing.
     Refuse(Refusal),
+    /// Dry run: the request breaks `rule` and is sent upstream anyway, as an allowed one would
+    /// be (`rename`: the delete command a `REMOVEKEYS` becomes).
+    WouldRefuse {
+        rule: Rule,
+        rename: Option<DeleteCommand>,
+    },
 }
 
 impl GuardPolicy {
@@ -187,6 +235,7 @@ impl GuardPolicy {
             .iter()
             .fold(0, |bits, entry| bits | length_bit(entry.command.len()));
         GuardPolicy {
+            mode: config.mode,
             max_keys: config.max_keys,
             wildcard,
             wildcard_bytes,
@@ -205,7 +254,33 @@ impl GuardPolicy {
 
     /// [`check`](Self::check) for a client whose keyward user may run the commands in
     /// `deny_commands` (`bypass_deny_commands`); the key rules still apply to it.
+    ///
+    /// In dry-run mode a refusal by `wildcard_chars`, `max_keys` or `deny_commands` becomes
+    /// [`Verdict::WouldRefuse`]; a `REMOVEKEYS` without keys is still refused, since no command
+    /// it could become would be a valid request.
     pub fn check_as(
+        &self,
+        spec: Option<&CommandSpec>,
+        args: Args<'_>,
+        bypass_deny_commands: bool,
+    ) -> Verdict {
+        let verdict = self.enforced(spec, args, bypass_deny_commands);
+        match verdict {
+            Verdict::Refuse(refusal)
+                if self.mode == GuardMode::DryRun && refusal.rule != Rule::Arity =>
+            {
+                let removes_keys = spec.is_some_and(|s| s.role == Role::RemoveKeys);
+                Verdict::WouldRefuse {
+                    rule: refusal.rule,
+                    rename: removes_keys.then_some(self.delete_command),
+                }
+            }
+            verdict => verdict,
+        }
+    }
+
+    /// The verdict in enforce mode.
+    fn enforced(
         &self,
         spec: Option<&CommandSpec>,
         args: Args<'_>,
@@ -761,6 +836,57 @@ mod tests {
             verdict(&p, &[b"EVAL_RO", b"return 1", b"0"]),
             Verdict::Forward
         );
+    }
+
+    #[test]
+    fn dry_run_forwards_what_enforce_refuses_and_names_the_rule() {
+        let cfg = GuardConfig {
+            mode: GuardMode::DryRun,
+            ..GuardConfig::default()
+        };
+        let p = GuardPolicy::new(&cfg);
+        assert_eq!(
+            verdict(&p, &[b"DEL", b"a", b"b*"]),
+            Verdict::WouldRefuse {
+                rule: Rule::Wildcard,
+                rename: None
+            }
+        );
+        assert_eq!(
+            verdict(&p, &[b"FLUSHALL"]),
+            Verdict::WouldRefuse {
+                rule: Rule::DenyCommands,
+                rename: None
+            }
+        );
+        // REMOVEKEYS is still rewritten, as an allowed one would be.
+        let keys: Vec<Vec<u8>> = (0..1001).map(|i| format!("k{i}").into_bytes()).collect();
+        let mut words: Vec<&[u8]> = vec![b"REMOVEKEYS"];
+        words.extend(keys.iter().map(|k| k.as_slice()));
+        assert_eq!(
+            verdict(&p, &words),
+            Verdict::WouldRefuse {
+                rule: Rule::MaxKeys,
+                rename: Some(DeleteCommand::Unlink)
+            }
+        );
+        // What enforce mode allows is unchanged, and a REMOVEKEYS without keys stays refused.
+        assert_eq!(verdict(&p, &[b"DEL", b"a"]), Verdict::Forward);
+        assert_eq!(
+            verdict(&p, &[b"REMOVEKEYS", b"a"]),
+            Verdict::Rewrite(DeleteCommand::Unlink)
+        );
+        assert_eq!(refusal(verdict(&p, &[b"REMOVEKEYS"])).rule, Rule::Arity);
+    }
+
+    #[test]
+    fn guard_modes_are_spelt_as_in_the_file() {
+        for mode in [GuardMode::Enforce, GuardMode::DryRun] {
+            assert_eq!(mode.name().parse::<GuardMode>(), Ok(mode));
+        }
+        assert_eq!("DRY-RUN".parse::<GuardMode>(), Ok(GuardMode::DryRun));
+        assert!("dryrun".parse::<GuardMode>().is_err());
+        assert_eq!(GuardConfig::default().mode, GuardMode::Enforce);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyward::config::{self, Cli, Config};
+use keyward::config::{self, Cli, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    init_logging(cli.log_level.as_deref());
+    init_logging(cli.log_level.as_deref(), config.server.log_format);
     let file = config::config_file(&cli);
     let file = file.as_ref().map_or("none, built-in defaults".into(), |f| {
         f.display().to_string()
@@ -33,6 +33,12 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         config.describe().trim_end()
     );
+    if config.guard.mode == config::GuardMode::DryRun {
+        tracing::warn!(
+            "the guard runs in dry-run mode: requests it would refuse are forwarded and logged \
+             with outcome=would refuse: <rule>"
+        );
+    }
 
     // One thread: tokio's current-thread scheduler runs tasks in the order their sockets became
     // ready. (The multi-thread scheduler's "LIFO slot" runs the last task woken first, so two
@@ -68,8 +74,9 @@ fn check(cli: &Cli) -> Result<Config, config::ConfigError> {
     config::resolve(cli)
 }
 
-/// Logs go to stderr, filtered by `--log-level` if given, else `RUST_LOG`, else `info`.
-fn init_logging(level: Option<&str>) {
+/// Logs go to stderr, filtered by `--log-level` if given, else `RUST_LOG`, else `info`, as text
+/// or as one JSON object per line (`format`).
+fn init_logging(level: Option<&str>, format: LogFormat) {
     let filter = match level {
         // Already checked by `config::check_log_level`.
         Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
@@ -83,9 +90,18 @@ fn init_logging(level: Option<&str>) {
             }
         },
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields at the top level of the object (not under "fields"), so that a
+        // log pipeline reads `outcome` as it reads `level`; keyward records no spans.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }

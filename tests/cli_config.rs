@@ -54,7 +54,9 @@ fn help_explains_every_flag() {
         "--listen",
         "--upstream",
         "--max-keys",
+        "--guard-mode",
         "--log-level",
+        "--log-format",
         "--check-config",
     ] {
         assert!(
@@ -67,7 +69,9 @@ fn help_explains_every_flag() {
         "KEYWARD_LISTEN",
         "KEYWARD_UPSTREAM",
         "KEYWARD_MAX_KEYS",
+        "KEYWARD_GUARD_MODE",
         "KEYWARD_LOG_LEVEL",
+        "KEYWARD_LOG_FORMAT",
     ] {
         assert!(help.contains(env), "--help does not mention {env}:\n{help}");
     }
@@ -80,6 +84,7 @@ fn check_config_accepts_the_repository_proxy_toml() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("max_keys = 1000\n"), "{text}");
+    assert!(text.contains("[guard]\nmode = \"enforce\"\n"), "{text}");
     assert!(text.contains("[upstream]"), "{text}");
     assert!(
         text.contains(
@@ -210,6 +215,8 @@ fn bad_flag_values_exit_2() {
         &["--max-keys", "0"],
         &["--listen", "nowhere"],
         &["--log-level", "verbose"],
+        &["--guard-mode", "permissive"],
+        &["--log-format", "logfmt"],
     ] {
         let mut all = vec!["--check-config", arg(&file)];
         all.extend_from_slice(args);
@@ -221,4 +228,65 @@ fn bad_flag_values_exit_2() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn guard_mode_from_the_file_env_and_flag() {
+    let (_dir, path) = config_file("[guard]\nmode = \"dry-run\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("mode = \"dry-run\"\n"));
+
+    let output = keyward(
+        &["--check-config", arg(&path)],
+        &[("KEYWARD_GUARD_MODE", "enforce")],
+    );
+    assert!(stdout(&output).contains("mode = \"enforce\"\n"));
+
+    let file = repo_proxy_toml();
+    let output = keyward(
+        &["--check-config", arg(&file), "--guard-mode", "dry-run"],
+        &[("KEYWARD_GUARD_MODE", "enforce")],
+    );
+    assert!(stdout(&output).contains("mode = \"dry-run\"\n"));
+
+    let (_dir, path) = config_file("[guard]\nmode = \"dryrun\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("guard.mode") && err.contains("dry-run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn log_format_from_the_file_env_and_flag() {
+    let (_dir, path) = config_file("[server]\nlog_format = \"json\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("log_format = \"json\"\n"));
+
+    let file = repo_proxy_toml();
+    let output = keyward(&["--check-config", arg(&file)], &[]);
+    assert!(stdout(&output).contains("log_format = \"text\"\n"));
+    let output = keyward(
+        &["--check-config", arg(&file)],
+        &[("KEYWARD_LOG_FORMAT", "json")],
+    );
+    assert!(stdout(&output).contains("log_format = \"json\"\n"));
+    let output = keyward(
+        &["--check-config", arg(&file), "--log-format", "text"],
+        &[("KEYWARD_LOG_FORMAT", "json")],
+    );
+    assert!(stdout(&output).contains("log_format = \"text\"\n"));
+
+    let (_dir, path) = config_file("[server]\nlog_format = \"xml\"\n");
+    let output = keyward(&["--check-config", arg(&path)], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("server.log_format"),
+        "{}",
+        stderr(&output)
+    );
 }

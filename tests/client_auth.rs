@@ -475,3 +475,38 @@ fn anonymous_clients_reach_nothing_upstream_and_are_held_to_a_few_replies() {
         keyward.log()
     );
 }
+
+#[test]
+fn audit_lines_name_the_user_the_client_logged_in_as() {
+    let extra = format!(
+        "[server]\npassword = \"{PASSWORD}\"\n\
+         [[server.users]]\nname = \"app\"\npassword_sha256 = \"{}\"\n",
+        sha256_hex("app-pass"),
+    );
+    let (redis, keyward) = start_pair(&extra);
+    redis.cli(&["MSET", "a1", "1", "a2", "2"]);
+    let mut app = keyward.raw_conn();
+    assert_eq!(app.request(&["AUTH", "app", "app-pass"]), Reply::ok());
+    assert_eq!(app.request(&["DEL", "a1"]), Reply::Int(1));
+    assert!(error(&app.request(&["UNLINK", "a*"])).contains("wildcard_chars"));
+    let mut default = keyward.raw_conn();
+    assert_eq!(default.request(&["AUTH", PASSWORD]), Reply::ok());
+    assert_eq!(default.request(&["REMOVEKEYS", "a2"]), Reply::Int(1));
+
+    for (user, command, outcome) in [
+        ("app", "DEL", "removed 1"),
+        ("app", "UNLINK", "refused: wildcard_chars"),
+        ("default", "REMOVEKEYS", "removed 1"),
+    ] {
+        let fields = format!("user={user} command={command} ");
+        let outcome = format!("outcome={outcome} ");
+        let line = keyward.wait_log_line(Duration::from_secs(3), |l| {
+            l.contains("keyward::audit") && l.contains(&fields) && l.contains(&outcome)
+        });
+        assert!(
+            line.is_some(),
+            "no audit line `{fields}... {outcome}`; log:\n{}",
+            keyward.log()
+        );
+    }
+}

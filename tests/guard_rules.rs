@@ -501,3 +501,141 @@ fn refusals_right_after_forwarded_replies_are_never_lost() {
     }
     assert!(redis.exists(b"x"));
 }
+
+/// The audit line of `command` whose outcome is `outcome`, waited for.
+fn audit_line(kw: &Keyward, command: &str, outcome: &str) -> String {
+    let command = format!("command={command} ");
+    let outcome = format!("outcome={outcome} ");
+    kw.wait_log_line(Duration::from_secs(3), |l| {
+        l.contains("keyward::audit") && l.contains(&command) && l.contains(&outcome)
+    })
+    .unwrap_or_else(|| panic!("no audit line `{command}... {outcome}`; log:\n{}", kw.log()))
+}
+
+#[test]
+fn dry_run_forwards_a_wildcard_delete_and_logs_the_rule() {
+    let (redis, kw) = start_pair("mode = \"dry-run\"");
+    seed(&redis, &[b"plain", b"user:*"]);
+    let mut c = kw.raw_conn();
+    assert_eq!(c.request(&["DEL", "plain", "user:*"]), Reply::Int(2));
+    assert_eq!(count_existing(&redis, &[b"plain", b"user:*"]), 0);
+    let would = audit_line(&kw, "DEL", "would refuse: wildcard_chars");
+    assert!(would.contains("keys=2 "), "{would}");
+    // And, as for any forwarded delete, the line of its reply.
+    audit_line(&kw, "DEL", "removed 2");
+    assert!(!kw.log().contains("outcome=refused"), "{}", kw.log());
+    // keyward does not authenticate clients here: it does not know a user to name.
+    assert!(!would.contains("user="), "{would}");
+}
+
+#[test]
+fn dry_run_forwards_removekeys_over_max_keys_as_the_delete_command() {
+    let (redis, kw) = start_pair("mode = \"dry-run\"");
+    let keys: Vec<String> = (0..1001).map(|i| format!("many:{i}")).collect();
+    let mut mset = redis::cmd("MSET");
+    for k in &keys {
+        mset.arg(k).arg("v");
+    }
+    let _: () = mset.query(&mut redis.conn()).expect("MSET on redis");
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]).trim(), "OK");
+
+    let mut c = kw.raw_conn();
+    let mut args = vec!["REMOVEKEYS"];
+    args.extend(keys.iter().map(String::as_str));
+    assert_eq!(c.request(&args), Reply::Int(1001));
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_unlink:calls=1,"), "{stats}");
+    let would = audit_line(&kw, "REMOVEKEYS", "would refuse: max_keys");
+    assert!(would.contains("keys=1001 "), "{would}");
+    audit_line(&kw, "REMOVEKEYS", "removed 1001");
+}
+
+#[test]
+fn dry_run_forwards_a_denied_flushall() {
+    let (redis, kw) = start_pair("mode = \"dry-run\"");
+    seed(&redis, &[b"gone"]);
+    let mut c = kw.raw_conn();
+    assert_eq!(c.request(&["FLUSHALL"]), Reply::ok());
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
+    audit_line(&kw, "FLUSHALL", "would refuse: deny_commands");
+    // A malformed REMOVEKEYS breaks no rule: it is still answered with the arity error.
+    assert_eq!(
+        c.request(&["REMOVEKEYS"]),
+        Reply::Error("ERR wrong number of arguments for 'removekeys' command".into())
+    );
+}
+
+#[test]
+fn enforce_mode_written_out_refuses_as_before() {
+    let (redis, kw) = start_pair("mode = \"enforce\"");
+    seed(&redis, &[b"keep", b"user:*"]);
+    let mut c = kw.raw_conn();
+    assert_guard_error(
+        &c.request(&["DEL", "keep", "user:*"]),
+        &["wildcard", "nothing was deleted"],
+    );
+    let reply = c.request(&["FLUSHALL"]);
+    assert!(
+        reply
+            .error_text()
+            .is_some_and(|e| e.contains("deny_commands")),
+        "{reply:?}"
+    );
+    assert_eq!(count_existing(&redis, &[b"keep", b"user:*"]), 2);
+    audit_line(&kw, "DEL", "refused: wildcard_chars");
+    audit_line(&kw, "FLUSHALL", "refused: deny_commands");
+    assert!(!kw.log().contains("would refuse"), "{}", kw.log());
+}
+
+/// `--log-format json`: every log line is one JSON object, and the audit line's fields are
+/// members of it, numbers as numbers.
+#[test]
+fn json_logs_carry_the_audit_fields_as_members() {
+    let redis = RedisServer::start();
+    let extra = "[server]\npassword = \"pw\"\n[guard]\nmode = \"dry-run\"";
+    let kw = Keyward::start_with_args(&redis.addr(), extra, &["--log-format", "json"]);
+    seed(&redis, &[b"j1", b"j2"]);
+    let mut c = kw.raw_conn();
+    assert_eq!(c.request(&["AUTH", "pw"]), Reply::ok());
+    assert_eq!(c.request(&["REMOVEKEYS", "j1", "j2", "j3"]), Reply::Int(2));
+    assert_eq!(c.request(&["DEL", "j*"]), Reply::Int(0));
+
+    let audit_lines = || -> Vec<serde_json::Value> {
+        kw.log()
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"))
+            })
+            .filter(|v| v["target"] == "keyward::audit")
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || audit_lines().len() >= 3),
+        "log:\n{}",
+        kw.log()
+    );
+    let lines = audit_lines();
+    let find = |command: &str, outcome: &str| {
+        lines
+            .iter()
+            .find(|v| v["command"] == command && v["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {command} {outcome} line in {lines:#?}"))
+    };
+    let removed = find("REMOVEKEYS", "removed 2");
+    assert_eq!(removed["user"], "default");
+    assert_eq!(removed["keys"], 3);
+    assert_eq!(removed["level"], "INFO");
+    assert!(removed["duration_us"].is_u64(), "{removed}");
+    let client: std::net::SocketAddr = removed["client"]
+        .as_str()
+        .expect("client is a string")
+        .parse()
+        .expect("client is an address");
+    assert!(client.ip().is_loopback());
+    let would = find("DEL", "would refuse: wildcard_chars");
+    assert_eq!(would["user"], "default");
+    assert_eq!(would["keys"], 1);
+    find("DEL", "removed 0");
+}

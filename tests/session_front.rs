@@ -153,6 +153,28 @@ fn login_gate(keyward: &InProcess, mode: &str) {
     );
 }
 
+/// `[guard] mode = "dry-run"`: what the guard would refuse is forwarded (a wildcard DEL, a
+/// REMOVEKEYS over max_keys, a denied FLUSHALL), inside MULTI too.
+fn dry_run_forwards_refusals(keyward: &InProcess, mode: &str) {
+    let mut conn = keyward.raw_conn();
+    let set = ["MSET", "{dry}a", "1", "{dry}b*", "2"];
+    assert_eq!(conn.request(&set), Reply::ok(), "{mode}");
+    let del = conn.request(&["DEL", "{dry}a", "{dry}b*"]);
+    assert_eq!(del, Reply::Int(2), "{mode}");
+    let keys: Vec<String> = (0..1001).map(|i| format!("{{dry}}k{i}")).collect();
+    let mut removekeys = vec!["REMOVEKEYS"];
+    removekeys.extend(keys.iter().map(String::as_str));
+    assert_eq!(conn.request(&removekeys), Reply::Int(0), "{mode}");
+    assert_eq!(conn.request(&["MULTI"]), Reply::ok(), "{mode}");
+    let queued = conn.request(&["UNLINK", "{dry}?"]);
+    assert_eq!(queued, Reply::simple("QUEUED"), "{mode}");
+    let exec = conn.request(&["EXEC"]);
+    assert_eq!(exec, Reply::Array(vec![Reply::Int(0)]), "{mode}");
+    assert_eq!(conn.request(&["FLUSHALL"]), Reply::ok(), "{mode}");
+}
+
+const DRY_RUN: &str = "[guard]\nmode = \"dry-run\"";
+
 fn front_checks(keyward: &InProcess, mode: &str) {
     replication_is_refused_with_one_message(keyward, mode);
     quit_answers_ok_then_closes(keyward, mode);
@@ -171,6 +193,8 @@ fn the_front_is_the_same_for_private_and_shared_connections() {
         front_checks(&keyward, mode);
         let keyward = InProcess::standalone(&redis.addr(), &format!("{toml}\n{PASSWORD}"));
         login_gate(&keyward, mode);
+        let keyward = InProcess::standalone(&redis.addr(), &format!("{toml}\n{DRY_RUN}"));
+        dry_run_forwards_refusals(&keyward, mode);
     }
 }
 
@@ -181,6 +205,8 @@ fn the_front_is_the_same_in_front_of_a_cluster() {
     front_checks(&keyward, "cluster");
     let keyward = InProcess::cluster(&cluster.seeds(), PASSWORD);
     login_gate(&keyward, "cluster");
+    let keyward = InProcess::cluster(&cluster.seeds(), DRY_RUN);
+    dry_run_forwards_refusals(&keyward, "cluster");
 }
 
 /// Redis marks a connection authenticated when it accepts it. A connection kept ready while a

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Origin};
+use super::model::LogFormat;
+use crate::guard::GuardMode;
 
 /// keyward's command line. Every setting flag can also come from an environment variable; a flag
 /// given on the command line wins over its variable, and both win over the file.
@@ -55,10 +57,20 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "KEYWARD_MAX_KEYS")]
     pub max_keys: Option<usize>,
 
+    /// "enforce" refuses what the guard's rules refuse; "dry-run" forwards it and logs
+    /// `would refuse: <rule>` instead. Overrides guard.mode.
+    #[arg(long, value_name = "MODE", env = "KEYWARD_GUARD_MODE")]
+    pub guard_mode: Option<GuardMode>,
+
     /// Log at this level (error, warn, info, debug, trace or off) or with a tracing filter such
     /// as "keyward=debug,info"; without it RUST_LOG is used, and "info" if that is unset too.
     #[arg(long, value_name = "LEVEL", env = "KEYWARD_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// Write log lines as "text" or as "json" (one JSON object per line, every field a member),
+    /// overriding server.log_format.
+    #[arg(long, value_name = "FORMAT", env = "KEYWARD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     /// Check FILE together with the other flags, print the effective configuration and exit with
     /// status 0 if it is valid or 2 if it is not; FILE is used instead of --config.
@@ -118,6 +130,20 @@ mod tests {
         let cli =
             Cli::try_parse_from(["keyward", "--upstream", "a:1,b:2", "--upstream", "c:3"]).unwrap();
         assert_eq!(cli.upstream, ["a:1", "b:2", "c:3"]);
+    }
+
+    #[test]
+    fn log_format_flag_is_parsed() {
+        let cli = Cli::try_parse_from(["keyward", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        assert!(Cli::try_parse_from(["keyward", "--log-format", "logfmt"]).is_err());
+    }
+
+    #[test]
+    fn guard_mode_flag_is_parsed() {
+        let cli = Cli::try_parse_from(["keyward", "--guard-mode", "dry-run"]).unwrap();
+        assert_eq!(cli.guard_mode, Some(GuardMode::DryRun));
+        assert!(Cli::try_parse_from(["keyward", "--guard-mode", "loose"]).is_err());
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl Config {
             "idle_timeout_ms = {}",
             server.idle_timeout.as_millis()
         ));
+        line(format!("log_format = {}", quote(server.log_format.name())));
         for user in &server.users {
             line(String::new());
             line("[[server.users]]".into());
@@ -82,6 +83,7 @@ impl Config {
         }
         line(String::new());
         line("[guard]".into());
+        line(format!("mode = {}", quote(guard.mode.name())));
         line(format!("max_keys = {}", guard.max_keys));
         line(format!("wildcard_chars = {}", quote(&guard.wildcard_chars)));
         line(format!(
@@ -200,6 +202,8 @@ mod tests {
         let mut config = Config::default();
         config.guard.wildcard_chars = "*\"\\".into();
         config.guard.delete_command = DeleteCommand::Del;
+        config.guard.mode = crate::guard::GuardMode::DryRun;
+        config.server.log_format = crate::config::LogFormat::Json;
         config.guard.deny_commands = vec!["CONFIG SET".into()];
         config.server.shutdown_timeout = Duration::from_millis(1234);
         let back = merged(&config.describe()).unwrap();

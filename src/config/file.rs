@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::{ConfigError, Origin};
-use super::model::UpstreamMode;
-use crate::guard::DeleteCommand;
+use super::model::{LogFormat, UpstreamMode};
+use crate::guard::{DeleteCommand, GuardMode};
 
 /// `proxy.toml` as written. A key that is absent stays `None` and falls through to the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -60,6 +60,7 @@ pub struct ServerFile {
     pub users: Option<Vec<UserFile>>,
     pub allow_unauthenticated: Option<bool>,
     pub idle_timeout_ms: Option<u64>,
+    pub log_format: Option<LogFormat>,
     pub tls: Option<ServerTlsFile>,
 }
 
@@ -95,6 +96,7 @@ impl fmt::Debug for ServerFile {
             .field("users", &self.users)
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("log_format", &self.log_format)
             .field("tls", &self.tls)
             .finish()
     }
@@ -153,6 +155,7 @@ pub struct UpstreamTlsFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardFile {
+    pub mode: Option<GuardMode>,
     pub max_keys: Option<usize>,
     pub wildcard_chars: Option<String>,
     pub delete_command: Option<DeleteCommand>,
@@ -201,6 +204,20 @@ impl<'de> Deserialize<'de> for UpstreamMode {
     }
 }
 
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for GuardMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for DeleteCommand {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -231,10 +248,11 @@ mod tests {
         );
         // Every key is written out, so the file documents all of them.
         assert!(file.server.listen.is_some() && file.server.max_clients.is_some());
-        assert!(file.server.shutdown_timeout_ms.is_some());
+        assert!(file.server.shutdown_timeout_ms.is_some() && file.server.log_format.is_some());
         assert!(file.upstream.mode.is_some() && file.upstream.nodes.is_some());
         assert!(file.upstream.connect_timeout_ms.is_some());
         assert!(file.guard.max_keys.is_some() && file.guard.wildcard_chars.is_some());
+        assert!(file.guard.mode.is_some());
         assert!(file.guard.delete_command.is_some() && file.guard.deny_commands.is_some());
         assert!(file.limits.max_bulk_len.is_some() && file.limits.max_request_args.is_some());
         assert!(file.limits.max_query_buffer.is_some());
@@ -269,6 +287,24 @@ mod tests {
             "guard.delete_command",
         );
         assert!(shown.contains("expected \"UNLINK\" or \"DEL\""), "{shown}");
+    }
+
+    #[test]
+    fn log_format_is_parsed() {
+        assert_eq!(merged("").unwrap().server.log_format, LogFormat::Text);
+        let config = merged("[server]\nlog_format = \"JSON\"\n").unwrap();
+        assert_eq!(config.server.log_format, LogFormat::Json);
+        let shown = rejected("[server]\nlog_format = \"xml\"\n", "server.log_format");
+        assert!(shown.contains("\"text\" or \"json\""), "{shown}");
+    }
+
+    #[test]
+    fn guard_mode_is_parsed() {
+        assert_eq!(merged("").unwrap().guard.mode, GuardMode::Enforce);
+        let config = merged("[guard]\nmode = \"dry-run\"\n").unwrap();
+        assert_eq!(config.guard.mode, GuardMode::DryRun);
+        let shown = rejected("[guard]\nmode = \"off\"\n", "guard.mode");
+        assert!(shown.contains("\"enforce\" or \"dry-run\""), "{shown}");
     }
 
     #[test]

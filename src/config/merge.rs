@@ -65,6 +65,7 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.server.idle_timeout,
             ms(s.idle_timeout_ms),
         );
+        set.value(SERVER_LOG_FORMAT, &mut c.server.log_format, s.log_format);
         set.value(UPSTREAM_MODE, &mut c.upstream.mode, u.mode);
         set.value(UPSTREAM_NODES, &mut c.upstream.nodes, u.nodes.clone());
         set.value(
@@ -92,6 +93,7 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.upstream.share_connections,
             u.share_connections,
         );
+        set.value(GUARD_MODE, &mut c.guard.mode, g.mode);
         set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, g.max_keys);
         set.value(
             GUARD_WILDCARD_CHARS,
@@ -162,6 +164,10 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     set.value(ADMIN_LISTEN, &mut c.admin.listen, cli.admin_listen.clone());
     let mut set = origins.layer(Origin::flag("--max-keys", "KEYWARD_MAX_KEYS"));
     set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, cli.max_keys);
+    let mut set = origins.layer(Origin::flag("--log-format", "KEYWARD_LOG_FORMAT"));
+    set.value(SERVER_LOG_FORMAT, &mut c.server.log_format, cli.log_format);
+    let mut set = origins.layer(Origin::flag("--guard-mode", "KEYWARD_GUARD_MODE"));
+    set.value(GUARD_MODE, &mut c.guard.mode, cli.guard_mode);
 
     validate(&mut config, &origins)?;
     validate_tls(&config, &origins)?;
@@ -352,6 +358,36 @@ mod tests {
             shown.contains("--upstream") && shown.contains("upstream.nodes"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_guard_mode_flag_wins_over_the_file() {
+        use crate::guard::GuardMode;
+        let file = file("[guard]\nmode = \"enforce\"\n").unwrap();
+        let cli = Cli {
+            guard_mode: Some(GuardMode::DryRun),
+            ..Cli::default()
+        };
+        assert_eq!(
+            merge(Some(&file), &cli).unwrap().guard.mode,
+            GuardMode::DryRun
+        );
+        assert_eq!(
+            merge(Some(&file), &Cli::default()).unwrap().guard.mode,
+            GuardMode::Enforce
+        );
+    }
+
+    #[test]
+    fn the_log_format_flag_wins_over_the_file() {
+        use crate::config::LogFormat;
+        let file = file("[server]\nlog_format = \"text\"\n").unwrap();
+        let cli = Cli {
+            log_format: Some(LogFormat::Json),
+            ..Cli::default()
+        };
+        let config = merge(Some(&file), &cli).unwrap();
+        assert_eq!(config.server.log_format, LogFormat::Json);
     }
 
     #[test]

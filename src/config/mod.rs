@@ -46,9 +46,11 @@ pub use file::{
     UserFile, load_file,
 };
 pub use merge::{merge, resolve};
-pub use model::{Config, LimitsConfig, ServerConfig, TlsConfig, UpstreamConfig, UpstreamMode};
+pub use model::{
+    Config, LimitsConfig, LogFormat, ServerConfig, TlsConfig, UpstreamConfig, UpstreamMode,
+};
 
 // The settings types the subsystems own, under the paths they had when they were defined here.
 pub use crate::auth::User;
-pub use crate::guard::{DEFAULT_DENY_COMMANDS, DeleteCommand, GuardConfig};
+pub use crate::guard::{DEFAULT_DENY_COMMANDS, DeleteCommand, GuardConfig, GuardMode};
 pub use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};

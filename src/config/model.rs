@@ -48,6 +48,45 @@ impl std::str::FromStr for UpstreamMode {
     }
 }
 
+/// How log lines are written (`[server] log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event, `field=value` pairs after the message.
+    #[default]
+    Text,
+    /// One JSON object per line, every field (the audit line's `client`, `user`, `command`,
+    /// `keys`, `outcome`, `duration_us`) a member of it, for log pipelines that should not
+    /// have to parse text.
+    Json,
+}
+
+impl LogFormat {
+    /// The spelling used in `proxy.toml` and `--log-format`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    /// Case-insensitive: `text` or `json`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("text") {
+            Ok(LogFormat::Text)
+        } else if s.eq_ignore_ascii_case("json") {
+            Ok(LogFormat::Json)
+        } else {
+            Err(format!(
+                "unknown log format `{s}`, expected \"text\" or \"json\""
+            ))
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: String,
@@ -65,6 +104,8 @@ pub struct ServerConfig {
     /// Close a client that has sent nothing for this long and waits for nothing (Redis's
     /// `timeout`); zero keeps idle clients forever.
     pub idle_timeout: Duration,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 /// Written by hand so that `{:?}` of a configuration never shows a password.
@@ -79,6 +120,7 @@ impl fmt::Debug for ServerConfig {
             .field("users", &self.users)
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("idle_timeout", &self.idle_timeout)
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -170,6 +212,7 @@ impl Default for Config {
                 users: Vec::new(),
                 allow_unauthenticated: false,
                 idle_timeout: Duration::ZERO,
+                log_format: LogFormat::Text,
             },
             upstream: UpstreamConfig {
                 mode: UpstreamMode::Standalone,

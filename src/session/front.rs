@@ -277,7 +277,8 @@ impl Front {
             .check_as(spec, request.args(), self.login.bypasses_deny_commands());
         let rename = match verdict {
             Verdict::Refuse(refusal) => {
-                audit::refused(self.peer, request.args(), refusal.rule.name());
+                let user = self.login.user();
+                audit::refused(self.peer, user, request.args(), refusal.rule.name());
                 if let Some(m) = metrics::get() {
                     let command = commands::id_of(spec);
                     m.refused(command, refusal.rule, false);
@@ -288,13 +289,22 @@ impl Front {
                     refused: true,
                 };
             }
+            // Dry run: logged now, forwarded as if allowed.
+            Verdict::WouldRefuse { rule, rename } => {
+                let user = self.login.user();
+                audit::would_refuse(self.peer, user, request.args(), rule.name());
+                if let Some(m) = metrics::get() {
+                    m.refused(commands::id_of(spec), rule, true);
+                }
+                rename.map(|delete| delete.name())
+            }
             Verdict::Rewrite(delete) => Some(delete.name()),
             Verdict::Forward => None,
         };
 
         // The audit line names the command as the client sent it (REMOVEKEYS, not UNLINK).
         let audit = matches!(role, Role::Delete | Role::RemoveKeys)
-            .then(|| Audit::start(self.peer, request.args()));
+            .then(|| Audit::start(self.peer, self.login.user(), request.args()));
         if let (Some(audit), Some(m)) = (&audit, metrics::get()) {
             m.keys_requested(commands::id_of(spec), audit.keys);
         }
@@ -346,7 +356,7 @@ mod tests {
 
     use super::*;
     use crate::auth::User;
-    use crate::guard::{GuardConfig, GuardPolicy};
+    use crate::guard::{GuardConfig, GuardMode, GuardPolicy};
     use crate::protocol::request::ScanLimits;
     use crate::upstream::UpstreamTarget;
 
@@ -475,6 +485,27 @@ mod tests {
             admitted.watch.is_none(),
             "nothing to do after an ordinary reply"
         );
+    }
+
+    #[tokio::test]
+    async fn dry_run_forwards_what_the_guard_would_refuse() {
+        let mut ctx = context(None);
+        ctx.guard = GuardPolicy::new(&GuardConfig {
+            mode: GuardMode::DryRun,
+            ..GuardConfig::default()
+        });
+        let mut client = Client::new(ctx, None);
+        let admitted = forwarded(client.admit(&["DEL", "a", "b*"], false).await);
+        assert_eq!((admitted.role, admitted.rename), (Role::Delete, None));
+        assert!(admitted.watch.is_some(), "its reply is audited as usual");
+        let admitted = forwarded(client.admit(&["REMOVEKEYS", "a*"], false).await);
+        assert_eq!(admitted.rename, Some("UNLINK"));
+        let admitted = forwarded(client.admit(&["flushall"], true).await);
+        assert!(admitted.rename.is_none());
+        // Not a rule but a malformed request: still answered here.
+        let (reply, refused) = answer(client.admit(&["REMOVEKEYS"], false).await);
+        assert!(reply.contains("wrong number of arguments"), "{reply}");
+        assert!(refused);
     }
 
     #[tokio::test]

@@ -441,7 +441,12 @@ impl Keyward {
     /// keyward with TOML overrides, e.g. `"max_keys = 3\ndeny_commands = []"` (entries before
     /// any header go to `[guard]`) or `"[server]\nmax_clients = 2"`.
     pub fn start_with(upstream: &str, toml_extra: &str) -> Self {
-        Self::start_config(upstream, None, |listen| {
+        Self::start_with_args(upstream, toml_extra, &[])
+    }
+
+    /// Like [`Keyward::start_with`], with `args` added to the command line after `--config`.
+    pub fn start_with_args(upstream: &str, toml_extra: &str, args: &[&str]) -> Self {
+        Self::start_config(upstream, None, args, |listen| {
             proxy_toml(listen, upstream, toml_extra)
         })
     }
@@ -449,7 +454,7 @@ impl Keyward {
     /// Like [`Keyward::start_with`], with the process's limit on open files set to `soft` /
     /// `hard` (RLIMIT_NOFILE) before it starts.
     pub fn start_with_nofile(upstream: &str, toml_extra: &str, soft: u64, hard: u64) -> Self {
-        Self::start_config(upstream, Some((soft, hard)), |listen| {
+        Self::start_config(upstream, Some((soft, hard)), &[], |listen| {
             proxy_toml(listen, upstream, toml_extra)
         })
     }
@@ -458,7 +463,7 @@ impl Keyward {
     /// address of `seeds`), with TOML overrides as in [`Keyward::start_with`]. `upstream` is then
     /// the seeds joined with `,`.
     pub fn start_cluster(seeds: &[String], toml_extra: &str) -> Self {
-        Self::start_config(&seeds.join(","), None, |listen| {
+        Self::start_config(&seeds.join(","), None, &[], |listen| {
             proxy_toml_cluster(listen, seeds, toml_extra)
         })
     }
@@ -468,13 +473,14 @@ impl Keyward {
     fn start_config(
         upstream: &str,
         nofile: Option<(u64, u64)>,
+        args: &[&str],
         config: impl Fn(&str) -> String,
     ) -> Self {
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = free_port();
             let text = config(&format!("127.0.0.1:{port}"));
-            match Self::try_start(port, upstream, text, nofile) {
+            match Self::try_start(port, upstream, text, nofile, args) {
                 Ok(k) => return k,
                 Err(e) => last_error = e,
             }
@@ -487,6 +493,7 @@ impl Keyward {
         upstream: &str,
         config: String,
         nofile: Option<(u64, u64)>,
+        args: &[&str],
     ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir for keyward");
         let config_path = dir.path().join("proxy.toml");
@@ -510,6 +517,7 @@ impl Keyward {
         }
         cmd.arg("--config")
             .arg(&config_path)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "1")
             .current_dir(dir.path());
