@@ -45,6 +45,9 @@
 #   KEYWARD_REV=REV    build and measure a committed revision (e.g. HEAD) from a clean export
 #                      instead of the working tree (target dir: ~/.cache/keyward-bench/target)
 #   KEYWARD_BIN=PATH   measure this keyward binary instead of building one
+#   METRICS_COMPARE=1  instead of W1-W6: W1, W2 and W4 of the built binary with metrics off and
+#                      on ([admin] listen unset / set), side by side (scripts/bench/compare.py;
+#                      ROUNDS rounds, default 5), printed as a table of medians and ratios
 #
 # Needs: cargo, redis-server (Redis 7 or later, for W6's --cluster-port), redis-cli and
 # redis-benchmark (redis-tools), nutcracker (not for W6_ONLY=1), python3 (standard library only).
@@ -176,6 +179,18 @@ for knob in QUICK ROUNDS W4_ROUNDS DURATION W1_N W2_N W3_N W4_KEYS W4_SINGLE_KEY
         cmd="$knob=${!knob} $cmd"
     fi
 done
+
+if [ "${METRICS_COMPARE:-0}" != "0" ]; then
+    echo "==> metrics off vs on (work directory $work)" >&2
+    timeout -k 20 "$((max_seconds + 60))" \
+        python3 scripts/bench/compare.py --before "$work/keyward" --after "$work/keyward" \
+            --after-toml $'[admin]\nlisten = "127.0.0.1:0"' --rounds "${ROUNDS:-5}" \
+            --work "$work/compare" &
+    bench_pid=$!
+    wait "$bench_pid" || status=$?
+    bench_pid=""
+    exit "${status:-0}"
+fi
 
 echo "==> running the benchmark (work directory $work, at most ${max_seconds}s)" >&2
 status=0

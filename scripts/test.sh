@@ -41,6 +41,6 @@ cargo test --all-targets --no-fail-fast
 echo "==> standalone tests again with share_connections = true"
 KEYWARD_TEST_SHARE_CONNECTIONS=true cargo test --no-fail-fast \
     --test standalone_forwarding --test guard_rules --test ordering --test hostile_input \
-    --test lifecycle --test client_auth --test limits --test tls
+    --test lifecycle --test client_auth --test limits --test tls --test reload
 
 echo "==> all checks and tests passed"

@@ -154,6 +154,32 @@ impl ClientAuth {
     }
 }
 
+/// A client's login after a configuration reload replaced `before` with `after`; None when the
+/// client must be disconnected: it is logged in as a user who no longer exists or whose password
+/// changed (as Redis disconnects the clients of a user removed with `ACL DELUSER`). A client that
+/// had not logged in yet needs to no more once keyward stops authenticating; one admitted
+/// without authentication stays admitted (Redis keeps connections made before `requirepass`).
+pub fn relogin(
+    login: &Login,
+    before: Option<&ClientAuth>,
+    after: Option<&ClientAuth>,
+) -> Option<Login> {
+    match login {
+        Login::Open => Some(Login::Open),
+        Login::Required => Some(Login::new(after)),
+        Login::User { name, .. } => {
+            let user_in = |auth: Option<&ClientAuth>| {
+                auth.and_then(|a| a.users.iter().find(|u| u.name == **name).cloned())
+            };
+            let (old, new) = (user_in(before)?, user_in(after)?);
+            (old.password_sha256 == new.password_sha256).then(|| Login::User {
+                name: name.clone(),
+                bypass_deny_commands: new.bypass_deny_commands,
+            })
+        }
+    }
+}
+
 /// What a session knows about its client's login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Login {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net;
 pub mod printable;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(keyward::server::run(config)) {
+    match runtime.block_on(keyward::server::run(config, cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("keyward stopped: {err}");

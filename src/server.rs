@@ -22,11 +22,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::auth::ClientAuth;
 use crate::cluster::Cluster;
-use crate::config::{Config, UpstreamMode};
+use crate::config::{Cli, Config, UpstreamMode};
 use crate::guard::GuardPolicy;
 use crate::net::{Bridge, Socket};
 use crate::protocol::request::ScanLimits;
-use crate::session::{self, Backend, PrivateUpstream, SessionContext};
+use crate::reload::Reloader;
+use crate::session::{self, Backend, Live, PrivateUpstream, SessionContext};
 use crate::tls::{ClientTls, ServerTls};
 use crate::upstream::{UpstreamTarget, WarmPool};
 
@@ -38,7 +39,7 @@ const WARM_CONNECTIONS: usize = 4;
 const LISTEN_BACKLOG: u32 = 511;
 
 /// Runs the proxy until SIGINT or SIGTERM (a second signal cuts the wait for sessions short).
-pub async fn run(config: Config) -> std::io::Result<()> {
+pub async fn run(config: Config, cli: Cli) -> std::io::Result<()> {
     raise_open_files_limit(&config);
     let listener = listen(&config.server.listen).await.map_err(|e| {
         std::io::Error::new(
@@ -81,7 +82,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
             }
         }
     });
-    serve(listener, config, signals_rx).await
+    serve(listener, config, signals_rx, Some(cli)).await
 }
 
 /// File descriptors keyward uses besides its clients' (standard streams, the listener, the
@@ -177,21 +178,37 @@ async fn listen(addr: &str) -> std::io::Result<TcpListener> {
 
 /// Accepts clients until the first signal, then drains the sessions until they are done, the
 /// shutdown timeout passes, or a second signal arrives.
+/// `reload_from`: the command line keyward started with, which SIGHUP and `POST /reload` read the
+/// configuration again from (None: no reloads).
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     mut signals: watch::Receiver<u32>,
+    reload_from: Option<Cli>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     if config.admin.enabled() {
         // Before the backend starts, so that what it counts at start-up is counted.
         crate::metrics::enable().config_loaded();
     }
-    let ctx = Arc::new(session_context(&config));
+    let live = Arc::new(Live::new(session_context(&config)));
     let backend = start_backend(&config).await?;
+    let reloader = reload_from.map(|cli| {
+        Arc::new(Reloader::new(
+            cli,
+            config.clone(),
+            live.clone(),
+            session_context,
+        ))
+    });
+    if let Some(reloader) = &reloader {
+        tokio::spawn(reload_on_sighup(reloader.clone()));
+    }
     if config.admin.enabled() {
-        let addr = crate::admin::start(&config, &backend).await?;
-        tracing::info!("admin listener on http://{addr} (/metrics, /healthz, /readyz, /config)");
+        let addr = crate::admin::start(&config, &backend, reloader.clone()).await?;
+        tracing::info!(
+            "admin listener on http://{addr} (/metrics, /healthz, /readyz, /config, POST /reload)"
+        );
     }
     let tls = match &config.tls.server {
         Some(settings) => Some(
@@ -280,7 +297,7 @@ pub async fn serve(
             continue;
         }
         let backend = backend.clone();
-        let ctx = ctx.clone();
+        let live = live.clone();
         let stop = stop_rx.clone();
         let clients = clients.clone();
         let done = done_tx.clone();
@@ -299,7 +316,7 @@ pub async fn serve(
                 if let Some(m) = metrics {
                     m.client_connected();
                 }
-                session::run(client, peer, ctx, backend, stop).await;
+                session::run(client, peer, live, backend, stop).await;
                 if let Some(m) = metrics {
                     m.client_disconnected();
                 }
@@ -365,6 +382,18 @@ async fn handshake(
             }
             None
         }
+    }
+}
+
+/// Reloads the configuration on every SIGHUP (as nginx and twemproxy do).
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: configuration reloads only by POST /reload");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP received, reloading the configuration");
+        let _ = reloader.reload();
     }
 }
 

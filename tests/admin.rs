@@ -226,6 +226,7 @@ fn in_front_of_a_cluster_readiness_needs_every_slot_covered() {
         1.0
     );
     assert_eq!(m.value("keyward_cluster_slots_covered", &[]), 16384.0);
+    dashboard_queries_use_exported_metrics(&base);
 
     // One slot loses its owner on every node; keyward's next map read sees it.
     let slot = 5000u16;
@@ -297,4 +298,72 @@ fn an_admin_listener_on_the_network_needs_a_token() {
     .unwrap();
     let output = run_with_timeout(&mut command, Duration::from_secs(10));
     assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
+
+/// Every metric the Grafana dashboard (docs/grafana/keyward.json) queries is one keyward exports:
+/// a family announced on `/metrics` (in cluster mode, where every family is), or a histogram's
+/// `_bucket` / `_sum` / `_count` series.
+fn dashboard_queries_use_exported_metrics(base: &str) {
+    let (_, body) = get(&format!("{base}/metrics"), None);
+    let families: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(String::from)
+        .collect();
+    let exported = |name: &str| {
+        families.iter().any(|f| {
+            name == f
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name == format!("{f}{suffix}"))
+        })
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/keyward.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 8, "queries found: {exprs:?}");
+    let mut used = 0;
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            used += 1;
+            assert!(
+                exported(&name),
+                "the dashboard queries {name}, which keyward does not export"
+            );
+        }
+    }
+    assert!(used >= exprs.len());
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", serde_json::Value::String(expr)) => out.push(expr.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The `keyward_*` identifiers in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("keyward_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
 }

@@ -6,7 +6,8 @@
 //! - `GET /readyz`: 200 when keyward can serve clients ([`readiness`]), else 503 with a JSON body
 //!   saying why;
 //! - `GET /config`: the effective configuration as JSON, secrets masked as `--check-config`
-//!   masks them.
+//!   masks them;
+//! - `POST /reload`: reads the configuration again, as SIGHUP does ([`crate::reload`]).
 //!
 //! With `[admin] token_sha256`, every request must carry `Authorization: Bearer <token>` (401
 //! otherwise). Errors are JSON bodies with a stable `error` code.
@@ -34,7 +35,9 @@ pub use settings::AdminConfig;
 
 /// What the admin endpoints answer from.
 struct Admin {
-    token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of the bearer token, replaced by a reload.
+    token_sha256: Arc<std::sync::RwLock<Option<[u8; 32]>>>,
+    reloader: Option<Arc<crate::reload::Reloader>>,
     readiness: Readiness,
     /// `/config`, rendered once: the configuration does not change while keyward runs.
     config_json: Bytes,
@@ -42,7 +45,11 @@ struct Admin {
 
 /// Binds the admin listener (so that a taken port stops keyward at start-up) and starts serving
 /// it in the background. Returns the bound address.
-pub async fn start(config: &Config, backend: &Backend) -> std::io::Result<SocketAddr> {
+pub async fn start(
+    config: &Config,
+    backend: &Backend,
+    reloader: Option<Arc<crate::reload::Reloader>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(&config.admin.listen).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -52,7 +59,11 @@ pub async fn start(config: &Config, backend: &Backend) -> std::io::Result<Socket
     let addr = listener.local_addr()?;
     crate::metrics::enable();
     let admin = Arc::new(Admin {
-        token_sha256: config.admin.token_sha256,
+        token_sha256: match &reloader {
+            Some(reloader) => reloader.admin_token.clone(),
+            None => Arc::new(std::sync::RwLock::new(config.admin.token_sha256)),
+        },
+        reloader,
         readiness: Readiness::start(backend),
         config_json: Bytes::from(config_json(config)),
     });
@@ -99,6 +110,9 @@ impl Admin {
             return response;
         }
         let path = request.uri().path();
+        if path == "/reload" {
+            return self.reload(request.method());
+        }
         if request.method() != Method::GET {
             return match path {
                 "/metrics" | "/healthz" | "/readyz" | "/config" => error(
@@ -133,10 +147,39 @@ impl Admin {
         }
     }
 
+    /// `POST /reload`: as SIGHUP; 200 with the settings that changed, 400 with why nothing did.
+    fn reload(&self, method: &Method) -> Response<Full<Bytes>> {
+        if method != Method::POST {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            );
+        }
+        let Some(reloader) = &self.reloader else {
+            return error(
+                StatusCode::CONFLICT,
+                "reload_unavailable",
+                "this keyward was started without a command line to reload from",
+            );
+        };
+        match reloader.reload() {
+            Ok(changed) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "reloaded": true, "changed": changed }),
+            ),
+            Err(message) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "reloaded": false, "error": "reload_refused", "message": message }),
+            ),
+        }
+    }
+
     /// Whether the request carries the token, when one is configured (compared as digests, in
     /// constant time, as client passwords are).
     fn authorized(&self, request: &Request<Incoming>) -> bool {
-        let Some(expected) = &self.token_sha256 else {
+        let expected = *self.token_sha256.read().unwrap_or_else(|e| e.into_inner());
+        let Some(expected) = expected else {
             return true;
         };
         let Some(token) = request
@@ -190,6 +233,6 @@ fn not_found() -> Response<Full<Bytes>> {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "endpoints: GET /metrics, /healthz, /readyz, /config",
+        "endpoints: GET /metrics, /healthz, /readyz, /config; POST /reload",
     )
 }

@@ -249,6 +249,11 @@ impl RequestScanner {
         }
     }
 
+    /// Applies new limits (a configuration reload), from the next request on.
+    pub fn set_limits(&mut self, limits: ScanLimits) {
+        self.limits = limits;
+    }
+
     /// Applies (or lifts) Redis's caps for unauthenticated clients: at most 10 arguments of at
     /// most 16 KiB each, with Redis's error texts. Takes effect from the next request header.
     pub fn set_unauthenticated(&mut self, unauthenticated: bool) {

@@ -80,10 +80,10 @@ fn count_local(spec: Option<&CommandSpec>, outcome: Outcome) {
 }
 
 /// Logs that a client is being closed for idling (`idle_timeout_ms`).
-pub(crate) fn note_idle_close(peer: SocketAddr, ctx: &SessionContext) {
+pub(crate) fn note_idle_close(peer: SocketAddr, idle_timeout: std::time::Duration) {
     tracing::info!(
         client = %peer,
-        idle_timeout_ms = ctx.idle_timeout.as_millis() as u64,
+        idle_timeout_ms = idle_timeout.as_millis() as u64,
         "closing idle client"
     );
 }
@@ -180,6 +180,32 @@ impl Front {
             commands: commands::LookupCache::default(),
             login_change_queued: false,
             told_pending_limit: false,
+        }
+    }
+
+    /// Takes a reload that replaced `before` with `after` into account: the login (false when
+    /// the client must be disconnected: its user is gone or its password changed) and the
+    /// scanner's limits.
+    pub(crate) fn reloaded(
+        &mut self,
+        before: &SessionContext,
+        after: &SessionContext,
+        scanner: &mut RequestScanner,
+    ) -> bool {
+        scanner.set_limits(after.limits);
+        match auth::relogin(&self.login, before.auth.as_deref(), after.auth.as_deref()) {
+            Some(login) => {
+                self.login = login;
+                scanner.set_unauthenticated(!self.login.is_authenticated());
+                true
+            }
+            None => {
+                tracing::info!(
+                    client = %self.peer,
+                    "closing the client: a reload removed its user or changed its password"
+                );
+                false
+            }
         }
     }
 

@@ -60,6 +60,59 @@ pub struct SessionContext {
     pub max_pending_replies: usize,
 }
 
+/// The [`SessionContext`] in force, replaced whole by a configuration reload.
+///
+/// A session keeps the context it read last and checks the generation once per read of its
+/// client (a relaxed atomic load): requests read after a reload use the new settings, requests
+/// already in flight finish under the old ones, and nobody waits on a lock on the request path
+/// (the lock is taken only to pick up a new context, once per session per reload).
+#[derive(Debug)]
+pub struct Live {
+    generation: std::sync::atomic::AtomicU64,
+    current: std::sync::RwLock<Arc<SessionContext>>,
+}
+
+impl Live {
+    pub fn new(ctx: SessionContext) -> Self {
+        Live {
+            generation: std::sync::atomic::AtomicU64::new(1),
+            current: std::sync::RwLock::new(Arc::new(ctx)),
+        }
+    }
+
+    /// The context in force and its generation.
+    pub fn current(&self) -> (u64, Arc<SessionContext>) {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (
+            self.generation.load(std::sync::atomic::Ordering::Acquire),
+            current.clone(),
+        )
+    }
+
+    /// Puts `ctx` in force for every session's next read.
+    pub fn replace(&self, ctx: SessionContext) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(ctx);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether a reload happened since `generation`.
+    pub fn changed(&self, generation: u64) -> bool {
+        self.generation.load(std::sync::atomic::Ordering::Acquire) != generation
+    }
+
+    /// Replaces `ctx` with the context in force when a reload happened since `generation`;
+    /// true when it did.
+    pub fn refresh(&self, generation: &mut u64, ctx: &mut Arc<SessionContext>) -> bool {
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) == *generation {
+            return false;
+        }
+        (*generation, *ctx) = self.current();
+        true
+    }
+}
+
 /// An upstream connection of a client's own: where it goes, and the connections kept ready
 /// ahead of need, when keyward keeps some.
 #[derive(Debug)]
@@ -89,21 +142,22 @@ pub enum Backend {
 pub async fn run(
     stream: Socket,
     peer: SocketAddr,
-    ctx: Arc<SessionContext>,
+    live: Arc<Live>,
     backend: Backend,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let (_, ctx) = live.current();
     let front = front::Front::new(peer, ctx.auth.as_deref());
     let shutdown = ShutdownSignal::new(shutdown);
     match backend {
         Backend::Private(upstream) => {
-            private::run(stream, ctx, upstream, front, shutdown, Default::default()).await
+            private::run(stream, live, upstream, front, shutdown, Default::default()).await
         }
         Backend::Shared { redis, own } => {
             routed::run(
                 stream,
-                ctx,
+                live,
                 routed::Routing::Shared { redis, own },
                 front,
                 shutdown,
@@ -113,7 +167,7 @@ pub async fn run(
         Backend::Cluster(cluster) => {
             routed::run(
                 stream,
-                ctx,
+                live,
                 routed::Routing::Cluster(cluster),
                 front,
                 shutdown,

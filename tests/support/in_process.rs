@@ -44,7 +44,7 @@ impl InProcess {
             runtime.block_on(async move {
                 let listener =
                     tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
-                keyward::server::serve(listener, config, signals_rx)
+                keyward::server::serve(listener, config, signals_rx, None)
                     .await
                     .expect("keyward serves until stopped");
             });

@@ -586,6 +586,11 @@ impl Keyward {
         found
     }
 
+    /// Replaces the configuration file keyward was started with (for reload tests).
+    pub fn rewrite_config(&self, text: &str) {
+        fs::write(&self.config_path, text).expect("rewrite proxy.toml");
+    }
+
     pub fn config_text(&self) -> String {
         read_lossy(&self.config_path)
     }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::ShutdownSignal;
 use super::front::{Front, ReplyWatch};
-use super::{PrivateUpstream, SessionContext};
+use super::{Live, PrivateUpstream, SessionContext};
 use crate::commands::PubSubKind;
 use crate::net::Socket;
 
@@ -130,7 +130,7 @@ impl Default for Shared {
 /// client moving here from shared connections), scanned before anything else.
 pub(super) async fn run(
     stream: Socket,
-    ctx: Arc<SessionContext>,
+    live: Arc<Live>,
     upstream: Arc<PrivateUpstream>,
     front: Front,
     shutdown: ShutdownSignal,
@@ -148,11 +148,11 @@ pub(super) async fn run(
         client.clone(),
         rx,
         peer,
-        ctx.clone(),
+        live.clone(),
         upstream.clone(),
         shared.clone(),
     );
-    let requests = requests::RequestSide::new(client, tx, ctx, upstream, shared, front);
+    let requests = requests::RequestSide::new(client, tx, live, upstream, shared, front);
 
     let request_task = requests.run(shutdown, input);
     let reply_task = replies.run();

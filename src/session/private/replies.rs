@@ -13,7 +13,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::super::front::note_idle_close;
 use super::pubsub::{self, Subscriptions};
-use super::{Expect, ExpectKind, Pending, PrivateUpstream, SessionContext, Shared, upstream_lost};
+use super::{
+    Expect, ExpectKind, Live, Pending, PrivateUpstream, SessionContext, Shared, upstream_lost,
+};
 use crate::metrics::{self, Outcome};
 use crate::net::Socket;
 use crate::net::rw::{KEEP_BUFFER, ReadChunk, write_all_chunks};
@@ -23,6 +25,9 @@ pub(super) struct ReplySide {
     client: Arc<Socket>,
     queue: mpsc::Receiver<Vec<Pending>>,
     peer: SocketAddr,
+    /// The settings in force (idle timeout, close grace), followed across reloads.
+    live: Arc<Live>,
+    ctx_generation: u64,
     ctx: Arc<SessionContext>,
     upstream_settings: Arc<PrivateUpstream>,
     shared: Arc<Shared>,
@@ -78,15 +83,18 @@ impl ReplySide {
         client: Arc<Socket>,
         queue: mpsc::Receiver<Vec<Pending>>,
         peer: SocketAddr,
-        ctx: Arc<SessionContext>,
+        live: Arc<Live>,
         upstream_settings: Arc<PrivateUpstream>,
         shared: Arc<Shared>,
     ) -> Self {
+        let (ctx_generation, ctx) = live.current();
         let resp3 = upstream_settings.target.resp3;
         ReplySide {
             client,
             queue,
             peer,
+            live,
+            ctx_generation,
             ctx,
             upstream_settings,
             shared,
@@ -136,6 +144,7 @@ impl ReplySide {
                 }
                 _ => {}
             }
+            self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
             let deadline = self.close_deadline;
             let reading = self.upstream.is_some();
             self.publish_progress();
@@ -173,7 +182,7 @@ impl ReplySide {
                         self.fail_upstream(&format!("no reply within {waited} ms"));
                     } else if passed(self.idle_deadline()) {
                         // Recomputed: the request side may have read from the client meanwhile.
-                        note_idle_close(self.peer, &self.ctx);
+                        note_idle_close(self.peer, self.ctx.idle_timeout);
                         return;
                     }
                 }

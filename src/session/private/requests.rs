@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::super::front::{Admission, Admitted, Front, ReplyMode};
 use super::super::{PAUSED_READ_LIMIT, ShutdownSignal};
-use super::{Expect, ExpectKind, Pending, PrivateUpstream, SessionContext, Shared};
+use super::{Expect, ExpectKind, Live, Pending, PrivateUpstream, SessionContext, Shared};
 use crate::commands::{self, ClientSubcommand, Role};
 use crate::net::Socket;
 use crate::net::rw::{KEEP_BUFFER, ReadChunk, write_all_chunks};
@@ -41,6 +41,9 @@ pub(super) struct RequestSide {
     /// How much room the client's read buffer gets.
     read_chunk: ReadChunk,
     queue: mpsc::Sender<Vec<Pending>>,
+    /// The settings in force, and where a reload puts new ones (see [`Live`]).
+    live: Arc<Live>,
+    ctx_generation: u64,
     ctx: Arc<SessionContext>,
     upstream: Arc<PrivateUpstream>,
     shared: Arc<Shared>,
@@ -83,16 +86,19 @@ impl RequestSide {
     pub(super) fn new(
         client: Arc<Socket>,
         queue: mpsc::Sender<Vec<Pending>>,
-        ctx: Arc<SessionContext>,
+        live: Arc<Live>,
         upstream: Arc<PrivateUpstream>,
         shared: Arc<Shared>,
         front: Front,
     ) -> Self {
+        let (ctx_generation, ctx) = live.current();
         RequestSide {
             client,
             read_chunk: ReadChunk::new(),
             queue,
             scanner: front.scanner(&ctx),
+            live,
+            ctx_generation,
             ctx,
             upstream,
             shared,
@@ -205,6 +211,14 @@ impl RequestSide {
     /// `max_pending_replies` requests waiting for replies.
     async fn process(&mut self, buf: &mut BytesMut) -> Stop {
         self.connect_failed_in_batch = false;
+        if self.live.changed(self.ctx_generation) {
+            let before = self.ctx.clone();
+            self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
+            if !self.front.reloaded(&before, &self.ctx, &mut self.scanner) {
+                self.batch.push(Pending::Close);
+                return Stop::Yes;
+            }
+        }
         self.read_at = crate::metrics::read_time();
         loop {
             // Checked per request: a login in this batch raises the limit.

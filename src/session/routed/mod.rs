@@ -26,8 +26,8 @@ use futures_util::StreamExt;
 use futures_util::future::FutureExt;
 
 use super::front::{Front, ReplyMode, ReplyWatch, note_idle_close};
+use super::{Live, PrivateUpstream, SessionContext};
 use super::{PAUSED_READ_LIMIT, ShutdownSignal};
-use super::{PrivateUpstream, SessionContext};
 use crate::cluster::node::NodeConn;
 use crate::cluster::{Cluster, Submitted, Target};
 use crate::metrics::Stamp;
@@ -54,6 +54,9 @@ pub(super) enum Routing {
 const READ_CHUNK: usize = 16 * 1024;
 
 struct RoutedSession {
+    /// The settings in force, and where a reload puts new ones (see [`Live`]).
+    live: Arc<Live>,
+    ctx_generation: u64,
     ctx: Arc<SessionContext>,
     cluster: Arc<Cluster>,
     /// Standalone (`Routing::Shared`): the private connections a client moves to.
@@ -91,7 +94,7 @@ enum Next {
 
 pub(super) async fn run(
     client: Socket,
-    ctx: Arc<SessionContext>,
+    live: Arc<Live>,
     routing: Routing,
     front: Front,
     mut shutdown: ShutdownSignal,
@@ -101,8 +104,11 @@ pub(super) async fn run(
         Routing::Cluster(cluster) => (cluster, None),
     };
     let peer = front.peer;
+    let (ctx_generation, ctx) = live.current();
     let mut session = RoutedSession {
-        ctx: ctx.clone(),
+        live: live.clone(),
+        ctx_generation,
+        ctx,
         cluster,
         own,
         front,
@@ -116,7 +122,7 @@ pub(super) async fn run(
         stamp: None,
         read_at: None,
     };
-    let mut scanner = session.front.scanner(&ctx);
+    let mut scanner = session.front.scanner(&session.ctx);
     let mut buf = BytesMut::new();
     let mut read_chunk = ReadChunk::new();
     let mut out: Vec<Bytes> = Vec::new();
@@ -132,6 +138,7 @@ pub(super) async fn run(
     // Requests read but not handled yet, because max_pending_replies paused the scan.
     let mut unhandled = false;
     loop {
+        let (close_grace, idle_timeout) = (session.ctx.close_grace, session.ctx.idle_timeout);
         if !reading && session.replies.is_empty() {
             break;
         }
@@ -141,16 +148,16 @@ pub(super) async fn run(
             return;
         }
         if !reading && closing_at.is_none() && handoff.is_none() {
-            closing_at = Some(tokio::time::Instant::now() + ctx.close_grace);
+            closing_at = Some(tokio::time::Instant::now() + close_grace);
         }
-        let limit = session.front.pending_limit(&ctx);
+        let limit = session.front.pending_limit(&session.ctx);
         let can_read = reading && session.replies.len() < limit;
         if reading && !can_read {
             session.front.note_pending_limit(limit);
         }
         // Idle: nothing owed (a blocked command is owed), nothing read or written for the timeout.
-        let idle_at = (!ctx.idle_timeout.is_zero() && reading && session.replies.is_empty())
-            .then(|| last_activity + ctx.idle_timeout);
+        let idle_at = (!idle_timeout.is_zero() && reading && session.replies.is_empty())
+            .then(|| last_activity + idle_timeout);
         if unhandled && can_read {
             unhandled = session
                 .handle_requests(&mut scanner, &mut buf, &mut reading, &mut handoff)
@@ -196,7 +203,7 @@ pub(super) async fn run(
             _ = shutdown.fired(), if reading => { reading = false; }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
             _ = sleep_until(idle_at), if idle_at.is_some() => {
-                note_idle_close(peer, &ctx);
+                note_idle_close(peer, idle_timeout);
                 return;
             }
         }
@@ -214,7 +221,7 @@ pub(super) async fn run(
         // A new connection replies to everything: what CLIENT REPLY said here was kept by
         // keyward, not by that connection.
         front.reply_mode = ReplyMode::On;
-        super::private::run(client, ctx, upstream, front, shutdown, input).await;
+        super::private::run(client, live, upstream, front, shutdown, input).await;
     }
 }
 
@@ -239,6 +246,18 @@ impl RoutedSession {
         handoff: &mut Option<(String, BytesMut)>,
     ) -> bool {
         let mut paused = false;
+        // Requests read from here on use the settings in force now (a reload since the last
+        // read included).
+        if self.live.changed(self.ctx_generation) {
+            let before = self.ctx.clone();
+            self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
+            if !self.front.reloaded(&before, &self.ctx, scanner) {
+                self.replies.push_ready(Out::Close, None);
+                *reading = false;
+                return false;
+            }
+        }
+
         self.read_at = crate::metrics::read_time();
         loop {
             // Checked per request: a login in this read raises the limit.

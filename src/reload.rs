@@ -1,0 +1,175 @@
+//! Hot reload (SIGHUP, `POST /reload`): the configuration file is read again and, when all of it
+//! is valid and it changes only settings that can change while keyward runs, put in force at
+//! once; otherwise nothing changes at all.
+//!
+//! Live: everything in `[guard]`, `[limits]`, users and passwords, the idle timeout and
+//! `[admin] token_sha256`. Requests read after a reload use the new settings; requests in
+//! flight finish under the old ones; no client is disconnected, except one logged in as a user
+//! the reload removed or whose password it changed (at its next read). Everything else (listen
+//! addresses, `[upstream]`, TLS, threads, the client cap, the log format) needs a restart: a
+//! file that changes it is refused whole, naming the settings.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::{self, Cli, Config};
+use crate::session::Live;
+
+/// The settings a reload may not change, with how each is compared.
+type Fixed = (&'static str, fn(&Config, &Config) -> bool);
+
+const NEED_A_RESTART: &[Fixed] = &[
+    ("server.listen", |a, b| a.server.listen == b.server.listen),
+    ("server.max_clients", |a, b| {
+        a.server.max_clients == b.server.max_clients
+    }),
+    ("server.shutdown_timeout_ms", |a, b| {
+        a.server.shutdown_timeout == b.server.shutdown_timeout
+    }),
+    ("server.threads", |a, b| {
+        a.server.threads == b.server.threads
+    }),
+    ("server.allow_unauthenticated", |a, b| {
+        a.server.allow_unauthenticated == b.server.allow_unauthenticated
+    }),
+    ("server.log_format", |a, b| {
+        a.server.log_format == b.server.log_format
+    }),
+    ("server.tls", |a, b| a.tls.server == b.tls.server),
+    ("upstream.mode", |a, b| a.upstream.mode == b.upstream.mode),
+    ("upstream.nodes", |a, b| {
+        a.upstream.nodes == b.upstream.nodes
+    }),
+    ("upstream.username", |a, b| {
+        a.upstream.username == b.upstream.username
+    }),
+    ("upstream.password", |a, b| {
+        a.upstream.password == b.upstream.password
+    }),
+    ("upstream.connect_timeout_ms", |a, b| {
+        a.upstream.connect_timeout == b.upstream.connect_timeout
+    }),
+    ("upstream.reply_timeout_ms", |a, b| {
+        a.upstream.reply_timeout == b.upstream.reply_timeout
+    }),
+    ("upstream.share_connections", |a, b| {
+        a.upstream.share_connections == b.upstream.share_connections
+    }),
+    ("upstream.tls", |a, b| a.tls.upstream == b.tls.upstream),
+    ("admin.listen", |a, b| a.admin.listen == b.admin.listen),
+];
+
+/// What a reload needs: the command line keyward started with (it names the file and its
+/// flags still win over the file), the configuration in force, and the places that take the
+/// new settings.
+pub struct Reloader {
+    cli: Cli,
+    current: Mutex<Config>,
+    live: Arc<Live>,
+    /// The admin listener's token, read by it on every request.
+    pub admin_token: Arc<RwLock<Option<[u8; 32]>>>,
+    /// Turns a configuration into the sessions' settings (`server::session_context`).
+    build: fn(&Config) -> crate::session::SessionContext,
+}
+
+impl Reloader {
+    pub fn new(
+        cli: Cli,
+        config: Config,
+        live: Arc<Live>,
+        build: fn(&Config) -> crate::session::SessionContext,
+    ) -> Self {
+        Reloader {
+            admin_token: Arc::new(RwLock::new(config.admin.token_sha256)),
+            cli,
+            current: Mutex::new(config),
+            live,
+            build,
+        }
+    }
+
+    /// Reads the configuration again and puts it in force, or changes nothing. Returns the
+    /// settings that changed (`key = value`, secrets masked), or why nothing did. Logs either
+    /// way and counts it in `keyward_config_reloads_total`.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let file = config::config_file(&self.cli)
+            .map_or("no file, built-in defaults".into(), |f| {
+                f.display().to_string()
+            });
+        let outcome = self.try_reload();
+        if let Some(m) = crate::metrics::get() {
+            m.reloaded(outcome.is_ok());
+        }
+        match &outcome {
+            Ok(changed) if changed.is_empty() => {
+                tracing::info!("configuration reloaded from {file}: nothing changed")
+            }
+            Ok(changed) => {
+                tracing::info!("configuration reloaded from {file}: {}", changed.join(", "))
+            }
+            Err(e) => tracing::warn!("configuration not reloaded, nothing changed: {e}"),
+        }
+        outcome
+    }
+
+    fn try_reload(&self) -> Result<Vec<String>, String> {
+        let new = config::resolve(&self.cli).map_err(|e| e.to_string())?;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let fixed: Vec<&str> = NEED_A_RESTART
+            .iter()
+            .filter(|(_, same)| !same(&current, &new))
+            .map(|(key, _)| *key)
+            .collect();
+        if !fixed.is_empty() {
+            return Err(format!(
+                "the file changes {}, which {} a restart",
+                fixed.join(", "),
+                if fixed.len() == 1 { "needs" } else { "need" }
+            ));
+        }
+        let changed = changes(&current.describe(), &new.describe());
+        self.live.replace((self.build)(&new));
+        *self.admin_token.write().unwrap_or_else(|e| e.into_inner()) = new.admin.token_sha256;
+        *current = new;
+        Ok(changed)
+    }
+}
+
+/// The settings that differ between two `describe()` texts, as `section.key = value` (values
+/// as `describe` shows them: secrets masked). A setting that disappeared shows as `key unset`.
+fn changes(before: &str, after: &str) -> Vec<String> {
+    let settings = |text: &str| -> Vec<String> {
+        let mut section = String::new();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix('[') {
+                section = name.trim_matches(|c| c == '[' || c == ']').to_string();
+            } else if let Some((key, value)) = line.split_once(" = ") {
+                out.push(format!("{section}.{key} = {value}"));
+            }
+        }
+        out
+    };
+    let (old, new) = (settings(before), settings(after));
+    let key = |s: &String| s.split(" = ").next().unwrap_or("").to_string();
+    let mut changed: Vec<String> = new.iter().filter(|s| !old.contains(s)).cloned().collect();
+    for gone in old.iter().filter(|s| !new.iter().any(|n| key(n) == key(s))) {
+        changed.push(format!("{} unset", key(gone)));
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_name_the_settings_with_their_new_values() {
+        let before = "[server]\nlisten = \"a\"\npassword = \"<set>\"\n\n[guard]\nmax_keys = 1000\n";
+        let after = "[server]\nlisten = \"a\"\n\n[guard]\nmax_keys = 3\n";
+        assert_eq!(
+            changes(before, after),
+            ["guard.max_keys = 3", "server.password unset"]
+        );
+        assert!(changes(after, after).is_empty());
+    }
+}
