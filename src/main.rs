@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    init_logging(cli.log_level.as_deref(), config.server.log_format);
+    init_logging(config.server.log_level.as_deref(), config.server.log_format);
     let file = config::config_file(&cli);
     let file = file.as_ref().map_or("none, built-in defaults".into(), |f| {
         f.display().to_string()
@@ -74,34 +74,53 @@ fn check(cli: &Cli) -> Result<Config, config::ConfigError> {
     config::resolve(cli)
 }
 
-/// Logs go to stderr, filtered by `--log-level` if given, else `RUST_LOG`, else `info`, as text
-/// or as one JSON object per line (`format`).
+/// Logs go to stderr, filtered by `level` (`--log-level` or `[server] log_level`) if given, else
+/// `RUST_LOG`, else `info`, as text or as one JSON object per line (`format`). The filter can be
+/// replaced while keyward runs: a reload that changes the level calls the hook installed here.
 fn init_logging(level: Option<&str>, format: LogFormat) {
-    let filter = match level {
-        // Already checked by `config::check_log_level`.
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter_for(level, true));
+    keyward::reload::set_log_level_hook(Box::new(move |level| {
+        handle
+            .reload(filter_for(level, false))
+            .map_err(|e| e.to_string())
+    }));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init(),
+        // The event's fields at the top level of the object (not under "fields"), so that a
+        // log pipeline reads `outcome` as it reads `level`; keyward records no spans.
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .init(),
+    }
+}
+
+/// The filter for `level` (already checked by the configuration), else `RUST_LOG`, else `info`.
+fn filter_for(level: Option<&str>, warn_bad_env: bool) -> EnvFilter {
+    match level {
         Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
         None => match EnvFilter::try_from_default_env() {
             Ok(filter) => filter,
             Err(err) => {
-                if std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
+                if warn_bad_env && std::env::var_os(EnvFilter::DEFAULT_ENV).is_some() {
                     eprintln!("keyward: ignoring RUST_LOG ({err}); logging at info");
                 }
                 EnvFilter::new("info")
             }
         },
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        // The event's fields at the top level of the object (not under "fields"), so that a
-        // log pipeline reads `outcome` as it reads `level`; keyward records no spans.
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
     }
 }

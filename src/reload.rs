@@ -2,8 +2,8 @@
 //! is valid and it changes only settings that can change while keyward runs, put in force at
 //! once; otherwise nothing changes at all.
 //!
-//! Live: everything in `[guard]`, `[limits]`, users and passwords, the idle timeout and
-//! `[admin] token_sha256`. Requests read after a reload use the new settings; requests in
+//! Live: everything in `[guard]`, `[limits]`, users and passwords, the idle timeout, the log
+//! level (`[server] log_level`) and `[admin] token_sha256`. Requests read after a reload use the new settings; requests in
 //! flight finish under the old ones; no client is disconnected, except one logged in as a user
 //! the reload removed or whose password it changed (at its next read). Everything else (listen
 //! addresses, `[upstream]`, TLS, threads, the client cap, the log format) needs a restart: a
@@ -13,6 +13,18 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{self, Cli, Config};
 use crate::session::Live;
+
+/// Changes the log filter while keyward runs (installed by the binary, which owns logging);
+/// `None` goes back to `RUST_LOG`, else `info`.
+pub type SetLogLevel = Box<dyn Fn(Option<&str>) -> Result<(), String> + Send + Sync>;
+
+static LOG_LEVEL_HOOK: std::sync::OnceLock<SetLogLevel> = std::sync::OnceLock::new();
+
+/// Installs the hook a reload calls when `[server] log_level` changes (once; later calls are
+/// ignored).
+pub fn set_log_level_hook(hook: SetLogLevel) {
+    let _ = LOG_LEVEL_HOOK.set(hook);
+}
 
 /// The settings a reload may not change, with how each is compared.
 type Fixed = (&'static str, fn(&Config, &Config) -> bool);
@@ -127,6 +139,12 @@ impl Reloader {
             ));
         }
         let changed = changes(&current.describe(), &new.describe());
+        if current.server.log_level != new.server.log_level
+            && let Some(hook) = LOG_LEVEL_HOOK.get()
+        {
+            hook(new.server.log_level.as_deref())
+                .map_err(|e| format!("cannot change the log level: {e}"))?;
+        }
         self.live.replace((self.build)(&new));
         *self.admin_token.write().unwrap_or_else(|e| e.into_inner()) = new.admin.token_sha256;
         *current = new;

@@ -243,3 +243,29 @@ fn a_reload_that_removes_a_user_disconnects_its_clients() {
             .is_some_and(|e| e.starts_with("WRONGPASS"))
     );
 }
+
+#[test]
+fn a_reload_changes_the_log_level() {
+    let redis = RedisServer::start();
+    let keyward = Keyward::start_with(&redis.addr(), "[server]\nlog_level = \"warn\"");
+    let original = keyward.config_text();
+    let mut conn = keyward.raw_conn();
+    assert_eq!(conn.request(&["REMOVEKEYS", "quiet"]), Reply::Int(0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !keyward.log().contains("command=REMOVEKEYS"),
+        "no audit line at warn: {}",
+        keyward.log()
+    );
+
+    keyward.rewrite_config(&original.replace("log_level = \"warn\"", "log_level = \"info\""));
+    sighup(&keyward);
+    assert_eq!(conn.request(&["REMOVEKEYS", "loud"]), Reply::Int(0));
+    assert!(
+        keyward
+            .wait_log_line(T, |l| l.contains("command=REMOVEKEYS"))
+            .is_some(),
+        "the audit line appears at info: {}",
+        keyward.log()
+    );
+}

@@ -91,28 +91,33 @@ pub fn config_file(cli: &Cli) -> Option<PathBuf> {
 /// Checks a `--log-level` value. A bare word must be a level: tracing would otherwise take a
 /// misspelt level such as `verbose` for the name of a module and silently log nothing.
 pub fn check_log_level(level: &str) -> Result<(), ConfigError> {
-    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
-    let error = |message: String| {
+    log_level_problem(level).map_or(Ok(()), |message| {
         let origin = Origin::flag("--log-level", "KEYWARD_LOG_LEVEL");
-        ConfigError::new(origin, None, message, None)
-    };
+        Err(ConfigError::new(origin, None, message, None))
+    })
+}
+
+/// What is wrong with a log level or filter, if anything (shared by the flag's check and the
+/// check of `[server] log_level`).
+pub(super) fn log_level_problem(level: &str) -> Option<String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
     if level.trim().is_empty() {
-        return Err(error("the log level is empty".into()));
+        return Some("the log level is empty".into());
     }
     for directive in level.split(',') {
         let word = directive.trim();
         let is_bare_word = !word.contains(['=', '[', ':']);
         if is_bare_word && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word)) {
-            return Err(error(format!(
+            return Some(format!(
                 "unknown log level `{word}`, expected one of {} or a filter such as \
                  \"keyward=debug,info\"",
                 LEVELS.join(", ")
-            )));
+            ));
         }
     }
     tracing_subscriber::EnvFilter::try_new(level)
-        .map(|_| ())
-        .map_err(|err| error(format!("invalid log filter `{level}`: {err}")))
+        .err()
+        .map(|err| format!("invalid log filter `{level}`: {err}"))
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ impl Config {
             server.idle_timeout.as_millis()
         ));
         line(format!("log_format = {}", quote(server.log_format.name())));
+        if let Some(level) = &server.log_level {
+            line(format!("log_level = {}", quote(level)));
+        }
         for user in &server.users {
             line(String::new());
             line("[[server.users]]".into());

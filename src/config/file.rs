@@ -61,6 +61,7 @@ pub struct ServerFile {
     pub allow_unauthenticated: Option<bool>,
     pub idle_timeout_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
     pub tls: Option<ServerTlsFile>,
 }
 

@@ -10,6 +10,7 @@ pub(super) const SERVER_USERS: &str = "server.users";
 pub(super) const SERVER_ALLOW_UNAUTHENTICATED: &str = "server.allow_unauthenticated";
 pub(super) const SERVER_IDLE_TIMEOUT: &str = "server.idle_timeout_ms";
 pub(super) const SERVER_LOG_FORMAT: &str = "server.log_format";
+pub(super) const SERVER_LOG_LEVEL: &str = "server.log_level";
 pub(super) const UPSTREAM_MODE: &str = "upstream.mode";
 pub(super) const UPSTREAM_NODES: &str = "upstream.nodes";
 pub(super) const UPSTREAM_USERNAME: &str = "upstream.username";

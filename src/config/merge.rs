@@ -66,6 +66,11 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             ms(s.idle_timeout_ms),
         );
         set.value(SERVER_LOG_FORMAT, &mut c.server.log_format, s.log_format);
+        set.value(
+            SERVER_LOG_LEVEL,
+            &mut c.server.log_level,
+            s.log_level.clone().map(Some),
+        );
         set.value(UPSTREAM_MODE, &mut c.upstream.mode, u.mode);
         set.value(UPSTREAM_NODES, &mut c.upstream.nodes, u.nodes.clone());
         set.value(
@@ -164,6 +169,12 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     set.value(ADMIN_LISTEN, &mut c.admin.listen, cli.admin_listen.clone());
     let mut set = origins.layer(Origin::flag("--max-keys", "KEYWARD_MAX_KEYS"));
     set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, cli.max_keys);
+    let mut set = origins.layer(Origin::flag("--log-level", "KEYWARD_LOG_LEVEL"));
+    set.value(
+        SERVER_LOG_LEVEL,
+        &mut c.server.log_level,
+        cli.log_level.clone().map(Some),
+    );
     let mut set = origins.layer(Origin::flag("--log-format", "KEYWARD_LOG_FORMAT"));
     set.value(SERVER_LOG_FORMAT, &mut c.server.log_format, cli.log_format);
     let mut set = origins.layer(Origin::flag("--guard-mode", "KEYWARD_GUARD_MODE"));

@@ -106,6 +106,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// What is logged (`[server] log_level`, `--log-level`): a level or a tracing filter; None
+    /// leaves it to `RUST_LOG`, else `info`. Changed by a reload without a restart.
+    pub log_level: Option<String>,
 }
 
 /// Written by hand so that `{:?}` of a configuration never shows a password.
@@ -213,6 +216,7 @@ impl Default for Config {
                 allow_unauthenticated: false,
                 idle_timeout: Duration::ZERO,
                 log_format: LogFormat::Text,
+                log_level: None,
             },
             upstream: UpstreamConfig {
                 mode: UpstreamMode::Standalone,

@@ -92,6 +92,15 @@ pub(super) fn validate(config: &mut Config, origins: &Origins) -> Result<(), Con
         );
     }
 
+    if let Some(message) = config
+        .server
+        .log_level
+        .as_deref()
+        .and_then(super::cli::log_level_problem)
+    {
+        return fail(SERVER_LOG_LEVEL, message);
+    }
+
     let admin = &config.admin;
     if admin.enabled() {
         if let Err(message) = check_host_port(&admin.listen, true) {
