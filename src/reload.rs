@@ -3,10 +3,12 @@
 //! once; otherwise nothing changes at all.
 //!
 //! Live: everything in `[guard]`, `[limits]`, users and passwords, the idle timeout, the log
-//! level (`[server] log_level`) and `[admin] token_sha256`. Requests read after a reload use the new settings; requests in
+//! level (`[server] log_level`), `[admin] token_sha256`, and the client TLS certificate and key
+//! (read again at every reload, so a rotated certificate needs only a SIGHUP). Requests read after a reload use the new settings; requests in
 //! flight finish under the old ones; no client is disconnected, except one logged in as a user
 //! the reload removed or whose password it changed (at its next read). Everything else (listen
-//! addresses, `[upstream]`, TLS, threads, the client cap, the log format) needs a restart: a
+//! addresses, `[upstream]` and its TLS, turning client TLS on or off, threads, the client cap,
+//! the log format) needs a restart: a
 //! file that changes it is refused whole, naming the settings.
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,7 +48,11 @@ const NEED_A_RESTART: &[Fixed] = &[
     ("server.log_format", |a, b| {
         a.server.log_format == b.server.log_format
     }),
-    ("server.tls", |a, b| a.tls.server == b.tls.server),
+    // Certificate and key files are read again at every reload; turning TLS on or off changes
+    // what the listener speaks, which clients cannot follow.
+    ("server.tls (TLS on or off)", |a, b| {
+        a.tls.server.is_some() == b.tls.server.is_some()
+    }),
     ("upstream.mode", |a, b| a.upstream.mode == b.upstream.mode),
     ("upstream.nodes", |a, b| {
         a.upstream.nodes == b.upstream.nodes
@@ -81,6 +87,8 @@ pub struct Reloader {
     pub admin_token: Arc<RwLock<Option<[u8; 32]>>>,
     /// Turns a configuration into the sessions' settings (`server::session_context`).
     build: fn(&Config) -> crate::session::SessionContext,
+    /// The client TLS set-up new handshakes use, when the listener speaks TLS.
+    server_tls: Option<Arc<RwLock<crate::tls::ServerTls>>>,
 }
 
 impl Reloader {
@@ -89,8 +97,10 @@ impl Reloader {
         config: Config,
         live: Arc<Live>,
         build: fn(&Config) -> crate::session::SessionContext,
+        server_tls: Option<Arc<RwLock<crate::tls::ServerTls>>>,
     ) -> Self {
         Reloader {
+            server_tls,
             admin_token: Arc::new(RwLock::new(config.admin.token_sha256)),
             cli,
             current: Mutex::new(config),
@@ -139,6 +149,15 @@ impl Reloader {
             ));
         }
         let changed = changes(&current.describe(), &new.describe());
+        // Built before anything changes, so that unreadable files change nothing.
+        let server_tls = match (&self.server_tls, &new.tls.server) {
+            (Some(_), Some(settings)) => Some(
+                crate::tls::ServerTls::new(settings)
+                    .map_err(|e| format!("server.tls.{}: {}", e.field, e.message))?
+                    .with_close_grace(new.server.shutdown_timeout),
+            ),
+            _ => None,
+        };
         if current.server.log_level != new.server.log_level
             && let Some(hook) = LOG_LEVEL_HOOK.get()
         {
@@ -146,6 +165,9 @@ impl Reloader {
                 .map_err(|e| format!("cannot change the log level: {e}"))?;
         }
         self.live.replace((self.build)(&new));
+        if let (Some(cell), Some(tls)) = (&self.server_tls, server_tls) {
+            *cell.write().unwrap_or_else(|e| e.into_inner()) = tls;
+        }
         *self.admin_token.write().unwrap_or_else(|e| e.into_inner()) = new.admin.token_sha256;
         *current = new;
         Ok(changed)

@@ -193,12 +193,25 @@ pub async fn serve(
     }
     let live = Arc::new(Live::new(session_context(&config)));
     let backend = start_backend(&config).await?;
+    // The client TLS set-up, replaced by a reload (certificate rotation); new handshakes use
+    // the one in force.
+    let tls = match &config.tls.server {
+        Some(settings) => Some(Arc::new(std::sync::RwLock::new(
+            ServerTls::new(settings)
+                .map_err(|e| {
+                    std::io::Error::other(format!("server.tls.{}: {}", e.field, e.message))
+                })?
+                .with_close_grace(config.server.shutdown_timeout),
+        ))),
+        None => None,
+    };
     let reloader = reload_from.map(|cli| {
         Arc::new(Reloader::new(
             cli,
             config.clone(),
             live.clone(),
             session_context,
+            tls.clone(),
         ))
     });
     if let Some(reloader) = &reloader {
@@ -210,16 +223,6 @@ pub async fn serve(
             "admin listener on http://{addr} (/metrics, /healthz, /readyz, /config, POST /reload)"
         );
     }
-    let tls = match &config.tls.server {
-        Some(settings) => Some(
-            ServerTls::new(settings)
-                .map_err(|e| {
-                    std::io::Error::other(format!("server.tls.{}: {}", e.field, e.message))
-                })?
-                .with_close_grace(config.server.shutdown_timeout),
-        ),
-        None => None,
-    };
     let clients = Arc::new(AtomicUsize::new(0));
     let max_clients = config.server.max_clients;
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
@@ -301,7 +304,9 @@ pub async fn serve(
         let stop = stop_rx.clone();
         let clients = clients.clone();
         let done = done_tx.clone();
-        let tls = tls.clone();
+        let tls = tls
+            .as_ref()
+            .map(|tls| tls.read().unwrap_or_else(|e| e.into_inner()).clone());
         tokio::spawn(async move {
             let client = match &tls {
                 None => Some((Socket::Tcp(stream), None)),

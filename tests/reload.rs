@@ -269,3 +269,48 @@ fn a_reload_changes_the_log_level() {
         keyward.log()
     );
 }
+
+#[test]
+fn a_reload_rotates_the_client_certificate() {
+    use support::tls::{TlsClient, TlsFiles};
+    let (old, new) = (TlsFiles::generate(), TlsFiles::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let install = |files: &TlsFiles| {
+        std::fs::copy(files.server_cert(), &cert).unwrap();
+        std::fs::copy(files.server_key(), &key).unwrap();
+    };
+    install(&old);
+    let redis = RedisServer::start();
+    let keyward = Keyward::start_with(
+        &redis.addr(),
+        &format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let ping = resp_str(&["PING"]);
+    let mut before = TlsClient::connect(&keyward.addr(), &old, false).unwrap();
+    before.send(&ping).unwrap();
+    assert_eq!(before.read_replies(1), [Reply::simple("PONG")]);
+
+    install(&new);
+    sighup(&keyward);
+    assert!(
+        keyward.log().contains("configuration reloaded from"),
+        "{}",
+        keyward.log()
+    );
+
+    // New handshakes present the new certificate: a client trusting only the old CA fails.
+    let mut stale = TlsClient::connect(&keyward.addr(), &old, false).unwrap();
+    let refused = stale.send(&ping).is_err() || stale.try_read_reply().is_err();
+    assert!(refused, "the old certificate is still presented");
+    let mut fresh = TlsClient::connect(&keyward.addr(), &new, false).unwrap();
+    fresh.send(&ping).unwrap();
+    assert_eq!(fresh.read_replies(1), [Reply::simple("PONG")]);
+    // The connection made before the rotation goes on.
+    before.send(&ping).unwrap();
+    assert_eq!(before.read_replies(1), [Reply::simple("PONG")]);
+}
