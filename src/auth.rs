@@ -204,6 +204,11 @@ impl Login {
         }
     }
 
+    /// Logged in as a named user (whom a reload may remove).
+    pub fn is_user(&self) -> bool {
+        matches!(self, Login::User { .. })
+    }
+
     pub fn is_authenticated(&self) -> bool {
         !matches!(self, Login::Required)
     }

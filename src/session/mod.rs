@@ -36,7 +36,7 @@ use crate::net::Socket;
 use crate::protocol::request::ScanLimits;
 use crate::upstream::{UpstreamTarget, WarmPool};
 
-pub use shutdown::ShutdownSignal;
+pub use shutdown::{ReloadSignal, ShutdownSignal};
 
 /// While a client is not handled for `max_pending_replies`, keyward still reads up to this much
 /// of what it sends (without handling it), to notice a client that hangs up behind a blocked
@@ -70,6 +70,8 @@ pub struct SessionContext {
 pub struct Live {
     generation: std::sync::atomic::AtomicU64,
     current: std::sync::RwLock<Arc<SessionContext>>,
+    /// Tells sessions that wait (clients logged in as a named user) that a reload happened.
+    reloads: watch::Sender<u64>,
 }
 
 impl Live {
@@ -77,7 +79,13 @@ impl Live {
         Live {
             generation: std::sync::atomic::AtomicU64::new(1),
             current: std::sync::RwLock::new(Arc::new(ctx)),
+            reloads: watch::channel(1).0,
         }
+    }
+
+    /// A signal that fires at every reload.
+    pub fn reload_signal(&self) -> ReloadSignal {
+        ReloadSignal::new(self.reloads.subscribe())
     }
 
     /// The context in force and its generation.
@@ -93,8 +101,12 @@ impl Live {
     pub fn replace(&self, ctx: SessionContext) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         *current = Arc::new(ctx);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        drop(current);
+        self.reloads.send_replace(generation);
     }
 
     /// Whether a reload happened since `generation`.

@@ -1,4 +1,4 @@
-//! keyward's shutdown signal as a session sees it.
+//! keyward's shutdown and reload signals as a session sees them.
 
 use std::pin::Pin;
 
@@ -32,5 +32,39 @@ impl ShutdownSignal {
         }
         (&mut self.signal).await;
         self.fired = true;
+    }
+}
+
+/// Reloads of the configuration, as a future a session keeps: a client logged in as a named
+/// user watches it, so that a reload that removes the user (or changes the password)
+/// disconnects the client at once, not at its next request. Sessions of other clients never
+/// poll it.
+pub struct ReloadSignal {
+    changes: watch::Receiver<u64>,
+    next: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl ReloadSignal {
+    pub fn new(changes: watch::Receiver<u64>) -> Self {
+        ReloadSignal {
+            changes,
+            next: None,
+        }
+    }
+
+    /// Resolves at the next reload.
+    pub async fn fired(&mut self) {
+        let next = self.next.get_or_insert_with(|| {
+            let mut changes = self.changes.clone();
+            changes.mark_unchanged();
+            Box::pin(async move {
+                if changes.changed().await.is_err() {
+                    // keyward is going away: the shutdown signal says so.
+                    std::future::pending::<()>().await;
+                }
+            })
+        });
+        next.await;
+        self.next = None;
     }
 }

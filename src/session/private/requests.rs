@@ -118,6 +118,7 @@ impl RequestSide {
     /// queued a closing entry for the reply side, which finishes answering. Returns itself: the
     /// caller drops it only once the reply side is done.
     pub(super) async fn run(mut self, mut shutdown: ShutdownSignal, input: BytesMut) -> Self {
+        let mut reload = self.live.reload_signal();
         // The upstream connection is opened with the session, so that a client's first request
         // does not pay for it; a failure is reported on the first request.
         self.connect().await;
@@ -173,6 +174,15 @@ impl RequestSide {
                     self.send_batch().await;
                     return self;
                 }
+                // Only a client logged in as a named user can be disconnected by a reload.
+                _ = reload.fired(), if self.front.login.is_user() => {
+                    if !self.take_reload() {
+                        self.batch.push(Pending::Close);
+                        self.send_batch().await;
+                        return self;
+                    }
+                    continue;
+                }
             }
             match self.read_chunk.read(&self.client, &mut buf) {
                 Ok(0) => {
@@ -211,13 +221,9 @@ impl RequestSide {
     /// `max_pending_replies` requests waiting for replies.
     async fn process(&mut self, buf: &mut BytesMut) -> Stop {
         self.connect_failed_in_batch = false;
-        if self.live.changed(self.ctx_generation) {
-            let before = self.ctx.clone();
-            self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
-            if !self.front.reloaded(&before, &self.ctx, &mut self.scanner) {
-                self.batch.push(Pending::Close);
-                return Stop::Yes;
-            }
+        if !self.take_reload() {
+            self.batch.push(Pending::Close);
+            return Stop::Yes;
         }
         self.read_at = crate::metrics::read_time();
         loop {
@@ -343,6 +349,17 @@ impl RequestSide {
                 self.outgoing.push(auth);
             }
         }
+    }
+
+    /// Puts the settings of a reload since the last read in force for the requests read from
+    /// now on. False when the client must be disconnected (its user is gone).
+    fn take_reload(&mut self) -> bool {
+        if !self.live.changed(self.ctx_generation) {
+            return true;
+        }
+        let before = self.ctx.clone();
+        self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
+        self.front.reloaded(&before, &self.ctx, &mut self.scanner)
     }
 
     /// Whether Redis will reply to this request, following `CLIENT REPLY`.

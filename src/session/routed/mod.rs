@@ -123,6 +123,7 @@ pub(super) async fn run(
         read_at: None,
     };
     let mut scanner = session.front.scanner(&session.ctx);
+    let mut reload = live.reload_signal();
     let mut buf = BytesMut::new();
     let mut read_chunk = ReadChunk::new();
     let mut out: Vec<Bytes> = Vec::new();
@@ -201,6 +202,13 @@ pub(super) async fn run(
                     .await;
             }
             _ = shutdown.fired(), if reading => { reading = false; }
+            // Only a client logged in as a named user can be disconnected by a reload.
+            _ = reload.fired(), if reading && session.front.login.is_user() => {
+                if !session.take_reload(&mut scanner) {
+                    session.replies.push_ready(Out::Close, None);
+                    reading = false;
+                }
+            }
             _ = sleep_until(closing_at), if closing_at.is_some() => { return; }
             _ = sleep_until(idle_at), if idle_at.is_some() => {
                 note_idle_close(peer, idle_timeout);
@@ -248,14 +256,10 @@ impl RoutedSession {
         let mut paused = false;
         // Requests read from here on use the settings in force now (a reload since the last
         // read included).
-        if self.live.changed(self.ctx_generation) {
-            let before = self.ctx.clone();
-            self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
-            if !self.front.reloaded(&before, &self.ctx, scanner) {
-                self.replies.push_ready(Out::Close, None);
-                *reading = false;
-                return false;
-            }
+        if !self.take_reload(scanner) {
+            self.replies.push_ready(Out::Close, None);
+            *reading = false;
+            return false;
         }
 
         self.read_at = crate::metrics::read_time();
@@ -294,6 +298,17 @@ impl RoutedSession {
         self.flush();
         release_grown_buffer(buf, READ_CHUNK);
         paused
+    }
+
+    /// Puts the settings of a reload since the last read in force for the requests read from
+    /// now on. False when the client must be disconnected (its user is gone).
+    fn take_reload(&mut self, scanner: &mut RequestScanner) -> bool {
+        if !self.live.changed(self.ctx_generation) {
+            return true;
+        }
+        let before = self.ctx.clone();
+        self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
+        self.front.reloaded(&before, &self.ctx, scanner)
     }
 
     /// Whether the reply to the request being dispatched goes to the client.
