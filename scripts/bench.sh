@@ -45,9 +45,10 @@
 #   KEYWARD_REV=REV    build and measure a committed revision (e.g. HEAD) from a clean export
 #                      instead of the working tree (target dir: ~/.cache/keyward-bench/target)
 #   KEYWARD_BIN=PATH   measure this keyward binary instead of building one
-#   METRICS_COMPARE=1  instead of W1-W6: W1, W2 and W4 of the built binary with metrics off and
-#                      on ([admin] listen unset / set), side by side (scripts/bench/compare.py;
-#                      ROUNDS rounds, default 5), printed as a table of medians and ratios
+#   METRICS_COMPARE=1  instead of W1-W6: W1 and W2 of the built binary with metrics off and on
+#                      ([admin] listen unset / set), alternating, pinned to CPUs
+#                      (scripts/bench/ab_pinned.sh; ROUNDS repetitions, default 5), printed as
+#                      a table of medians and ratios
 #
 # Needs: cargo, redis-server (Redis 7 or later, for W6's --cluster-port), redis-cli and
 # redis-benchmark (redis-tools), nutcracker (not for W6_ONLY=1), python3 (standard library only).
@@ -181,11 +182,10 @@ for knob in QUICK ROUNDS W4_ROUNDS DURATION W1_N W2_N W3_N W4_KEYS W4_SINGLE_KEY
 done
 
 if [ "${METRICS_COMPARE:-0}" != "0" ]; then
-    echo "==> metrics off vs on (work directory $work)" >&2
+    echo "==> metrics off vs on, pinned (work directory $work)" >&2
     timeout -k 20 "$((max_seconds + 60))" \
-        python3 scripts/bench/compare.py --before "$work/keyward" --after "$work/keyward" \
-            --after-toml $'[admin]\nlisten = "127.0.0.1:0"' --rounds "${ROUNDS:-5}" \
-            --work "$work/compare" &
+        bash scripts/bench/ab_pinned.sh "$work/keyward" $'[admin]\nlisten = "127.0.0.1:0"' \
+            "${ROUNDS:-5}" &
     bench_pid=$!
     wait "$bench_pid" || status=$?
     bench_pid=""

@@ -192,6 +192,28 @@ pub fn read_time() -> Option<Instant> {
     get().map(|_| Instant::now())
 }
 
+/// Held by every open connection to Redis while metrics are on: `keyward_upstream_connections`
+/// counts the guards alive.
+#[derive(Debug)]
+pub struct UpstreamGauge(());
+
+impl UpstreamGauge {
+    /// A guard for a newly opened connection; None while metrics are off.
+    pub fn open() -> Option<UpstreamGauge> {
+        let m = get()?;
+        m.upstream_connections.fetch_add(1, Ordering::Relaxed);
+        Some(UpstreamGauge(()))
+    }
+}
+
+impl Drop for UpstreamGauge {
+    fn drop(&mut self) {
+        if let Some(m) = get() {
+            m.upstream_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Counts a broken upstream connection in `keyward_upstream_errors_total`: `timeout` when
 /// keyward gave up waiting for a reply (`reply_timeout_ms`), else `lost`.
 pub fn upstream_lost(reason: &str) {
@@ -285,6 +307,8 @@ pub struct Metrics {
     clients_accepted: AtomicU64,
     clients_rejected: [AtomicU64; 3],
     upstream_errors: [AtomicU64; 4],
+    /// Open connections to Redis (see [`UpstreamGauge`]).
+    upstream_connections: AtomicI64,
     redirects: [AtomicU64; 3],
     slot_map_refreshes: AtomicU64,
     /// Slots the current slot map covers; -1 when keyward is not in cluster mode.
@@ -303,6 +327,7 @@ pub fn enable() -> &'static Metrics {
         clients_accepted: AtomicU64::new(0),
         clients_rejected: Default::default(),
         upstream_errors: Default::default(),
+        upstream_connections: AtomicI64::new(0),
         redirects: Default::default(),
         slot_map_refreshes: AtomicU64::new(0),
         slots_covered: AtomicI64::new(-1),
@@ -625,6 +650,18 @@ impl Metrics {
                 load(&self.upstream_errors[kind as usize])
             );
         }
+
+        family(
+            &mut out,
+            "keyward_upstream_connections",
+            "gauge",
+            "Connections to Redis open now (per client, shared, kept ready, probes).",
+        );
+        let _ = writeln!(
+            out,
+            "keyward_upstream_connections {}",
+            self.upstream_connections.load(Ordering::Relaxed).max(0)
+        );
 
         if let Some(covered) = self.slots_covered() {
             family(

@@ -290,7 +290,7 @@ pub async fn serve(
             }
             match &tls {
                 None => {
-                    tokio::spawn(refuse(Socket::Tcp(stream)));
+                    tokio::spawn(refuse(Socket::tcp(stream)));
                 }
                 // Closed at once, without the handshake that Redis's error text would need: a
                 // handshake for every connection over the cap would hold a task and a
@@ -309,7 +309,7 @@ pub async fn serve(
             .map(|tls| tls.read().unwrap_or_else(|e| e.into_inner()).clone());
         tokio::spawn(async move {
             let client = match &tls {
-                None => Some((Socket::Tcp(stream), None)),
+                None => Some((Socket::tcp(stream), None)),
                 // Boxed: a TLS handshake's state is large, and inline it would make every
                 // connection's task that large, TLS or not (measured: 1.5 KB per client).
                 Some(tls) => Box::pin(handshake(tls, stream, peer, stop.clone()))

@@ -135,6 +135,12 @@ fn check_counters_after_traffic(base: &str, keyward: &Keyward, mode: &str) {
         m.value("keyward_clients_accepted_total", &[]) >= 1.0,
         "{mode}"
     );
+    // The client's connection (or the shared one) and the readiness probe's, at least.
+    assert!(
+        m.value("keyward_upstream_connections", &[]) >= 2.0,
+        "{mode}: {}",
+        m.value("keyward_upstream_connections", &[])
+    );
     assert_eq!(
         m.value(
             "keyward_build_info",

@@ -7,7 +7,7 @@
 //! per write. A TLS stream cannot be used that way (reading may need to write, and rustls holds
 //! state that two halves would have to share behind a lock), so TLS is terminated in a bridge
 //! task instead ([`bridge`]): the TLS stream on one side, one end of a `UnixStream::pair()` on the
-//! other, and the session gets the other end as [`Socket::Unix`]. Plain TCP pays one `match` per
+//! other, and the session gets the other end as a [`Socket`]. Plain TCP pays one `match` per
 //! call for this, nothing else.
 
 pub mod rw;
@@ -22,9 +22,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, Re
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 
-/// A connected socket: plain TCP, or the session's end of a [`bridge`].
+/// A connected socket: plain TCP, or the session's end of a [`bridge`]; a connection to Redis
+/// also counts itself in `keyward_upstream_connections` while it is open.
 #[derive(Debug)]
-pub enum Socket {
+pub struct Socket {
+    kind: Kind,
+    /// Held while the socket is open, when it is a connection to Redis (metrics on).
+    _upstream: Option<crate::metrics::UpstreamGauge>,
+}
+
+#[derive(Debug)]
+enum Kind {
     Tcp(TcpStream),
     Unix(BridgeEnd),
 }
@@ -40,6 +48,27 @@ pub struct BridgeEnd {
 }
 
 impl Socket {
+    /// A plain TCP connection.
+    pub fn tcp(stream: TcpStream) -> Socket {
+        Socket {
+            kind: Kind::Tcp(stream),
+            _upstream: None,
+        }
+    }
+
+    fn unix(end: BridgeEnd) -> Socket {
+        Socket {
+            kind: Kind::Unix(end),
+            _upstream: None,
+        }
+    }
+
+    /// Marks this socket as a connection to Redis: `keyward_upstream_connections` counts it
+    /// until it is dropped.
+    pub fn count_as_upstream(mut self) -> Socket {
+        self._upstream = crate::metrics::UpstreamGauge::open();
+        self
+    }
     /// Waits until the socket may be readable (see `TcpStream::readable`).
     ///
     /// Through `poll_read_ready`, which keeps one waker in the socket's own slot: `readable()`
@@ -52,41 +81,41 @@ impl Socket {
     }
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Socket::Tcp(s) => s.poll_read_ready(cx),
-            Socket::Unix(s) => s.stream.poll_read_ready(cx),
+        match &self.kind {
+            Kind::Tcp(s) => s.poll_read_ready(cx),
+            Kind::Unix(s) => s.stream.poll_read_ready(cx),
         }
     }
 
     /// Waits until the socket may be writable (see `TcpStream::writable`).
     pub async fn writable(&self) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.writable().await,
-            Socket::Unix(s) => s.stream.writable().await,
+        match &self.kind {
+            Kind::Tcp(s) => s.writable().await,
+            Kind::Unix(s) => s.stream.writable().await,
         }
     }
 
     /// Reads what is there without waiting; `WouldBlock` when nothing is.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.try_read(buf),
-            Socket::Unix(s) => s.stream.try_read(buf),
+        match &self.kind {
+            Kind::Tcp(s) => s.try_read(buf),
+            Kind::Unix(s) => s.stream.try_read(buf),
         }
     }
 
     /// Reads what is there into the spare capacity of `buf` without waiting.
     pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.try_read_buf(buf),
-            Socket::Unix(s) => s.stream.try_read_buf(buf),
+        match &self.kind {
+            Kind::Tcp(s) => s.try_read_buf(buf),
+            Kind::Unix(s) => s.stream.try_read_buf(buf),
         }
     }
 
     /// Writes as much of `bufs` as the socket takes without waiting.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.try_write_vectored(bufs),
-            Socket::Unix(s) => s.stream.try_write_vectored(bufs),
+        match &self.kind {
+            Kind::Tcp(s) => s.try_write_vectored(bufs),
+            Kind::Unix(s) => s.stream.try_write_vectored(bufs),
         }
     }
 
@@ -97,18 +126,18 @@ impl Socket {
         interest: Interest,
         f: impl FnOnce() -> io::Result<R>,
     ) -> io::Result<R> {
-        match self {
-            Socket::Tcp(s) => s.try_io(interest, f),
-            Socket::Unix(s) => s.stream.try_io(interest, f),
+        match &self.kind {
+            Kind::Tcp(s) => s.try_io(interest, f),
+            Kind::Unix(s) => s.stream.try_io(interest, f),
         }
     }
 
     /// Turns Nagle's algorithm off on TCP; a Unix socket has nothing to turn off (the bridge
     /// sets it on the TCP connection it serves).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.set_nodelay(nodelay),
-            Socket::Unix(_) => Ok(()),
+        match &self.kind {
+            Kind::Tcp(s) => s.set_nodelay(nodelay),
+            Kind::Unix(_) => Ok(()),
         }
     }
 }
@@ -121,9 +150,9 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Unix(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
+        match &mut self.get_mut().kind {
+            Kind::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Kind::Unix(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
         }
     }
 }
@@ -134,23 +163,23 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Unix(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
+        match &mut self.get_mut().kind {
+            Kind::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Kind::Unix(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Socket::Unix(s) => Pin::new(&mut s.stream).poll_flush(cx),
+        match &mut self.get_mut().kind {
+            Kind::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Kind::Unix(s) => Pin::new(&mut s.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Unix(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
+        match &mut self.get_mut().kind {
+            Kind::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Kind::Unix(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 }
@@ -255,7 +284,7 @@ where
         stream: remote,
         _closed: closed_tx,
     };
-    Ok((Socket::Unix(end), Bridge(task)))
+    Ok((Socket::unix(end), Bridge(task)))
 }
 
 /// Copies `from` to `to` until end of stream, flushing after every read (a TLS writer holds

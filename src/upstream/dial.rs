@@ -138,7 +138,7 @@ impl UpstreamTarget {
         };
         let _ = stream.set_nodelay(true);
         let mut stream = match &self.tls {
-            None => Socket::Tcp(stream),
+            None => Socket::tcp(stream),
             Some(tls) => match timeout(self.connect_timeout, tls.connect(stream, &self.addr)).await
             {
                 Ok(Ok(socket)) => socket,
@@ -153,7 +153,7 @@ impl UpstreamTarget {
                 Err(_) => return Err(fail(DialFailure::HandshakeTimeout)),
             }
         }
-        Ok(stream)
+        Ok(stream.count_as_upstream())
     }
 }
 
