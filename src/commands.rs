@@ -203,8 +203,10 @@ pub struct CommandSpec {
     pub removes: Removes,
     /// Subcommands that change how a *new* connection logs in to Redis (`CONFIG SET
     /// requirepass`, `ACL SETUSER`...): connections keyward opened ahead of need before one of
-    /// these ran may no longer be in the state a connection opened now would be in.
-    pub changes_login_of: &'static [&'static str],
+    /// these ran may no longer be in the state a connection opened now would be in. Each entry
+    /// is a subcommand and the parameters that matter (`CONFIG SET` takes name/value pairs);
+    /// none listed: the subcommand always does.
+    pub changes_login_of: &'static [LoginChange],
 }
 
 const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> CommandSpec {
@@ -221,9 +223,24 @@ const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> 
     }
 }
 
+/// A subcommand that changes how new connections log in, when it sets one of `parameters`
+/// (`CONFIG SET name value [name value ...]`), or always when `parameters` is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginChange {
+    pub subcommand: &'static str,
+    pub parameters: &'static [&'static str],
+}
+
+const fn always(subcommand: &'static str) -> LoginChange {
+    LoginChange {
+        subcommand,
+        parameters: &[],
+    }
+}
+
 /// A command whose listed subcommands change how new connections log in.
-const fn changes_login(mut s: CommandSpec, subcommands: &'static [&'static str]) -> CommandSpec {
-    s.changes_login_of = subcommands;
+const fn changes_login(mut s: CommandSpec, changes: &'static [LoginChange]) -> CommandSpec {
+    s.changes_login_of = changes;
     s
 }
 
@@ -438,7 +455,7 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     stateful(ordinary("script", KeySpec::NONE)),
     stateful(changes_login(
         ordinary("acl", KeySpec::NONE),
-        &["setuser", "deluser", "load"],
+        &[always("setuser"), always("deluser"), always("load")],
     )),
     stateful(ordinary("debug", KeySpec::NONE)),
     ordinary("object", keys(2, 2, 1)),
@@ -470,7 +487,15 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     ordinary("time", KeySpec::NONE),
     ordinary("lastsave", KeySpec::NONE),
     ordinary("command", KeySpec::NONE),
-    changes_login(ordinary("config", KeySpec::NONE), &["set"]),
+    // Only the password: CONFIG SET maxmemory must not make keyward reopen connections (new
+    // connections take Redis memory, which Redis's own tests of eviction measure).
+    changes_login(
+        ordinary("config", KeySpec::NONE),
+        &[LoginChange {
+            subcommand: "set",
+            parameters: &["requirepass"],
+        }],
+    ),
     ordinary("slowlog", KeySpec::NONE),
     ordinary("latency", KeySpec::NONE),
     ordinary("lolwut", KeySpec::NONE),
@@ -790,13 +815,22 @@ impl CommandSpec {
     /// Whether this request changes how a new connection logs in to Redis (see
     /// [`CommandSpec::changes_login_of`]).
     pub fn changes_login(&self, args: Args<'_>) -> bool {
-        !self.changes_login_of.is_empty()
-            && args.get(1).is_some_and(|sub| {
-                let sub = effective_name(sub);
-                self.changes_login_of
-                    .iter()
-                    .any(|s| sub.eq_ignore_ascii_case(s.as_bytes()))
-            })
+        if self.changes_login_of.is_empty() {
+            return false;
+        }
+        let Some(sub) = args.get(1).map(effective_name) else {
+            return false;
+        };
+        self.changes_login_of.iter().any(|change| {
+            sub.eq_ignore_ascii_case(change.subcommand.as_bytes())
+                && (change.parameters.is_empty()
+                    || (2..args.len()).step_by(2).any(|i| {
+                        change
+                            .parameters
+                            .iter()
+                            .any(|p| args[i].eq_ignore_ascii_case(p.as_bytes()))
+                    }))
+        })
     }
 }
 
@@ -948,7 +982,20 @@ mod tests {
             lookup(&r.args()[0]).is_some_and(|s| s.changes_login(r.args()))
         };
         assert!(changes(&["CONFIG", "SET", "requirepass", ""]));
-        assert!(changes(&["config", "set\0x", "requirepass", ""]));
+        assert!(changes(&["config", "set\0x", "REQUIREPASS", ""]));
+        assert!(changes(&[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            "1",
+            "requirepass",
+            "x"
+        ]));
+        assert!(!changes(&["CONFIG", "SET", "maxmemory", "1mb"]));
+        assert!(
+            !changes(&["CONFIG", "SET", "maxmemory", "requirepass"]),
+            "a value is no name"
+        );
         assert!(changes(&["ACL", "SETUSER", "u", "on"]));
         assert!(changes(&["acl", "deluser", "u"]));
         assert!(changes(&["ACL", "LOAD"]));
