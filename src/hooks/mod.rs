@@ -203,7 +203,8 @@ impl HookSet {
         !self.rules.is_empty()
     }
 
-    /// Adds the hooks that a write of `key` triggers to `out` (each hook once per key).
+    /// Adds the hooks that a write of `key` triggers to `out`. A hook triggered twice with the
+    /// same parameters (two templates, or two keys of one command) is added once.
     pub fn on_write(&self, key: &[u8], out: &mut Vec<Trigger>) {
         let Some(&first) = key.first() else {
             return;
@@ -229,11 +230,12 @@ impl HookSet {
     fn try_rule(&self, rule: usize, key: &[u8], out: &mut Vec<Trigger>) {
         let rule = &self.rules[rule];
         let hook = &self.hooks[rule.hook];
-        if out.iter().any(|t| Arc::ptr_eq(&t.hook, hook)) {
-            return;
-        }
         let mut params = Params::new();
-        if rule.template.matches(key, &mut params) {
+        if rule.template.matches(key, &mut params)
+            && !out
+                .iter()
+                .any(|t| Arc::ptr_eq(&t.hook, hook) && t.params == params)
+        {
             out.push(Trigger {
                 hook: hook.clone(),
                 params,
@@ -291,6 +293,12 @@ mod tests {
             vec![("any".into(), vec![b"cache:zz".to_vec()])]
         );
         assert!(triggered(&set, "user:7").is_empty());
+        let mut out = Vec::new();
+        for key in ["product:1", "products:1", "product:2"] {
+            set.on_write(key.as_bytes(), &mut out);
+        }
+        let ids: Vec<&[u8]> = out.iter().map(|t| t.params.get("id").unwrap()).collect();
+        assert_eq!(ids, vec![&b"1"[..], b"2"], "one run per set of parameters");
         assert!(triggered(&set, "other").is_empty());
         assert!(triggered(&set, "").is_empty());
     }

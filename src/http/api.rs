@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -23,6 +23,11 @@ use crate::session::{Live, SessionContext};
 
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A body over `max_body_bytes` is still read and thrown away, up to this much and for up to
+/// [`LINGER_TIME`], before the 413 goes out: a client that writes its whole body before reading
+/// (most do) would otherwise see its connection reset instead of the answer.
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Every route, as the OpenAPI document lists it: (method, path).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -124,22 +129,40 @@ impl Api {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
-            return Err(too_large());
-        }
         let json = request
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json);
         let has_type = request.headers().contains_key(CONTENT_TYPE);
-        let limited = Limited::new(request.into_body(), self.max_body_bytes);
-        let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-            Err(_) => return Err(ApiError::bad_request("the body did not arrive in time")),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Ok(Err(e)) => return Err(ApiError::bad_request(format!("reading the body: {e}"))),
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            if declared.is_some_and(|n| n <= LINGER_BYTES) {
+                drain(request.into_body()).await;
+            }
+            return Err(too_large());
+        }
+        let mut body = request.into_body();
+        let mut collected = bytes::BytesMut::new();
+        let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(ApiError::bad_request("the body did not arrive in time")),
+                Ok(None) => break,
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if collected.len() + data.len() > self.max_body_bytes {
+                            drain(body).await;
+                            return Err(too_large());
+                        }
+                        collected.extend_from_slice(&data);
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ApiError::bad_request(format!("reading the body: {e}")));
+                }
+            }
+        }
+        let body = collected.freeze();
         let empty_without_type = empty_allowed && body.is_empty() && !has_type;
         if !(json || empty_without_type) {
             return Err(ApiError::new(
@@ -220,6 +243,7 @@ impl Api {
         let Some(hook) = ctx.hooks.get(name.as_bytes()) else {
             return Err(ApiError::not_found(format!("no hook named '{name}'")));
         };
+        check_allowed(ctx, caller, b"RUNHOOK")?;
         let mut params = Params::new();
         for (name, value) in request.params {
             params.set(&name, value.0.into_bytes());
@@ -230,6 +254,20 @@ impl Api {
             "requested": removed.requested,
             "removed": removed.removed,
         }))
+    }
+}
+
+/// Reads and drops what is left of a body, up to [`LINGER_BYTES`] and [`LINGER_TIME`].
+async fn drain(mut body: Incoming) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut seen = 0u64;
+    while seen <= LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => return,
+        }
     }
 }
 
@@ -336,7 +374,15 @@ fn non_empty_keys(keys: Vec<String>) -> Result<Vec<Vec<u8>>, ApiError> {
     Ok(keys.into_iter().map(String::into_bytes).collect())
 }
 
+/// The body as `T`; only a JSON object is taken (serde would also fill a struct from an array,
+/// field by field).
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(ApiError::bad_request(
+            "invalid body: expected a JSON object at line 1 column 1",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
 }
 
