@@ -652,3 +652,30 @@ fn the_binary_takes_the_http_listener_from_the_command_line_or_the_environment()
     assert_eq!(api.remove(json!("c")).ok()["removed"], 1);
     assert!(!redis.exists(b"c"));
 }
+
+/// `[guard] deny_commands` holds over HTTP as over RESP: the API's reads and writes are MGET
+/// and SET, refused with 403 `denied` to a user who may not bypass the list.
+#[test]
+fn deny_commands_hold_over_http_for_users_who_may_not_bypass_them() {
+    let extra = format!(
+        "[guard]\ndeny_commands = [\"SET\", \"MGET\"]\n\
+         [[server.users]]\nname = \"ops\"\npassword_sha256 = \"{}\"\nbypass_deny_commands = true\n\
+         [[server.users]]\nname = \"app\"\npassword_sha256 = \"{}\"\n",
+        sha256_hex("ops-pass"),
+        sha256_hex("app-pass"),
+    );
+    let (redis, _keyward, api) = start("", &extra);
+    let app = api.basic("app", "app-pass");
+    let ops = api.basic("ops", "ops-pass");
+    direct_set(&redis, "a", b"1");
+
+    app.set(json!({"key": "b", "value": "v"}))
+        .err(403, "denied");
+    assert!(!redis.exists(b"b"));
+    app.get_keys(json!(["a"])).err(403, "denied");
+    // Deletes are not in the list.
+    assert_eq!(app.remove(json!("a")).ok()["removed"], 1);
+
+    assert_eq!(ops.set(json!({"key": "b", "value": "v"})).ok()["set"], 1);
+    assert_eq!(ops.get_keys(json!("b")).ok()["values"]["b"], "v");
+}
