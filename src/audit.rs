@@ -21,6 +21,29 @@ pub struct Audit {
     pub command: String,
     pub keys: usize,
     pub started: Instant,
+    /// How the request came: a RESP client, the HTTP API or a hook.
+    pub via: Via,
+}
+
+/// How a guarded request came to keyward (the audit line's `via`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A RESP client.
+    Resp,
+    /// The HTTP API (`POST /v1/keys/remove`).
+    Http,
+    /// The named hook, whoever triggered it.
+    Hook(Arc<str>),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Resp => f.write_str("resp"),
+            Via::Http => f.write_str("http"),
+            Via::Hook(name) => write!(f, "hook:{name}"),
+        }
+    }
 }
 
 impl Audit {
@@ -40,7 +63,14 @@ impl Audit {
             command: command_name(&args[0]),
             keys,
             started: Instant::now(),
+            via: Via::Resp,
         }
+    }
+
+    /// The record of a request that came `via` the HTTP API or a hook.
+    pub fn via(mut self, via: Via) -> Self {
+        self.via = via;
+        self
     }
 
     /// Logs the outcome read from the reply frame.
@@ -66,6 +96,7 @@ impl Audit {
             command = %self.command,
             keys = self.keys,
             outcome = %outcome,
+            via = %self.via,
             duration_us = self.started.elapsed().as_micros() as u64,
             "guard"
         );

@@ -122,6 +122,17 @@ impl ClientAuth {
         found
     }
 
+    /// Checks the credentials of a request that is not a RESP session (the HTTP API), with the
+    /// same throttle as `AUTH`: a wrong password is answered only after the throttle's wait.
+    pub async fn check_credentials(
+        &self,
+        peer: IpAddr,
+        name: &[u8],
+        password: &[u8],
+    ) -> Option<Login> {
+        self.attempt(peer, name, password).await
+    }
+
     fn has_default_user(&self) -> bool {
         self.users.iter().any(|u| u.name == DEFAULT_USER)
     }

@@ -63,6 +63,9 @@ pub enum Role {
     /// `READONLY`, `READWRITE`, `ASKING`: cluster connection flags, which keyward keeps for its
     /// own node connections and answers `+OK` for a cluster client.
     ClusterFlag,
+    /// keyward's own `RUNHOOK name [param value ...]`: runs an invalidation hook; answered by
+    /// keyward, nothing is forwarded.
+    RunHook,
 }
 
 /// The three independent pub/sub namespaces of Redis.
@@ -207,6 +210,9 @@ pub struct CommandSpec {
     /// is a subcommand and the parameters that matter (`CONFIG SET` takes name/value pairs);
     /// none listed: the subcommand always does.
     pub changes_login_of: &'static [LoginChange],
+    /// Redis flags the command `write`: a write of one of its keys may trigger an invalidation
+    /// hook's `on_write` (set from [`WRITE_COMMANDS`]).
+    pub writes: bool,
 }
 
 const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> CommandSpec {
@@ -220,6 +226,7 @@ const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> 
         blocking: false,
         removes: Removes::Nothing,
         changes_login_of: &[],
+        writes: false,
     }
 }
 
@@ -418,6 +425,7 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
         Fanout::AllPrimaries(Combine::AllOk),
     ),
     spec("ping", Role::Ping, KeySpec::NONE, Fanout::Keyless),
+    spec("runhook", Role::RunHook, KeySpec::NONE, Fanout::Keyless),
     ordinary("echo", KeySpec::NONE),
     ordinary("info", KeySpec::NONE),
     ordinary("rename", keys(1, 2, 1)),
@@ -639,6 +647,96 @@ const SINGLE_KEY_COMMANDS: &[&str] = &[
     "lcs",
 ];
 
+/// The commands of the table that Redis flags `write` (COMMAND INFO), whose keys (at the
+/// table's key positions) are matched against the `on_write` templates of hooks. Commands whose
+/// keys come after a count (ZUNIONSTORE, LMPOP...) have no key positions in the table and so
+/// trigger no hook.
+const WRITE_COMMANDS: &[&str] = &[
+    "append",
+    "bitfield",
+    "bitop",
+    "blmove",
+    "blpop",
+    "brpop",
+    "brpoplpush",
+    "bzpopmax",
+    "bzpopmin",
+    "copy",
+    "decr",
+    "decrby",
+    "del",
+    "expire",
+    "expireat",
+    "geoadd",
+    "geosearchstore",
+    "getdel",
+    "getex",
+    "getset",
+    "hdel",
+    "hincrby",
+    "hincrbyfloat",
+    "hmset",
+    "hset",
+    "hsetnx",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "linsert",
+    "lmove",
+    "lpop",
+    "lpush",
+    "lpushx",
+    "lrem",
+    "lset",
+    "ltrim",
+    "move",
+    "mset",
+    "msetnx",
+    "persist",
+    "pexpire",
+    "pexpireat",
+    "pfadd",
+    "pfmerge",
+    "psetex",
+    "removekeys",
+    "rename",
+    "renamenx",
+    "restore",
+    "rpop",
+    "rpoplpush",
+    "rpush",
+    "rpushx",
+    "sadd",
+    "sdiffstore",
+    "set",
+    "setbit",
+    "setex",
+    "setnx",
+    "setrange",
+    "sinterstore",
+    "smove",
+    "sort",
+    "spop",
+    "srem",
+    "sunionstore",
+    "unlink",
+    "xack",
+    "xadd",
+    "xautoclaim",
+    "xclaim",
+    "xdel",
+    "xsetid",
+    "xtrim",
+    "zadd",
+    "zincrby",
+    "zpopmax",
+    "zpopmin",
+    "zrem",
+    "zremrangebylex",
+    "zremrangebyrank",
+    "zremrangebyscore",
+];
+
 /// The id of every command that is not in the table, and its name in metrics.
 pub const OTHER: u16 = 0;
 const OTHER_NAME: &str = "other";
@@ -663,6 +761,11 @@ fn table() -> &'static Table {
         }
         for s in SPECIAL_COMMANDS {
             by_name.insert(s.name.as_bytes(), *s);
+        }
+        for &name in WRITE_COMMANDS {
+            if let Some(spec) = by_name.get_mut(name.as_bytes()) {
+                spec.writes = true;
+            }
         }
         let mut names: Vec<&'static str> = by_name.values().map(|s| s.name).collect();
         names.sort_unstable();
@@ -927,6 +1030,19 @@ mod tests {
     fn request(args: &[&str]) -> Request {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         Request::from_args(&args)
+    }
+
+    #[test]
+    fn every_write_command_is_in_the_table_and_has_keys() {
+        for name in WRITE_COMMANDS {
+            let spec = lookup(name.as_bytes()).unwrap_or_else(|| panic!("{name} not in the table"));
+            assert!(spec.writes, "{name}");
+            assert!(
+                spec.keys.positions(4).next().is_some(),
+                "{name} has no key positions"
+            );
+        }
+        assert!(!lookup(b"GET").unwrap().writes);
     }
 
     #[test]

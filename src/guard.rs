@@ -188,6 +188,8 @@ impl Rule {
 pub struct Refusal {
     pub rule: Rule,
     pub message: String,
+    /// The key that broke the rule, shown safely, when one key did (`wildcard_chars`).
+    pub key: Option<String>,
 }
 
 /// What the session does with a request.
@@ -246,6 +248,11 @@ impl GuardPolicy {
         }
     }
 
+    /// The most keys one request may name (`max_keys`).
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
     /// Decides what happens to one request. `args[0]` is the command name as the client sent it;
     /// `spec` is its entry in the command table, if any.
     pub fn check(&self, spec: Option<&CommandSpec>, args: Args<'_>) -> Verdict {
@@ -299,6 +306,7 @@ impl GuardPolicy {
             return Verdict::Refuse(Refusal {
                 rule: Rule::Arity,
                 message: "ERR wrong number of arguments for 'removekeys' command".into(),
+                key: None,
             });
         }
         // DEL and UNLINK without keys are left to Redis, which answers with its own arity error.
@@ -347,6 +355,7 @@ impl GuardPolicy {
                  [guard] deny_commands in the keyward configuration to allow it",
                 entry.label
             ),
+            key: None,
         })
     }
 
@@ -371,6 +380,7 @@ impl GuardPolicy {
                     self.max_keys,
                     self.max_keys
                 ),
+                key: None,
             });
         }
         // One search over the run of bytes that holds all the keys: when it finds nothing, no
@@ -394,6 +404,7 @@ impl GuardPolicy {
                         bad as char,
                         self.wildcard_chars
                     ),
+                    key: Some(printable_key(key)),
                 });
             }
         }

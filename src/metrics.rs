@@ -315,6 +315,10 @@ pub struct Metrics {
     slots_covered: AtomicI64,
     config_reloads: [AtomicU64; 2],
     last_reload_success: AtomicU64,
+    /// Hook runs by (hook, result). A hook run is a round trip to Redis, not a request of the
+    /// hot path, and hook names change with reloads: a locked map is cheap enough and bounded
+    /// by the configuration.
+    hook_runs: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -333,6 +337,7 @@ pub fn enable() -> &'static Metrics {
         slots_covered: AtomicI64::new(-1),
         config_reloads: Default::default(),
         last_reload_success: AtomicU64::new(0),
+        hook_runs: Mutex::new(std::collections::BTreeMap::new()),
     })
 }
 
@@ -468,6 +473,12 @@ impl Metrics {
     pub fn slots_covered(&self) -> Option<usize> {
         let n = self.slots_covered.load(Ordering::Relaxed);
         (n >= 0).then_some(n as usize)
+    }
+
+    /// A hook ran with `result` (`ok`, `error` or `refused`).
+    pub fn hook_ran(&self, hook: &str, result: &'static str) {
+        let mut runs = self.hook_runs.lock().unwrap_or_else(|e| e.into_inner());
+        *runs.entry((hook.to_string(), result)).or_default() += 1;
     }
 
     /// Everything in Prometheus' text exposition format (version 0.0.4). Series of commands
@@ -722,6 +733,22 @@ impl Metrics {
             "keyward_config_last_reload_success_timestamp_seconds {}",
             load(&self.last_reload_success)
         );
+        family(
+            &mut out,
+            "keyward_hook_runs_total",
+            "counter",
+            "Runs of invalidation hooks (a delayed second removal counts as a run), by hook and \
+             result: ok, error (Redis failed), refused (the guard or a missing parameter).",
+        );
+        let runs = self.hook_runs.lock().unwrap_or_else(|e| e.into_inner());
+        for ((hook, result), n) in runs.iter() {
+            let _ = writeln!(
+                out,
+                "keyward_hook_runs_total{{hook=\"{}\",result=\"{result}\"}} {n}",
+                hook.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+        drop(runs);
         out
     }
 }

@@ -2,7 +2,7 @@
 //! is valid and it changes only settings that can change while keyward runs, put in force at
 //! once; otherwise nothing changes at all.
 //!
-//! Live: everything in `[guard]`, `[limits]`, users and passwords, the idle timeout, the log
+//! Live: everything in `[guard]`, `[limits]`, `[[hooks]]`, users and passwords, the idle timeout, the log
 //! level (`[server] log_level`), `[admin] token_sha256`, and the client TLS certificate and key
 //! (read again at every reload, so a rotated certificate needs only a SIGHUP). Requests read after a reload use the new settings; requests in
 //! flight finish under the old ones; no client is disconnected, except one logged in as a user
@@ -74,6 +74,11 @@ const NEED_A_RESTART: &[Fixed] = &[
     }),
     ("upstream.tls", |a, b| a.tls.upstream == b.tls.upstream),
     ("admin.listen", |a, b| a.admin.listen == b.admin.listen),
+    ("http.listen", |a, b| a.http.listen == b.http.listen),
+    ("http.max_body_bytes", |a, b| {
+        a.http.max_body_bytes == b.http.max_body_bytes
+    }),
+    ("http.tls", |a, b| a.http.tls == b.http.tls),
 ];
 
 /// What a reload needs: the command line keyward started with (it names the file and its

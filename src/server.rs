@@ -24,6 +24,7 @@ use crate::auth::ClientAuth;
 use crate::cluster::Cluster;
 use crate::config::{Cli, Config, UpstreamMode};
 use crate::guard::GuardPolicy;
+use crate::hooks::HookSet;
 use crate::net::{Bridge, Socket};
 use crate::protocol::request::ScanLimits;
 use crate::reload::Reloader;
@@ -223,6 +224,18 @@ pub async fn serve(
             "admin listener on http://{addr} (/metrics, /healthz, /readyz, /config, POST /reload)"
         );
     }
+    let key_ops = backend.key_ops();
+    if config.http.enabled() {
+        let addr = crate::http::start(&config.http, live.clone(), key_ops.clone()).await?;
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(
+            "HTTP API on {scheme}://{addr} (/v1/keys/remove, /v1/keys/get, /v1/keys/set, /v1/hooks/NAME, /v1/openapi.json)"
+        );
+    }
     let clients = Arc::new(AtomicUsize::new(0));
     let max_clients = config.server.max_clients;
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
@@ -300,6 +313,7 @@ pub async fn serve(
             continue;
         }
         let backend = backend.clone();
+        let key_ops = key_ops.clone();
         let live = live.clone();
         let stop = stop_rx.clone();
         let clients = clients.clone();
@@ -321,7 +335,7 @@ pub async fn serve(
                 if let Some(m) = metrics {
                     m.client_connected();
                 }
-                session::run(client, peer, live, backend, stop).await;
+                session::run(client, peer, live, backend, key_ops, stop).await;
                 if let Some(m) = metrics {
                     m.client_disconnected();
                 }
@@ -415,6 +429,8 @@ fn session_context(config: &Config) -> SessionContext {
         close_grace: config.server.shutdown_timeout,
         idle_timeout: config.server.idle_timeout,
         max_pending_replies: config.limits.max_pending_replies,
+        // Checked when the configuration was read.
+        hooks: Arc::new(HookSet::new(&config.hooks).unwrap_or_else(|_| HookSet::empty())),
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Cluster {
     /// How long a request keeps retrying while its node is unreachable. Zero for a standalone
     /// Redis, where there is no other node to wait for: the client hears at once.
     retry_budget: Duration,
+    /// A standalone Redis seen as a cluster ([`Cluster::single`]).
+    single: bool,
 }
 
 /// A request queued on a node connection; see [`Cluster::submit`].
@@ -188,6 +190,7 @@ impl Cluster {
             template,
             refresh: Arc::new(Notify::new()),
             retry_budget: RETRY_BUDGET,
+            single: false,
         });
         tokio::spawn(refresher(Arc::downgrade(&cluster), cluster.refresh.clone()));
         Ok(cluster)
@@ -210,7 +213,14 @@ impl Cluster {
             template,
             refresh: Arc::new(Notify::new()),
             retry_budget: Duration::ZERO,
+            single: true,
         })
+    }
+
+    /// Whether this is one standalone Redis ([`Cluster::single`]): a multi-key command goes to
+    /// it whole, with no split by slot.
+    pub fn is_single(&self) -> bool {
+        self.single
     }
 
     /// The current slot map.

@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", env = "KEYWARD_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
 
+    /// Serve the HTTP API (POST /v1/keys/remove, /v1/keys/get, /v1/keys/set, /v1/hooks/NAME)
+    /// on this address (HOST:PORT), overriding http.listen; an empty value turns it off.
+    #[arg(long, value_name = "ADDR", env = "KEYWARD_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+
     /// Refuse a delete that names more than N keys, overriding guard.max_keys.
     #[arg(long, value_name = "N", env = "KEYWARD_MAX_KEYS")]
     pub max_keys: Option<usize>,

@@ -19,6 +19,8 @@ impl Config {
             limits,
             tls,
             admin,
+            http,
+            hooks,
         } = self;
         let mut out = String::new();
         let mut line = |text: String| {
@@ -60,7 +62,7 @@ impl Config {
         }
         if let Some(server_tls) = &tls.server {
             line(String::new());
-            describe_server_tls(server_tls, &mut line);
+            describe_server_tls("server.tls", server_tls, &mut line);
         }
         line(String::new());
         line("[upstream]".into());
@@ -114,12 +116,34 @@ impl Config {
                 line(format!("token_sha256 = {}", quote("<set>")));
             }
         }
+        if http.enabled() {
+            line(String::new());
+            line("[http]".into());
+            line(format!("listen = {}", quote(&http.listen)));
+            line(format!("max_body_bytes = {}", http.max_body_bytes));
+            if let Some(http_tls) = &http.tls {
+                line(String::new());
+                describe_server_tls("http.tls", http_tls, &mut line);
+            }
+        }
+        for hook in hooks {
+            line(String::new());
+            line("[[hooks]]".into());
+            line(format!("name = {}", quote(&hook.name)));
+            line(format!("remove = {}", quote_list(&hook.remove)));
+            if !hook.on_write.is_empty() {
+                line(format!("on_write = {}", quote_list(&hook.on_write)));
+            }
+            if !hook.delay.is_zero() {
+                line(format!("delay_ms = {}", hook.delay.as_millis()));
+            }
+        }
         out
     }
 }
 
-fn describe_server_tls(tls: &ServerTlsConfig, line: &mut impl FnMut(String)) {
-    line("[server.tls]".into());
+fn describe_server_tls(section: &str, tls: &ServerTlsConfig, line: &mut impl FnMut(String)) {
+    line(format!("[{section}]"));
     line(format!("cert_file = {}", quote_path(&tls.cert_file)));
     line(format!("key_file = {}", quote_path(&tls.key_file)));
     if let Some(path) = &tls.client_ca_file {

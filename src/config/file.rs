@@ -28,6 +28,31 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub admin: AdminFile,
+    #[serde(default)]
+    pub http: HttpFile,
+    /// `[[hooks]]`
+    pub hooks: Option<Vec<HookFile>>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub listen: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub tls: Option<ServerTlsFile>,
+}
+
+/// `[[hooks]]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookFile {
+    pub name: String,
+    pub remove: Vec<String>,
+    #[serde(default)]
+    pub on_write: Vec<String>,
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 /// `[admin]`

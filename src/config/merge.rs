@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use super::cli::{Cli, config_file};
 use super::error::{ConfigError, Origin};
-use super::file::{FileConfig, load_file};
+use super::file::{FileConfig, ServerTlsFile, load_file};
 use super::keys::*;
 use super::model::{Config, TlsConfig, UpstreamMode};
 use super::origins::Origins;
 use super::validate::{users_from_file, validate, validate_tls};
+use crate::hooks::HookConfig;
 use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};
 
 /// Everything the command line asks for: loads the file [`config_file`] selects, lays the flags
@@ -154,6 +155,38 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             );
         }
         c.tls = tls_from_file(file, &mut origins)?;
+        let mut set = origins.layer(Origin::File(file.path.clone()));
+        set.value(HTTP_LISTEN, &mut c.http.listen, file.http.listen.clone());
+        set.value(
+            HTTP_MAX_BODY_BYTES,
+            &mut c.http.max_body_bytes,
+            file.http.max_body_bytes,
+        );
+        if let Some(t) = &file.http.tls {
+            c.http.tls = Some(server_tls_from_file(
+                t,
+                [
+                    HTTP_TLS,
+                    HTTP_TLS_CERT_FILE,
+                    HTTP_TLS_KEY_FILE,
+                    HTTP_TLS_CLIENT_CA_FILE,
+                ],
+                file,
+                &mut origins,
+            )?);
+        }
+        if let Some(hooks) = &file.hooks {
+            c.hooks = hooks
+                .iter()
+                .map(|h| HookConfig {
+                    name: h.name.clone(),
+                    remove: h.remove.clone(),
+                    on_write: h.on_write.clone(),
+                    delay: Duration::from_millis(h.delay_ms),
+                })
+                .collect();
+            origins.layer(Origin::File(file.path.clone())).mark(HOOKS);
+        }
     }
 
     // Flags and their environment variables (clap reads both) come last, so they win.
@@ -167,6 +200,8 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     set.value(UPSTREAM_MODE, &mut c.upstream.mode, mode);
     let mut set = origins.layer(Origin::flag("--admin-listen", "KEYWARD_ADMIN_LISTEN"));
     set.value(ADMIN_LISTEN, &mut c.admin.listen, cli.admin_listen.clone());
+    let mut set = origins.layer(Origin::flag("--http-listen", "KEYWARD_HTTP_LISTEN"));
+    set.value(HTTP_LISTEN, &mut c.http.listen, cli.http_listen.clone());
     let mut set = origins.layer(Origin::flag("--max-keys", "KEYWARD_MAX_KEYS"));
     set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, cli.max_keys);
     let mut set = origins.layer(Origin::flag("--log-level", "KEYWARD_LOG_LEVEL"));
@@ -185,6 +220,47 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     Ok(config)
 }
 
+/// A TLS listener's section as written (`[server.tls]`, `[http.tls]`); `keys`: the section's
+/// name and those of `cert_file`, `key_file` and `client_ca_file` in it.
+fn server_tls_from_file(
+    t: &ServerTlsFile,
+    keys: [&'static str; 4],
+    file: &FileConfig,
+    origins: &mut Origins,
+) -> Result<ServerTlsConfig, ConfigError> {
+    let [section, cert_key, key_key, ca_key] = keys;
+    let from = Origin::File(file.path.clone());
+    let required = |key: &'static str, what: &str| {
+        let message = format!("is required when the section is present: {what}");
+        ConfigError::new(from.clone(), Some(key.to_string()), message, None)
+    };
+    let mut set = origins.layer(from.clone());
+    set.mark(section);
+    let cert_file = t.cert_file.clone().ok_or_else(|| {
+        required(
+            cert_key,
+            "the PEM file with keyward's certificate (and any intermediates)",
+        )
+    })?;
+    let key_file = t
+        .key_file
+        .clone()
+        .ok_or_else(|| required(key_key, "the PEM file with the private key of cert_file"))?;
+    let mut server = ServerTlsConfig {
+        cert_file,
+        key_file,
+        client_ca_file: None,
+    };
+    set.mark(cert_key);
+    set.mark(key_key);
+    set.value(
+        ca_key,
+        &mut server.client_ca_file,
+        t.client_ca_file.clone().map(Some),
+    );
+    Ok(server)
+}
+
 /// `[server.tls]` and `[upstream.tls]` as written, with the keys each needs. Only the file sets
 /// them (there are no TLS flags).
 fn tls_from_file(file: &FileConfig, origins: &mut Origins) -> Result<TlsConfig, ConfigError> {
@@ -193,36 +269,21 @@ fn tls_from_file(file: &FileConfig, origins: &mut Origins) -> Result<TlsConfig, 
         let message = format!("is required when the section is present: {what}");
         ConfigError::new(from.clone(), Some(key.to_string()), message, None)
     };
-    let mut set = origins.layer(from.clone());
     let mut tls = TlsConfig::default();
     if let Some(t) = &file.server.tls {
-        set.mark(SERVER_TLS);
-        let cert_file = t.cert_file.clone().ok_or_else(|| {
-            required(
+        tls.server = Some(server_tls_from_file(
+            t,
+            [
+                SERVER_TLS,
                 SERVER_TLS_CERT_FILE,
-                "the PEM file with keyward's certificate (and any intermediates)",
-            )
-        })?;
-        let key_file = t.key_file.clone().ok_or_else(|| {
-            required(
                 SERVER_TLS_KEY_FILE,
-                "the PEM file with the private key of cert_file",
-            )
-        })?;
-        let mut server = ServerTlsConfig {
-            cert_file,
-            key_file,
-            client_ca_file: None,
-        };
-        set.mark(SERVER_TLS_CERT_FILE);
-        set.mark(SERVER_TLS_KEY_FILE);
-        set.value(
-            SERVER_TLS_CLIENT_CA_FILE,
-            &mut server.client_ca_file,
-            t.client_ca_file.clone().map(Some),
-        );
-        tls.server = Some(server);
+                SERVER_TLS_CLIENT_CA_FILE,
+            ],
+            file,
+            origins,
+        )?);
     }
+    let mut set = origins.layer(from.clone());
     if let Some(t) = &file.upstream.tls {
         set.mark(UPSTREAM_TLS);
         let ca_file = t.ca_file.clone().ok_or_else(|| {

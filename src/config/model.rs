@@ -12,6 +12,8 @@ use std::time::Duration;
 use crate::admin::AdminConfig;
 use crate::auth::User;
 use crate::guard::GuardConfig;
+use crate::hooks::HookConfig;
+use crate::http::HttpConfig;
 use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};
 
 /// How keyward reaches Redis.
@@ -201,6 +203,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub tls: TlsConfig,
     pub admin: AdminConfig,
+    pub http: HttpConfig,
+    /// `[[hooks]]`, checked: [`crate::hooks::HookSet::new`] accepts them.
+    pub hooks: Vec<HookConfig>,
 }
 
 impl Default for Config {
@@ -236,6 +241,8 @@ impl Default for Config {
             },
             tls: TlsConfig::default(),
             admin: AdminConfig::default(),
+            http: HttpConfig::default(),
+            hooks: Vec::new(),
         }
     }
 }

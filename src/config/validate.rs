@@ -119,6 +119,36 @@ pub(super) fn validate(config: &mut Config, origins: &Origins) -> Result<(), Con
         }
     }
 
+    let http = &config.http;
+    if http.enabled() {
+        if let Err(message) = check_host_port(&http.listen, true) {
+            return fail(HTTP_LISTEN, message);
+        }
+        if !authenticates
+            && !config.server.allow_unauthenticated
+            && !is_loopback_listen(&http.listen)
+        {
+            return fail(
+                HTTP_LISTEN,
+                format!(
+                    "{} is not a loopback address and keyward does not authenticate clients; \
+                     set server.password or add [[server.users]] (the HTTP API takes the same \
+                     credentials), or set server.allow_unauthenticated = true",
+                    http.listen
+                ),
+            );
+        }
+    }
+    if http.max_body_bytes < 1024 {
+        return fail(
+            HTTP_MAX_BODY_BYTES,
+            format!("must be at least 1024, got {}", http.max_body_bytes),
+        );
+    }
+    if let Err(message) = crate::hooks::HookSet::new(&config.hooks) {
+        return fail(HOOKS, message);
+    }
+
     let upstream = &config.upstream;
     if upstream.nodes.is_empty() {
         return fail(UPSTREAM_NODES, "needs at least one HOST:PORT".into());

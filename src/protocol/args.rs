@@ -144,6 +144,23 @@ pub struct OwnedArgs {
 }
 
 impl OwnedArgs {
+    /// Arguments made by keyward itself (a delete the HTTP API asks for): `parts` laid end to
+    /// end in one buffer, so that they are checked and sent as a client's would be.
+    pub fn from_parts<P: AsRef<[u8]>>(parts: &[P]) -> OwnedArgs {
+        let total = parts.iter().map(|p| p.as_ref().len()).sum();
+        let mut raw = Vec::with_capacity(total);
+        let mut spans = Vec::with_capacity(parts.len());
+        for part in parts {
+            let start = raw.len();
+            raw.extend_from_slice(part.as_ref());
+            spans.push((start, raw.len()));
+        }
+        OwnedArgs {
+            raw: Bytes::from(raw),
+            spans,
+        }
+    }
+
     pub fn args(&self) -> Args<'_> {
         Args::new(&self.raw, &self.spans)
     }

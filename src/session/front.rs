@@ -14,10 +14,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::SessionContext;
+use super::hook_runs::{self, ClientHooks, HookFuture, HookRuns, Transaction};
 use crate::audit::{self, Audit};
 use crate::auth::{self, ClientAuth, Gate, Login};
 use crate::commands::{self, CommandSpec, ReplySwitch, Role};
 use crate::guard::Verdict;
+use crate::keyops::{Caller, KeyOps};
 use crate::metrics::{self, Outcome, Stamp};
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
@@ -122,6 +124,8 @@ pub(crate) struct ReplyWatch {
     /// (`CONFIG SET requirepass`, `ACL SETUSER`...), so those opened before its reply may not be
     /// in the state that a connection opened now would be in.
     ready_connections: Option<Arc<WarmPool>>,
+    /// Invalidation hooks the request (a write, or EXEC of queued writes) triggered.
+    hooks: Option<HookRuns>,
 }
 
 impl ReplyWatch {
@@ -134,6 +138,18 @@ impl ReplyWatch {
             }
         }
         self.after_reply();
+    }
+
+    /// The hook runs that must end before the reply `frame` is delivered (the request's writes
+    /// succeeded and triggered hooks); None for nearly every reply.
+    pub(crate) fn hooks_due(&self, frame: &[u8]) -> Option<HookFuture> {
+        self.hooks.as_ref().and_then(|h| h.due(frame))
+    }
+
+    /// Takes the hook runs out, for a reply that is put together from several (a cluster
+    /// fan-out), which then asks them with [`HookRuns::due`].
+    pub(crate) fn take_hooks(&mut self) -> Option<HookRuns> {
+        self.hooks.take()
     }
 
     /// A guarded delete split over several nodes removed `n` keys in all.
@@ -169,10 +185,13 @@ pub(crate) struct Front {
     login_change_queued: bool,
     /// The max_pending_replies log line has been written for this client.
     told_pending_limit: bool,
+    /// What hooks (RUNHOOK, the hooks of writes) run over.
+    key_ops: Arc<KeyOps>,
+    hooks: ClientHooks,
 }
 
 impl Front {
-    pub(crate) fn new(peer: SocketAddr, auth: Option<&ClientAuth>) -> Self {
+    pub(crate) fn new(peer: SocketAddr, auth: Option<&ClientAuth>, key_ops: Arc<KeyOps>) -> Self {
         Front {
             peer,
             login: Login::new(auth),
@@ -180,6 +199,17 @@ impl Front {
             commands: commands::LookupCache::default(),
             login_change_queued: false,
             told_pending_limit: false,
+            key_ops,
+            hooks: ClientHooks::default(),
+        }
+    }
+
+    /// Who this client is, for the guard and the audit lines of the hooks it runs.
+    fn caller(&self) -> Caller {
+        Caller {
+            peer: self.peer,
+            user: self.login.user().cloned(),
+            bypass_deny_commands: self.login.bypasses_deny_commands(),
         }
     }
 
@@ -270,6 +300,19 @@ impl Front {
                 }
             }
         }
+        if spec.is_some_and(|s| s.role == Role::RunHook) {
+            let reply = hook_runs::run_hook_command(
+                ctx,
+                &self.key_ops,
+                self.caller(),
+                request.args(),
+                in_transaction,
+            )
+            .await;
+            let refused = reply.starts_with(b"-");
+            count_local(spec, Outcome::of_reply(&reply));
+            return Admission::Answer { reply, refused };
+        }
         self.decide(ctx, ready_connections, spec, request, in_transaction)
     }
 
@@ -336,13 +379,35 @@ impl Front {
         }
         let changes_login = self.changes_login(spec, role, request, in_transaction);
         let ready_connections = ready_connections.filter(|_| changes_login).cloned();
-        let watch = (audit.is_some() || ready_connections.is_some()).then(|| {
-            Box::new(ReplyWatch {
-                command: commands::id_of(spec),
-                audit,
-                ready_connections,
-            })
-        });
+        let transaction = match role {
+            Role::Multi | Role::Watch if in_transaction => Transaction::NotQueued,
+            Role::Multi | Role::Discard | Role::Reset => Transaction::Starts,
+            Role::Exec if in_transaction => Transaction::Ends,
+            _ if in_transaction => Transaction::Queued,
+            _ => Transaction::None,
+        };
+        let (peer, login) = (self.peer, &self.login);
+        let hooks = self.hooks.after_request(
+            ctx,
+            &self.key_ops,
+            || Caller {
+                peer,
+                user: login.user().cloned(),
+                bypass_deny_commands: login.bypasses_deny_commands(),
+            },
+            spec,
+            request.args(),
+            transaction,
+        );
+        let watch =
+            (audit.is_some() || ready_connections.is_some() || hooks.is_some()).then(|| {
+                Box::new(ReplyWatch {
+                    command: commands::id_of(spec),
+                    audit,
+                    ready_connections,
+                    hooks,
+                })
+            });
         Admission::Forward(Admitted {
             spec,
             role,
@@ -398,12 +463,18 @@ mod tests {
             close_grace: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             max_pending_replies: 16,
+            hooks: Arc::new(crate::hooks::HookSet::empty()),
         }
     }
 
     /// A pool that keeps no connection (and so never dials).
     fn empty_pool() -> Arc<WarmPool> {
-        let target = UpstreamTarget {
+        WarmPool::start(empty_pool_target(), 0)
+    }
+
+    /// An upstream nobody listens on.
+    fn empty_pool_target() -> UpstreamTarget {
+        UpstreamTarget {
             addr: "127.0.0.1:1".into(),
             username: None,
             password: None,
@@ -411,8 +482,7 @@ mod tests {
             reply_timeout: Duration::ZERO,
             resp3: false,
             tls: None,
-        };
-        WarmPool::start(target, 0)
+        }
     }
 
     struct Client {
@@ -424,7 +494,12 @@ mod tests {
 
     impl Client {
         fn new(ctx: SessionContext, pool: Option<Arc<WarmPool>>) -> Self {
-            let front = Front::new("127.0.0.1:5000".parse().unwrap(), ctx.auth.as_deref());
+            let key_ops = KeyOps::new(crate::cluster::Cluster::single(empty_pool_target()));
+            let front = Front::new(
+                "127.0.0.1:5000".parse().unwrap(),
+                ctx.auth.as_deref(),
+                key_ops,
+            );
             let scanner = front.scanner(&ctx);
             Client {
                 ctx,

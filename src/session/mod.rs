@@ -19,6 +19,7 @@
 //! that concerns a client belongs in the front.
 
 mod front;
+mod hook_runs;
 mod private;
 mod routed;
 mod shutdown;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use crate::auth::ClientAuth;
 use crate::cluster::Cluster;
 use crate::guard::GuardPolicy;
+use crate::hooks::HookSet;
 use crate::net::Socket;
 use crate::protocol::request::ScanLimits;
 use crate::upstream::{UpstreamTarget, WarmPool};
@@ -58,6 +60,8 @@ pub struct SessionContext {
     /// connections, replies cannot be left in Redis for a client that does not read (that would
     /// stall every client), so this also bounds what keyward buffers for one client.
     pub max_pending_replies: usize,
+    /// The invalidation hooks (`[[hooks]]`).
+    pub hooks: Arc<HookSet>,
 }
 
 /// The [`SessionContext`] in force, replaced whole by a configuration reload.
@@ -149,6 +153,20 @@ pub enum Backend {
     Cluster(Arc<Cluster>),
 }
 
+impl Backend {
+    /// What keyward's own key operations (the HTTP API, hooks) go over: the shared connections
+    /// of the shared and cluster modes, and in the default mode a shared pipelined connection
+    /// of their own to the same Redis, opened at first use.
+    pub fn key_ops(&self) -> Arc<crate::keyops::KeyOps> {
+        let cluster = match self {
+            Backend::Private(upstream) => Cluster::single(upstream.target.clone()),
+            Backend::Shared { redis, .. } => redis.clone(),
+            Backend::Cluster(cluster) => cluster.clone(),
+        };
+        crate::keyops::KeyOps::new(cluster)
+    }
+}
+
 /// Serves one client until it leaves, the upstream connection is lost with state on it, or
 /// keyward shuts down.
 pub async fn run(
@@ -156,11 +174,12 @@ pub async fn run(
     peer: SocketAddr,
     live: Arc<Live>,
     backend: Backend,
+    key_ops: Arc<crate::keyops::KeyOps>,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (_, ctx) = live.current();
-    let front = front::Front::new(peer, ctx.auth.as_deref());
+    let front = front::Front::new(peer, ctx.auth.as_deref(), key_ops);
     let shutdown = ShutdownSignal::new(shutdown);
     match backend {
         Backend::Private(upstream) => {

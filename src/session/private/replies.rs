@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::super::front::note_idle_close;
+use super::super::hook_runs::HookFuture;
 use super::pubsub::{self, Subscriptions};
 use super::{
     Expect, ExpectKind, Live, Pending, PrivateUpstream, SessionContext, Shared, upstream_lost,
@@ -68,6 +69,9 @@ pub(super) struct ReplySide {
     /// request: measured with strace, one client, no pipelining). Boxed, and only once needed:
     /// an idle client does not carry it.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Hooks that writes answered in this pass triggered: they run before the replies framed
+    /// so far reach the client.
+    hook_runs: Vec<HookFuture>,
 }
 
 /// What to do with one upstream frame.
@@ -115,12 +119,18 @@ impl ReplySide {
             published_done: 0,
             pass_time: None,
             timer: None,
+            hook_runs: Vec::new(),
         }
     }
 
     pub(super) async fn run(mut self) {
         loop {
             let close = self.answer_local();
+            // A write's reply waits for the hooks it triggered: a client that reads its cache
+            // after the reply must not find the old entry.
+            for run in std::mem::take(&mut self.hook_runs) {
+                run.await;
+            }
             if !self.out.is_empty() {
                 if write_all_chunks(&self.client, &mut self.out).await.is_err() {
                     return;
@@ -438,6 +448,9 @@ impl ReplySide {
                 };
                 if done && let Some(watch) = expect.watch.take() {
                     watch.answered(frame);
+                    if let Some(run) = watch.hooks_due(frame) {
+                        self.hook_runs.push(run);
+                    }
                 }
                 if done && let Some(m) = metrics::get() {
                     let now = *self.pass_time.get_or_insert_with(std::time::Instant::now);

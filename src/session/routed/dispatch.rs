@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::super::front::{Admission, Admitted, ReplyWatch};
+use super::super::hook_runs::HookRuns;
 use super::reply_queue::Out;
 use super::{Next, RoutedSession};
 use crate::cluster::fanout::{self, Plan};
@@ -114,7 +115,9 @@ impl RoutedSession {
                 return self.handoff(addr, request.into_raw());
             }
             Role::Multi => return self.multi().await,
-            Role::Exec | Role::Discard => return self.end_transaction(role, &request).await,
+            Role::Exec | Role::Discard => {
+                return self.end_transaction(role, &request, watch).await;
+            }
             _ => {}
         }
         if self.connection_command(role, &request).await {
@@ -127,7 +130,7 @@ impl RoutedSession {
         // Blocking commands, and connection state no case above handles (SCRIPT DEBUG, ACL,
         // DEBUG): a private connection for this one request, never a shared one.
         if spec.is_some_and(|s| s.blocking || s.stateful) {
-            self.blocking(spec, request).await;
+            self.blocking(spec, request, watch).await;
             return Next::Continue;
         }
 
@@ -139,14 +142,15 @@ impl RoutedSession {
             Fanout::SplitMerge if request.args().len() > 1 => {
                 let plan = fanout::plan_split(b"MGET", request.args().from(1), Fanout::SplitMerge);
                 let keys = request.args().len() - 1;
-                self.run_plan(plan, move |groups, replies| {
+                self.run_plan(plan, None, move |groups, replies| {
                     fanout::merge_mget(groups, replies, keys)
                 })
                 .await;
             }
             Fanout::SplitPairs if request.args().len() >= 3 && request.args().len() % 2 == 1 => {
                 let plan = fanout::plan_mset(request.args().from(1));
-                self.run_plan(plan, |_, replies| fanout::all_ok(replies))
+                let hooks = watch.and_then(|mut w| w.take_hooks());
+                self.run_plan(plan, hooks, |_, replies| fanout::all_ok(replies))
                     .await;
             }
             Fanout::AllPrimaries(combine) => self.all_primaries(&request, combine).await,
@@ -249,10 +253,11 @@ impl RoutedSession {
         }
     }
 
-    async fn split_sum(&mut self, request: Request, watch: Option<Box<ReplyWatch>>) {
+    async fn split_sum(&mut self, request: Request, mut watch: Option<Box<ReplyWatch>>) {
         let plan = fanout::plan_split(&request.args()[0], request.args().from(1), Fanout::SplitSum);
         let keys = request.args().len() - 1;
-        self.run_plan(plan, move |groups, replies| {
+        let hooks = watch.as_mut().and_then(|w| w.take_hooks());
+        self.run_plan(plan, hooks, move |groups, replies| {
             let sum = fanout::sum(groups, replies);
             if sum.failures.is_empty() {
                 if let Some(watch) = &watch {
@@ -284,8 +289,9 @@ impl RoutedSession {
         .await;
     }
 
-    /// Submits every part of a plan now, and queues the combination of their replies.
-    async fn run_plan<F>(&mut self, plan: Plan, combine: F)
+    /// Submits every part of a plan now, and queues the combination of their replies (after
+    /// the `hooks` the combined reply calls for have run).
+    async fn run_plan<F>(&mut self, plan: Plan, hooks: Option<HookRuns>, combine: F)
     where
         F: FnOnce(&[(u16, Vec<usize>)], &[Bytes]) -> Bytes + Send + 'static,
     {
@@ -302,7 +308,11 @@ impl RoutedSession {
             if let Some(by_key) = &by_key {
                 fanout::split_tryagain(&cluster, &groups, by_key, &mut replies, resp3).await;
             }
-            combine(&groups, &replies)
+            let frame = combine(&groups, &replies);
+            if let Some(run) = hooks.and_then(|h| h.due(&frame)) {
+                run.await;
+            }
+            frame
         });
     }
 
@@ -334,14 +344,25 @@ impl RoutedSession {
             by_key: None,
         };
         match combine {
-            Combine::Sum => self.run_plan(plan, |_, r| fanout::sum_integers(r)).await,
-            Combine::Concat => self.run_plan(plan, |_, r| fanout::concat_arrays(r)).await,
-            Combine::AllOk => self.run_plan(plan, |_, r| fanout::all_ok(r)).await,
+            Combine::Sum => {
+                self.run_plan(plan, None, |_, r| fanout::sum_integers(r))
+                    .await
+            }
+            Combine::Concat => {
+                self.run_plan(plan, None, |_, r| fanout::concat_arrays(r))
+                    .await
+            }
+            Combine::AllOk => self.run_plan(plan, None, |_, r| fanout::all_ok(r)).await,
         }
     }
 
     /// A blocking command on a private connection of its own, closed after the reply.
-    async fn blocking(&mut self, spec: Option<&CommandSpec>, request: Request) {
+    async fn blocking(
+        &mut self,
+        spec: Option<&CommandSpec>,
+        request: Request,
+        watch: Option<Box<ReplyWatch>>,
+    ) {
         let target = match target(spec, request.args()) {
             Ok(t) => t,
             Err(e) => {
@@ -360,13 +381,20 @@ impl RoutedSession {
             let Some(addr) = addr else {
                 return write::error("CLUSTERDOWN keyward: no node serves the slot");
             };
-            match cluster.private(&addr, resp3).await {
+            let frame = match cluster.private(&addr, resp3).await {
                 Ok(conn) => conn
                     .request(request.into_raw(), 0)
                     .await
                     .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message()))),
                 Err(e) => write::error(&format!("ERR keyward: {e}")),
+            };
+            if let Some(watch) = watch {
+                watch.answered(&frame);
+                if let Some(run) = watch.hooks_due(&frame) {
+                    run.await;
+                }
             }
+            frame
         });
     }
 }

@@ -360,6 +360,9 @@ impl RoutedSession {
             self.push(async move {
                 let frame = submitted.reply(&cluster).await;
                 watch.answered(&frame);
+                if let Some(run) = watch.hooks_due(&frame) {
+                    run.await;
+                }
                 frame
             });
             return;

@@ -192,7 +192,12 @@ impl RoutedSession {
     }
 
     /// EXEC or DISCARD (`role`).
-    pub(super) async fn end_transaction(&mut self, role: Role, request: &Request) -> Next {
+    pub(super) async fn end_transaction(
+        &mut self,
+        role: Role,
+        request: &Request,
+        watch: Option<Box<ReplyWatch>>,
+    ) -> Next {
         let exec = role == Role::Exec;
         let Some(mut transaction) = self.transaction.take() else {
             let name = if exec { "EXEC" } else { "DISCARD" };
@@ -234,7 +239,19 @@ impl RoutedSession {
             }
         }
         if let Some(p) = transaction.pinned {
-            self.submit_on(&p.conn, request.raw().clone()).await;
+            // EXEC's reply goes to its watch: the hooks of the queued writes that succeeded
+            // run before it is delivered.
+            let pending = p.conn.submit(request.raw().clone(), 0).await;
+            self.push(async move {
+                let frame = pending_reply(pending).await;
+                if let Some(watch) = watch {
+                    watch.answered(&frame);
+                    if let Some(run) = watch.hooks_due(&frame) {
+                        run.await;
+                    }
+                }
+                frame
+            });
         }
         Next::Continue
     }
