@@ -163,19 +163,14 @@ fn a_matching_write_removes_the_hooks_keys_before_its_reply() {
         "after HSET"
     );
 
-    // Through a client library, and a command that writes several keys.
+    // Through a client library.
     preset(&redis, "7");
-    preset(&redis, "8");
-    let () = redis::cmd("MSET")
+    let () = redis::cmd("SET")
         .arg("product:7")
         .arg("a")
-        .arg("product:8")
-        .arg("b")
         .query(&mut redis_conn(&keyward.addr()))
-        .expect("MSET through keyward");
-    let mut both = product_keys("7");
-    both.extend(product_keys("8"));
-    assert_eq!(existing(&redis, &both), Vec::<String>::new(), "after MSET");
+        .expect("SET through keyward");
+    assert_eq!(existing(&redis, &product_keys("7")), Vec::<String>::new());
 
     // A template with text after the placeholder: `user:{uid}:profile`.
     let set_user_caches = || redis.cli(&["MSET", "cache:user:5", "1", "cache:user:", "1"]);
@@ -320,4 +315,49 @@ fn delay_ms_removes_the_keys_a_second_time() {
             "{trigger:?}: removed again after {at:?}, before delay_ms"
         );
     }
+}
+
+/// One command that writes several keys of one hook's template triggers the hook for each key,
+/// with that key's parameters.
+#[test]
+fn a_write_of_several_matching_keys_triggers_the_hook_for_each() {
+    let (redis, keyward) = start(HOOKS);
+    let mut c = keyward.raw_conn();
+    let both = |a: &str, b: &str| {
+        let mut keys = product_keys(a);
+        keys.extend(product_keys(b));
+        keys
+    };
+
+    preset(&redis, "7");
+    preset(&redis, "8");
+    let reply = c.request(&["MSET", "product:7", "a", "product:8", "b"]);
+    assert_eq!(reply, Reply::ok());
+    let after_mset = existing(&redis, &both("7", "8"));
+
+    preset(&redis, "7");
+    preset(&redis, "8");
+    assert_eq!(c.request(&["DEL", "product:7", "product:8"]), Reply::Int(2));
+    let after_del = existing(&redis, &both("7", "8"));
+
+    preset(&redis, "5");
+    preset(&redis, "6");
+    let reply = c.request(&[
+        "MSET",
+        "product:5",
+        "a",
+        "user:6:profile",
+        "b",
+        "product:6",
+        "c",
+    ]);
+    assert_eq!(reply, Reply::ok());
+    let after_mixed = existing(&redis, &both("5", "6"));
+
+    assert_eq!(
+        (after_mset, after_del, after_mixed),
+        (vec![], vec![], vec![]),
+        "caches left after MSET product:7 product:8, after DEL product:7 product:8, after \
+         MSET product:5 user:6:profile product:6"
+    );
 }
