@@ -339,6 +339,40 @@ fn bodies_over_max_body_bytes_are_refused() {
     assert!(!redis.exists(b"a"));
 }
 
+/// The default limit, 8 MiB. The body over it is sent from a raw socket that reads while it
+/// writes (as curl does): keyward answers 413 as soon as it has the headers and closes, so a
+/// client that writes the whole body before reading (ureq) gets a broken pipe instead.
+#[test]
+fn the_default_body_limit_is_8_mib() {
+    let (redis, _keyward, api) = start("", "");
+    direct_set(&redis, "a", b"1");
+    let body = |len: usize| {
+        let mut b = br#"{"keys": ["a"]}"#.to_vec();
+        b.resize(len, b' ');
+        b
+    };
+    let big = body(8 * 1024 * 1024 + 1);
+    let mut request = format!(
+        "POST /v1/keys/remove HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    let answer = raw(&format!("127.0.0.1:{}", api.port), &request, IO_TIMEOUT);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(answer.contains("\"payload_too_large\""), "{answer:?}");
+    assert!(redis.exists(b"a"));
+
+    let reply = api.post_raw(
+        "/v1/keys/remove",
+        Some("application/json"),
+        &body(8 * 1024 * 1024),
+    );
+    assert_eq!(reply.ok()["removed"], 1, "exactly 8 MiB is accepted");
+}
+
 #[test]
 fn redis_down_is_a_502_upstream_error() {
     let (redis, _keyward, api) = start("", "");
@@ -700,4 +734,89 @@ fn deny_commands_hold_over_http_for_users_who_may_not_bypass_them() {
 
     assert_eq!(ops.set(json!({"key": "b", "value": "v"})).ok()["set"], 1);
     assert_eq!(ops.get_keys(json!("b")).ok()["values"]["b"], "v");
+}
+
+/// `[http.tls]`: the API speaks HTTPS with the configured certificate, and only HTTPS.
+#[test]
+fn with_http_tls_the_api_speaks_https_only() {
+    let files = support::tls::TlsFiles::generate();
+    let (http, port) = http_section(&format!(
+        "[http.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        files.server_cert(),
+        files.server_key()
+    ));
+    let redis = RedisServer::start();
+    let _keyward = InProcess::standalone(&redis.addr(), &http);
+    let api = HttpApi::https(port, &files.ca());
+    direct_set(&redis, "a", b"1");
+    assert_eq!(api.get_keys(json!("a")).ok()["values"]["a"], "1");
+    assert_eq!(api.remove(json!("a")).ok()["removed"], 1);
+    assert!(!redis.exists(b"a"));
+    assert_eq!(
+        api.get("/v1/openapi.json").status,
+        200,
+        "the document over HTTPS"
+    );
+
+    // Plain HTTP on the same port gets no answer that a client could take for the API's.
+    direct_set(&redis, "b", b"1");
+    let request = b"POST /v1/keys/remove HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+        Content-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"keys\":\"b\"}";
+    let answer = raw(
+        &format!("127.0.0.1:{port}"),
+        request,
+        Duration::from_secs(3),
+    );
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(redis.exists(b"b"), "a plain-HTTP request removed nothing");
+}
+
+/// Many clients at once, each on its own keys: every answer is about the request it answers.
+#[test]
+fn concurrent_clients_each_get_the_answer_to_their_own_request() {
+    let (redis, _keyward, api) = start("", "");
+    const CLIENTS: usize = 16;
+    const ROUNDS: usize = 20;
+    let mut pipe = redis::pipe();
+    for t in 0..CLIENTS {
+        for i in 0..ROUNDS {
+            pipe.cmd("SET")
+                .arg(format!("c{t}:{i}"))
+                .arg(format!("v{t}:{i}"))
+                .ignore();
+        }
+    }
+    let () = pipe.query(&mut redis.conn()).expect("SET on redis");
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|t| {
+            let api = api.clone();
+            std::thread::spawn(move || {
+                for i in 0..ROUNDS {
+                    let key = format!("c{t}:{i}");
+                    let values = api.get_keys(json!([key])).ok()["values"].clone();
+                    assert_eq!(values, json!({ key.clone(): format!("v{t}:{i}") }));
+                    let reply = api.remove(json!([key, format!("c{t}:missing")])).ok();
+                    assert_eq!(
+                        (&reply["requested"], &reply["removed"]),
+                        (&json!(2), &json!(1)),
+                        "{key}"
+                    );
+                    let set = api.set(json!({"key": format!("n{t}:{i}"), "value": "x"}));
+                    assert_eq!(set.ok()["set"], 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client thread failed");
+    }
+    assert_eq!(
+        dbsize(&redis),
+        (CLIENTS * ROUNDS) as i64,
+        "only the n* keys are left"
+    );
 }

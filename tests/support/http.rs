@@ -115,6 +115,30 @@ impl HttpApi {
         api
     }
 
+    /// A client for `https://localhost:PORT` that trusts only the CA certificate in the PEM
+    /// file `ca_pem`; waits until the port accepts connections.
+    pub fn https(port: u16, ca_pem: &str) -> Self {
+        let pem = std::fs::read(ca_pem).unwrap_or_else(|e| panic!("read {ca_pem}: {e}"));
+        let ca = ureq::tls::Certificate::from_pem(&pem).expect("a PEM certificate");
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
+            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .tls_config(tls)
+            .build()
+            .into();
+        let api = HttpApi {
+            base: format!("https://localhost:{port}"),
+            port,
+            authorization: None,
+            agent,
+        };
+        api.wait_up();
+        api
+    }
+
     /// Polls until the HTTP port accepts a connection (the listener may come up after the
     /// server's start returned).
     pub fn wait_up(&self) {
