@@ -320,8 +320,12 @@ fn dedup_keeping_order(keys: &mut Vec<Vec<u8>>) {
     if keys.len() < 2 {
         return;
     }
-    let mut seen = std::collections::HashSet::with_capacity(keys.len());
-    keys.retain(|k| seen.insert(k.clone()));
+    let first: Vec<bool> = {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        keys.iter().map(|k| seen.insert(k.as_slice())).collect()
+    };
+    let mut first = first.into_iter();
+    keys.retain(|_| first.next().unwrap_or(true));
 }
 
 /// The value of one `MGET` element: a bulk string, or nil.

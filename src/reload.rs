@@ -96,6 +96,23 @@ pub struct Reloader {
     server_tls: Option<Arc<RwLock<crate::tls::ServerTls>>>,
 }
 
+impl crate::admin::Reload for Reloader {
+    fn reload(&self) -> Result<Vec<String>, String> {
+        Reloader::reload(self)
+    }
+
+    fn describe(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .describe()
+    }
+
+    fn admin_token(&self) -> Arc<RwLock<Option<[u8; 32]>>> {
+        self.admin_token.clone()
+    }
+}
+
 impl Reloader {
     pub fn new(
         cli: Cli,

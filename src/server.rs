@@ -219,7 +219,8 @@ pub async fn serve(
         tokio::spawn(reload_on_sighup(reloader.clone()));
     }
     if config.admin.enabled() {
-        let addr = crate::admin::start(&config, &backend, reloader.clone()).await?;
+        let reload = reloader.clone().map(|r| r as Arc<dyn crate::admin::Reload>);
+        let addr = crate::admin::start(&config.admin, config.describe(), &backend, reload).await?;
         tracing::info!(
             "admin listener on http://{addr} (/metrics, /healthz, /readyz, /config, POST /reload)"
         );

@@ -81,6 +81,16 @@ fn a_reload_changes_the_rules_for_the_next_request_and_a_bad_file_changes_nothin
         "{}",
         keyward.log()
     );
+    // The admin listener's /config shows the configuration in force, not the one at start.
+    let config: serde_json::Value = {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(T))
+            .build()
+            .into();
+        let mut response = agent.get(&format!("{base}/config")).call().unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    assert_eq!(config["guard"]["max_keys"], 2, "{config}");
 
     // A file that would allow wildcards but does not parse: nothing changes.
     let broken =
@@ -313,4 +323,30 @@ fn a_reload_rotates_the_client_certificate() {
     // The connection made before the rotation goes on.
     before.send(&ping).unwrap();
     assert_eq!(before.read_replies(1), [Reply::simple("PONG")]);
+}
+
+#[test]
+fn a_reload_adds_a_hook_that_runhook_then_runs() {
+    let redis = RedisServer::start();
+    let keyward = Keyward::start_with(&redis.addr(), "");
+    let original = keyward.config_text();
+    let mut conn = keyward.raw_conn();
+    let unknown = conn.request(&["RUNHOOK", "page-updated", "id", "7"]);
+    assert!(
+        unknown
+            .error_text()
+            .is_some_and(|e| e.contains("no hook named")),
+        "{unknown:?}"
+    );
+
+    keyward.rewrite_config(&format!(
+        "{original}\n[[hooks]]\nname = \"page-updated\"\nremove = [\"cache:page:{{id}}\"]\n"
+    ));
+    sighup(&keyward);
+    redis.cli(&["SET", "cache:page:7", "old"]);
+    assert_eq!(
+        conn.request(&["RUNHOOK", "page-updated", "id", "7"]),
+        Reply::Int(1)
+    );
+    assert_eq!(redis.cli(&["EXISTS", "cache:page:7"]).trim(), "0");
 }

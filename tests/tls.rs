@@ -700,3 +700,63 @@ fn the_open_files_limit_counts_the_descriptors_of_tls_connections() {
         drop(client);
     }
 }
+
+#[test]
+fn the_http_api_speaks_https_with_http_tls() {
+    let files = TlsFiles::generate();
+    let redis = RedisServer::start();
+    let http_port = support::free_port();
+    let keyward = Keyward::start_with(
+        &redis.addr(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[http.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            files.server_cert(),
+            files.server_key()
+        ),
+    );
+    assert!(
+        support::wait_until(Duration::from_secs(5), || keyward
+            .log()
+            .contains("HTTP API on https://")),
+        "{}",
+        keyward.log()
+    );
+    redis.cli(&["SET", "cache:https", "v"]);
+    let ca = std::fs::read(files.ca()).expect("read the CA");
+    let ca = ureq::tls::Certificate::from_pem(&ca).expect("CA as PEM");
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+            ca,
+        ])))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .post(&format!("https://localhost:{http_port}/v1/keys/remove"))
+        .header("Content-Type", "application/json")
+        .send(r#"{"keys": ["cache:https", "cache:missing"]}"#)
+        .expect("HTTPS request");
+    let body: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"success": true, "requested": 2, "removed": 1})
+    );
+    assert!(!redis.exists(b"cache:https"));
+
+    // Plain HTTP on the HTTPS port gets no answer that a client could take for the API's.
+    let plain: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    assert!(
+        plain
+            .post(&format!("http://127.0.0.1:{http_port}/v1/keys/remove"))
+            .header("Content-Type", "application/json")
+            .send(r#"{"keys": "k"}"#)
+            .is_err()
+    );
+}

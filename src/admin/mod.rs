@@ -28,44 +28,57 @@ use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
 use crate::session::Backend;
 pub use readiness::Readiness;
 pub use settings::AdminConfig;
+
+/// What the admin listener needs of hot reload (`reload::Reloader`), as a trait so that the
+/// admin listener depends neither on the reloader nor, through it, on the configuration loader.
+pub trait Reload: Send + Sync {
+    /// Reads the configuration again; the settings that changed, or why nothing did.
+    fn reload(&self) -> Result<Vec<String>, String>;
+    /// The configuration in force as `--check-config` shows it (secrets masked).
+    fn describe(&self) -> String;
+    /// SHA-256 of the admin token in force, replaced by a reload.
+    fn admin_token(&self) -> Arc<std::sync::RwLock<Option<[u8; 32]>>>;
+}
 
 /// What the admin endpoints answer from.
 struct Admin {
     /// SHA-256 of the bearer token, replaced by a reload.
     token_sha256: Arc<std::sync::RwLock<Option<[u8; 32]>>>,
-    reloader: Option<Arc<crate::reload::Reloader>>,
+    reloader: Option<Arc<dyn Reload>>,
     readiness: Readiness,
-    /// `/config`, rendered once: the configuration does not change while keyward runs.
-    config_json: Bytes,
+    /// `/config` when there are no reloads: the configuration keyward started with.
+    description: String,
 }
 
 /// Binds the admin listener (so that a taken port stops keyward at start-up) and starts serving
 /// it in the background. Returns the bound address.
+/// `description`: the configuration as `--check-config` shows it, for `/config` when there are
+/// no reloads.
 pub async fn start(
-    config: &Config,
+    settings: &AdminConfig,
+    description: String,
     backend: &Backend,
-    reloader: Option<Arc<crate::reload::Reloader>>,
+    reloader: Option<Arc<dyn Reload>>,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(&config.admin.listen).await.map_err(|e| {
+    let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!("cannot listen on admin.listen {}: {e}", config.admin.listen),
+            format!("cannot listen on admin.listen {}: {e}", settings.listen),
         )
     })?;
     let addr = listener.local_addr()?;
     crate::metrics::enable();
     let admin = Arc::new(Admin {
         token_sha256: match &reloader {
-            Some(reloader) => reloader.admin_token.clone(),
-            None => Arc::new(std::sync::RwLock::new(config.admin.token_sha256)),
+            Some(reloader) => reloader.admin_token(),
+            None => Arc::new(std::sync::RwLock::new(settings.token_sha256)),
         },
         reloader,
         readiness: Readiness::start(backend),
-        config_json: Bytes::from(config_json(config)),
+        description,
     });
     tokio::spawn(serve(listener, admin));
     Ok(addr)
@@ -142,7 +155,17 @@ impl Admin {
                     &serde_json::json!({ "ready": false, "reason": reason }),
                 ),
             },
-            "/config" => reply(StatusCode::OK, "application/json", self.config_json.clone()),
+            "/config" => {
+                let description = match &self.reloader {
+                    Some(reloader) => reloader.describe(),
+                    None => self.description.clone(),
+                };
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    Bytes::from(config_json(&description)),
+                )
+            }
             _ => not_found(),
         }
     }
@@ -200,8 +223,8 @@ impl Admin {
 
 /// The effective configuration as JSON: `--check-config`'s text (which masks every secret)
 /// read back as TOML, so that both show the same thing.
-fn config_json(config: &Config) -> String {
-    match config.describe().parse::<toml::Table>() {
+fn config_json(description: &str) -> String {
+    match description.parse::<toml::Table>() {
         Ok(table) => serde_json::to_string_pretty(&table).unwrap_or_default(),
         Err(e) => serde_json::json!({ "error": "internal", "message": e.to_string() }).to_string(),
     }

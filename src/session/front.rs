@@ -301,6 +301,23 @@ impl Front {
             }
         }
         if spec.is_some_and(|s| s.role == Role::RunHook) {
+            // `deny_commands` may list RUNHOOK too.
+            if let Verdict::Refuse(refusal) =
+                ctx.guard
+                    .check_as(spec, request.args(), self.login.bypasses_deny_commands())
+            {
+                audit::refused(
+                    self.peer,
+                    self.login.user(),
+                    request.args(),
+                    refusal.rule.name(),
+                );
+                count_local(spec, Outcome::Refused);
+                return Admission::Answer {
+                    reply: write::error(&refusal.message),
+                    refused: true,
+                };
+            }
             let reply = hook_runs::run_hook_command(
                 ctx,
                 &self.key_ops,
