@@ -820,3 +820,43 @@ fn concurrent_clients_each_get_the_answer_to_their_own_request() {
         "only the n* keys are left"
     );
 }
+
+/// A user for whom `[guard] deny_commands` refuses RUNHOOK on RESP is refused the same hook
+/// over HTTP (as SET and MGET are for /v1/keys/set and /v1/keys/get).
+#[test]
+fn a_hook_denied_over_resp_is_denied_over_http() {
+    let extra = format!(
+        "[guard]\ndeny_commands = [\"RUNHOOK\"]\n{PRODUCT_HOOK}\
+         [[server.users]]\nname = \"ops\"\npassword_sha256 = \"{}\"\nbypass_deny_commands = true\n\
+         [[server.users]]\nname = \"app\"\npassword_sha256 = \"{}\"\n",
+        sha256_hex("ops-pass"),
+        sha256_hex("app-pass"),
+    );
+    let (redis, keyward, api) = start("", &extra);
+    direct_set(&redis, "cache:home", b"1");
+
+    let mut c = keyward.raw_conn();
+    assert_eq!(c.request(&["AUTH", "app", "app-pass"]), Reply::ok());
+    let refused = c.request(&["RUNHOOK", "product-updated", "id", "1"]);
+    assert!(
+        refused
+            .error_text()
+            .is_some_and(|e| e.contains("deny_commands")),
+        "{refused:?}"
+    );
+    assert!(redis.exists(b"cache:home"));
+
+    let reply = api
+        .basic("app", "app-pass")
+        .hook("product-updated", json!({"id": "1"}));
+    let over_http = (reply.status, redis.exists(b"cache:home"));
+    assert_eq!(
+        over_http,
+        (403, true),
+        "RUNHOOK is denied to app on RESP; over HTTP: {reply:?}"
+    );
+    let reply = api
+        .basic("ops", "ops-pass")
+        .hook("product-updated", json!({"id": "1"}));
+    assert_eq!(reply.ok()["removed"], 1);
+}
