@@ -60,7 +60,7 @@ impl Api {
         let method = request.method().clone();
         if path == "/v1/openapi.json" {
             if method != Method::GET {
-                return error_response(&method_not_allowed("GET"));
+                return unread(request, &method_not_allowed("GET")).await;
             }
             return response(StatusCode::OK, self.openapi.clone());
         }
@@ -72,16 +72,17 @@ impl Api {
             .as_deref()
             .is_some_and(|h| !h.is_empty() && !h.contains('/'));
         if !known {
-            return error_response(&ApiError::not_found(format!("no route {method} {path}")));
+            let e = ApiError::not_found(format!("no route {method} {path}"));
+            return unread(request, &e).await;
         }
         if method != Method::POST {
-            return error_response(&method_not_allowed("POST"));
+            return unread(request, &method_not_allowed("POST")).await;
         }
         let (_, ctx) = self.live.current();
         let caller = match authenticate(&ctx, peer, &request).await {
             Ok(caller) => caller,
             Err(e) => {
-                let mut response = error_response(&e);
+                let mut response = unread(request, &e).await;
                 response.headers_mut().insert(
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"keyward\""),
@@ -255,6 +256,14 @@ impl Api {
             "removed": removed.removed,
         }))
     }
+}
+
+/// The answer `e` to a request whose body is not wanted: the body is drained first (see
+/// [`LINGER_BYTES`]), since a client still writing it would otherwise have its connection reset
+/// under the answer.
+async fn unread(request: Request<Incoming>, e: &ApiError) -> Response<Full<Bytes>> {
+    drain(request.into_body()).await;
+    error_response(e)
 }
 
 /// Reads and drops what is left of a body, up to [`LINGER_BYTES`] and [`LINGER_TIME`].
