@@ -17,6 +17,7 @@ pub mod http;
 pub mod keyops;
 pub mod metrics;
 pub mod net;
+pub mod prefix_table;
 pub mod printable;
 pub mod protocol;
 pub mod reload;

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! This module holds the settings and the compiled [`HookSet`], which is pure: filling
-//! templates, and finding the hooks a written key triggers through a prefix table built once
-//! per (re)load. Running a hook (the guard, the removal, the delayed second removal) is
+//! templates, and finding the hooks a written key triggers through a prefix table
+//! ([`PrefixTable`]) built once per (re)load. Running a hook (the guard, the removal, the delayed second removal) is
 //! [`crate::keyops`]' business.
 
 mod template;
@@ -20,6 +20,8 @@ mod template;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::prefix_table::PrefixTable;
 
 pub use template::{Params, Template};
 
@@ -98,14 +100,7 @@ pub struct HookSet {
     by_name: HashMap<String, usize>,
     rules: Vec<WriteRule>,
     /// Rules by the literal prefix of their template (the bytes before the first placeholder).
-    by_prefix: HashMap<Box<[u8]>, Vec<usize>, crate::fnv::BuildFnv>,
-    /// The lengths of the prefixes in `by_prefix`, ascending, each once.
-    prefix_lengths: Vec<usize>,
-    /// `first_byte[b]`: some prefix starts with byte `b`. Most written keys start with a byte
-    /// no prefix starts with and are let go after one table read.
-    first_byte: [bool; 256],
-    /// Rules whose template starts with a placeholder: tried for every written key.
-    unprefixed: Vec<usize>,
+    by_prefix: PrefixTable<usize>,
 }
 
 impl HookSet {
@@ -115,10 +110,7 @@ impl HookSet {
             hooks: Vec::new(),
             by_name: HashMap::new(),
             rules: Vec::new(),
-            by_prefix: HashMap::default(),
-            prefix_lengths: Vec::new(),
-            first_byte: [false; 256],
-            unprefixed: Vec::new(),
+            by_prefix: PrefixTable::default(),
         }
     }
 
@@ -166,17 +158,7 @@ impl HookSet {
                     }
                 }
                 let rule = set.rules.len();
-                let prefix = template.prefix();
-                match prefix.first() {
-                    None => set.unprefixed.push(rule),
-                    Some(&b) => {
-                        set.first_byte[usize::from(b)] = true;
-                        set.by_prefix.entry(prefix.into()).or_default().push(rule);
-                        if !set.prefix_lengths.contains(&prefix.len()) {
-                            set.prefix_lengths.push(prefix.len());
-                        }
-                    }
-                }
+                set.by_prefix.insert(template.prefix(), rule);
                 set.rules.push(WriteRule {
                     hook: index,
                     template,
@@ -189,7 +171,6 @@ impl HookSet {
                 delay: config.delay,
             }));
         }
-        set.prefix_lengths.sort_unstable();
         Ok(set)
     }
 
@@ -206,25 +187,8 @@ impl HookSet {
     /// Adds the hooks that a write of `key` triggers to `out`. A hook triggered twice with the
     /// same parameters (two templates, or two keys of one command) is added once.
     pub fn on_write(&self, key: &[u8], out: &mut Vec<Trigger>) {
-        let Some(&first) = key.first() else {
-            return;
-        };
-        if self.unprefixed.is_empty() && !self.first_byte[usize::from(first)] {
-            return;
-        }
-        for &rule in &self.unprefixed {
-            self.try_rule(rule, key, out);
-        }
-        for &len in &self.prefix_lengths {
-            if len > key.len() {
-                break;
-            }
-            if let Some(rules) = self.by_prefix.get(&key[..len]) {
-                for &rule in rules {
-                    self.try_rule(rule, key, out);
-                }
-            }
-        }
+        self.by_prefix
+            .for_each_match(key, |&rule| self.try_rule(rule, key, out));
     }
 
     fn try_rule(&self, rule: usize, key: &[u8], out: &mut Vec<Trigger>) {

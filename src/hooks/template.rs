@@ -20,6 +20,11 @@ pub struct Template {
     parts: Vec<Part>,
     /// As written, for messages.
     text: String,
+    /// The literal bytes after the last placeholder: a key that does not end with them cannot
+    /// match, which most keys that share a template's prefix are told by at once.
+    suffix: Vec<u8>,
+    /// The shortest key that can match: every literal byte and one byte per placeholder.
+    min_len: usize,
 }
 
 /// The parameters of one trigger: names and values, in the order they were given or found.
@@ -108,9 +113,22 @@ impl Template {
         if parts.is_empty() {
             return Err("an empty template names no key".into());
         }
+        let suffix = match parts.last() {
+            Some(Part::Literal(l)) if parts.len() > 1 => l.clone(),
+            _ => Vec::new(),
+        };
+        let min_len = parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.len(),
+                Part::Param(_) => 1,
+            })
+            .sum();
         Ok(Template {
             parts,
             text: text.to_string(),
+            suffix,
+            min_len,
         })
     }
 
@@ -172,6 +190,9 @@ impl Template {
     /// non-empty run of bytes up to the template's next literal character (or the key's end);
     /// a placeholder used twice must match the same bytes both times.
     pub fn matches(&self, key: &[u8], params: &mut Params) -> bool {
+        if key.len() < self.min_len || !key.ends_with(&self.suffix) {
+            return false;
+        }
         let start = params.0.len();
         let mut pos = 0;
         for (i, part) in self.parts.iter().enumerate() {

@@ -125,7 +125,7 @@ pub(crate) struct ReplyWatch {
     /// in the state that a connection opened now would be in.
     ready_connections: Option<Arc<WarmPool>>,
     /// Invalidation hooks the request (a write, or EXEC of queued writes) triggered.
-    hooks: Option<HookRuns>,
+    hooks: Option<Box<HookRuns>>,
 }
 
 impl ReplyWatch {
@@ -148,7 +148,7 @@ impl ReplyWatch {
 
     /// Takes the hook runs out, for a reply that is put together from several (a cluster
     /// fan-out), which then asks them with [`HookRuns::due`].
-    pub(crate) fn take_hooks(&mut self) -> Option<HookRuns> {
+    pub(crate) fn take_hooks(&mut self) -> Option<Box<HookRuns>> {
         self.hooks.take()
     }
 
@@ -318,13 +318,14 @@ impl Front {
                     refused: true,
                 };
             }
-            let reply = hook_runs::run_hook_command(
+            // Boxed, as the gate is: inline, its state would enlarge every request's future.
+            let reply = Box::pin(hook_runs::run_hook_command(
                 ctx,
                 &self.key_ops,
                 self.caller(),
                 request.args(),
                 in_transaction,
-            )
+            ))
             .await;
             let refused = reply.starts_with(b"-");
             count_local(spec, Outcome::of_reply(&reply));
@@ -396,26 +397,17 @@ impl Front {
         }
         let changes_login = self.changes_login(spec, role, request, in_transaction);
         let ready_connections = ready_connections.filter(|_| changes_login).cloned();
-        let transaction = match role {
-            Role::Multi | Role::Watch if in_transaction => Transaction::NotQueued,
-            Role::Multi | Role::Discard | Role::Reset => Transaction::Starts,
-            Role::Exec if in_transaction => Transaction::Ends,
-            _ if in_transaction => Transaction::Queued,
-            _ => Transaction::None,
+        // Without hooks on writes (most configurations) nothing is looked at; with them, only
+        // writes and the commands that open and close transactions.
+        let hooks = if ctx.hooks.watches_writes()
+            && (in_transaction
+                || spec.is_some_and(|s| s.writes)
+                || matches!(role, Role::Multi | Role::Discard | Role::Reset))
+        {
+            self.write_hooks(ctx, spec, role, request, in_transaction)
+        } else {
+            None
         };
-        let (peer, login) = (self.peer, &self.login);
-        let hooks = self.hooks.after_request(
-            ctx,
-            &self.key_ops,
-            || Caller {
-                peer,
-                user: login.user().cloned(),
-                bypass_deny_commands: login.bypasses_deny_commands(),
-            },
-            spec,
-            request.args(),
-            transaction,
-        );
         let watch =
             (audit.is_some() || ready_connections.is_some() || hooks.is_some()).then(|| {
                 Box::new(ReplyWatch {
@@ -431,6 +423,39 @@ impl Front {
             rename,
             watch,
         })
+    }
+
+    /// The hooks this request's writes trigger (inside MULTI: with EXEC).
+    // Out of line: `decide` stays small for the configurations without hooks.
+    #[inline(never)]
+    fn write_hooks(
+        &mut self,
+        ctx: &SessionContext,
+        spec: Option<&CommandSpec>,
+        role: Role,
+        request: &Request,
+        in_transaction: bool,
+    ) -> Option<Box<HookRuns>> {
+        let transaction = match role {
+            Role::Multi | Role::Watch if in_transaction => Transaction::NotQueued,
+            Role::Multi | Role::Discard | Role::Reset => Transaction::Starts,
+            Role::Exec if in_transaction => Transaction::Ends,
+            _ if in_transaction => Transaction::Queued,
+            _ => Transaction::None,
+        };
+        let (peer, login) = (self.peer, &self.login);
+        self.hooks.after_request(
+            ctx,
+            &self.key_ops,
+            || Caller {
+                peer,
+                user: login.user().cloned(),
+                bypass_deny_commands: login.bypasses_deny_commands(),
+            },
+            spec,
+            request.args(),
+            transaction,
+        )
     }
 
     /// Whether the reply to this request is when new connections start to log in differently.

@@ -94,7 +94,7 @@ impl ClientHooks {
         spec: Option<&CommandSpec>,
         args: Args<'_>,
         tx: Transaction,
-    ) -> Option<HookRuns> {
+    ) -> Option<Box<HookRuns>> {
         let mut triggers = Vec::new();
         if ctx.hooks.watches_writes()
             && let Some(spec) = spec
@@ -105,6 +105,9 @@ impl ClientHooks {
                     ctx.hooks.on_write(key, &mut triggers);
                 }
             }
+        }
+        if triggers.is_empty() && matches!(tx, Transaction::None | Transaction::NotQueued) {
+            return None;
         }
         let triggers: Vec<(Option<usize>, Trigger)> = match tx {
             Transaction::None => triggers.into_iter().map(|t| (None, t)).collect(),
@@ -124,11 +127,13 @@ impl ClientHooks {
                     .collect()
             }
         };
-        (!triggers.is_empty()).then(|| HookRuns {
-            ops: ops.clone(),
-            guard: ctx.guard.clone(),
-            caller: caller(),
-            triggers,
+        (!triggers.is_empty()).then(|| {
+            Box::new(HookRuns {
+                ops: ops.clone(),
+                guard: ctx.guard.clone(),
+                caller: caller(),
+                triggers,
+            })
         })
     }
 }

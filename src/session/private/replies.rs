@@ -128,8 +128,10 @@ impl ReplySide {
             let close = self.answer_local();
             // A write's reply waits for the hooks it triggered: a client that reads its cache
             // after the reply must not find the old entry.
-            for run in std::mem::take(&mut self.hook_runs) {
-                run.await;
+            if !self.hook_runs.is_empty() {
+                for run in std::mem::take(&mut self.hook_runs) {
+                    run.await;
+                }
             }
             if !self.out.is_empty() {
                 if write_all_chunks(&self.client, &mut self.out).await.is_err() {

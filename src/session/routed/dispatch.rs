@@ -291,7 +291,7 @@ impl RoutedSession {
 
     /// Submits every part of a plan now, and queues the combination of their replies (after
     /// the `hooks` the combined reply calls for have run).
-    async fn run_plan<F>(&mut self, plan: Plan, hooks: Option<HookRuns>, combine: F)
+    async fn run_plan<F>(&mut self, plan: Plan, hooks: Option<Box<HookRuns>>, combine: F)
     where
         F: FnOnce(&[(u16, Vec<usize>)], &[Bytes]) -> Bytes + Send + 'static,
     {
