@@ -92,12 +92,12 @@ impl KeyOps {
 
     /// Removes `keys` (duplicates counted once) if the guard allows it, with the audit line and
     /// the metrics of a `REMOVEKEYS`.
-    pub async fn remove_guarded(
+    pub async fn remove_guarded<K: AsRef<[u8]>>(
         &self,
         guard: &GuardPolicy,
         caller: &Caller,
         via: Via,
-        keys: Vec<Vec<u8>>,
+        keys: Vec<K>,
     ) -> Result<Removed, RemoveError> {
         let mut keys = keys;
         dedup_keeping_order(&mut keys);
@@ -105,7 +105,7 @@ impl KeyOps {
         let spec = commands::lookup(b"REMOVEKEYS");
         let mut parts: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
         parts.push(b"REMOVEKEYS");
-        parts.extend(keys.iter().map(|k| k.as_slice()));
+        parts.extend(keys.iter().map(|k| k.as_ref()));
         let args = OwnedArgs::from_parts(&parts);
         let args = args.args();
         let command = commands::id_of(spec);
@@ -197,7 +197,11 @@ impl KeyOps {
 
     /// Sends `delete key...` (keys distinct): whole to a standalone Redis, one command per slot
     /// to a cluster. `Err((removed so far, message))` when any part failed.
-    async fn remove(&self, delete: &[u8], keys: &[Vec<u8>]) -> Result<i64, (i64, String)> {
+    async fn remove<K: AsRef<[u8]>>(
+        &self,
+        delete: &[u8],
+        keys: &[K],
+    ) -> Result<i64, (i64, String)> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -316,13 +320,13 @@ fn note_hook_run(hook: &str, result: &'static str) {
 }
 
 /// Removes later duplicates, keeping the first of each key where it was.
-fn dedup_keeping_order(keys: &mut Vec<Vec<u8>>) {
+fn dedup_keeping_order<K: AsRef<[u8]>>(keys: &mut Vec<K>) {
     if keys.len() < 2 {
         return;
     }
     let first: Vec<bool> = {
         let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        keys.iter().map(|k| seen.insert(k.as_slice())).collect()
+        keys.iter().map(|k| seen.insert(k.as_ref())).collect()
     };
     let mut first = first.into_iter();
     keys.retain(|_| first.next().unwrap_or(true));

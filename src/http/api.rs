@@ -8,7 +8,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::de::DeserializeOwned;
 
 use super::body::{HookRequest, KeysRequest, SetRequest, value_json};
 use super::error::ApiError;
@@ -177,7 +176,10 @@ impl Api {
 
     async fn remove(&self, ctx: &SessionContext, caller: &Caller, body: &[u8]) -> Answer {
         let request: KeysRequest = parse(body)?;
-        let keys = non_empty_keys(request.keys.0)?;
+        if request.keys.0.is_empty() {
+            return Err(ApiError::bad_request("`keys` names no key"));
+        }
+        let keys: Vec<&[u8]> = request.keys.0.iter().map(|k| k.as_bytes()).collect();
         let removed = self
             .ops
             .remove_guarded(&ctx.guard, caller, Via::Http, keys)
@@ -376,16 +378,19 @@ fn check_count(ctx: &SessionContext, n: usize, what: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-fn non_empty_keys(keys: Vec<String>) -> Result<Vec<Vec<u8>>, ApiError> {
+fn non_empty_keys(keys: Vec<std::borrow::Cow<'_, str>>) -> Result<Vec<Vec<u8>>, ApiError> {
     if keys.is_empty() {
         return Err(ApiError::bad_request("`keys` names no key"));
     }
-    Ok(keys.into_iter().map(String::into_bytes).collect())
+    Ok(keys
+        .into_iter()
+        .map(|k| k.into_owned().into_bytes())
+        .collect())
 }
 
 /// The body as `T`; only a JSON object is taken (serde would also fill a struct from an array,
 /// field by field).
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|&b| b != b'{') {
         return Err(ApiError::bad_request(

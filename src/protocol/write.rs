@@ -1,8 +1,9 @@
 //! Frames keyward builds itself: its own error replies, the replies a cluster fan-out puts
 //! together from the nodes' replies, and the commands it sends upstream on its own (`AUTH` on
 //! connect, the per-slot parts of a cluster fan-out). A rewritten
-//! `REMOVEKEYS` keeps the client's bytes and is built in `request.rs`. Encoding is delegated to
-//! `redis-protocol`, which is safe here because keyward, not a client, chooses the input.
+//! `REMOVEKEYS` keeps the client's bytes and is built in `request.rs`. Replies are encoded by
+//! `redis-protocol`, which is safe here because keyward, not a client, chooses the input;
+//! commands are written here (see [`command_in`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use redis_protocol::resp2::encode::extend_encode_borrowed;
@@ -66,13 +67,44 @@ pub fn command<A: AsRef<[u8]>>(name: &[u8], args: &[A]) -> Bytes {
 
 /// Like [`command`], encoded at the end of `buf` and split off from it: the commands of a
 /// fan-out, built one after the other, share one allocation instead of one each.
+///
+/// Written out here rather than through `redis-protocol`'s encoder, which sizes every length
+/// with a floating-point `log10` and goes through parser-combinator writers: for a 1000-key
+/// delete that was about 200 instructions per key, a tenth of what keyward spent on an HTTP
+/// `POST /v1/keys/remove` (callgrind); this loop is a few dozen.
 pub fn command_in<A: AsRef<[u8]>>(buf: &mut BytesMut, name: &[u8], args: &[A]) -> Bytes {
-    let mut parts: Vec<BorrowedFrame<'_>> = Vec::with_capacity(args.len() + 1);
-    parts.push(BorrowedFrame::BulkString(name));
-    parts.extend(args.iter().map(|a| BorrowedFrame::BulkString(a.as_ref())));
-    let frame = BorrowedFrame::Array(&parts);
-    let _ = extend_encode_borrowed(buf, &frame, false);
+    let payload: usize = name.len() + args.iter().map(|a| a.as_ref().len()).sum::<usize>();
+    buf.reserve(payload + 16 * (args.len() + 2));
+    put_header(buf, b'*', args.len() + 1);
+    put_bulk(buf, name);
+    for arg in args {
+        put_bulk(buf, arg.as_ref());
+    }
     buf.split().freeze()
+}
+
+fn put_bulk(buf: &mut BytesMut, data: &[u8]) {
+    put_header(buf, b'$', data.len());
+    buf.put_slice(data);
+    buf.put_slice(b"\r\n");
+}
+
+/// `kind`, `n` in decimal, CRLF.
+fn put_header(buf: &mut BytesMut, kind: u8, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_u8(kind);
+    buf.put_slice(&digits[at..]);
+    buf.put_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -97,6 +129,22 @@ mod tests {
     #[test]
     fn simple_strings() {
         assert_eq!(&simple("OK")[..], b"+OK\r\n");
+    }
+
+    #[test]
+    fn commands_are_encoded_as_redis_protocol_encodes_them() {
+        let long = vec![b'x'; 12345];
+        let args: Vec<&[u8]> = vec![b"", b"a", &long, b"\r\n", b"0123456789"];
+        let mut expected = BytesMut::new();
+        let mut parts = vec![BorrowedFrame::BulkString(b"SET")];
+        parts.extend(args.iter().map(|a| BorrowedFrame::BulkString(a)));
+        let _ = extend_encode_borrowed(&mut expected, &BorrowedFrame::Array(&parts), false);
+        assert_eq!(command(b"SET", &args), expected.freeze());
+        let mut shared = BytesMut::new();
+        let first = command_in(&mut shared, b"GET", &[b"k"]);
+        let second = command_in(&mut shared, b"DEL", &[b"a", b"b"]);
+        assert_eq!(&first[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(&second[..], b"*3\r\n$3\r\nDEL\r\n$1\r\na\r\n$1\r\nb\r\n");
     }
 
     #[test]
