@@ -49,6 +49,11 @@
 #                      ([admin] listen unset / set), alternating, pinned to CPUs
 #                      (scripts/bench/ab_pinned.sh; ROUNDS repetitions, default 5), printed as
 #                      a table of medians and ratios
+#   HOOKS_COMPARE=1    the same pinned A/B with no hooks and with the ten hooks of
+#                      scripts/bench/hooks10.toml (issue 12: W1 at least 0.97x)
+#   HTTP_COMPARE=1     instead of W1-W6: POST /v1/keys/remove against REMOVEKEYS, 1000 keys per
+#                      call, one call in flight, ROUNDS rounds of 200,000 keys
+#                      (scripts/bench/http_remove.py; issue 12: at least 0.5x)
 #
 # Needs: cargo, redis-server (Redis 7 or later, for W6's --cluster-port), redis-cli and
 # redis-benchmark (redis-tools), nutcracker (not for W6_ONLY=1), python3 (standard library only).
@@ -180,6 +185,27 @@ for knob in QUICK ROUNDS W4_ROUNDS DURATION W1_N W2_N W3_N W4_KEYS W4_SINGLE_KEY
         cmd="$knob=${!knob} $cmd"
     fi
 done
+
+if [ "${HOOKS_COMPARE:-0}" != "0" ]; then
+    echo "==> no hooks vs ten hooks (scripts/bench/hooks10.toml), pinned (work directory $work)" >&2
+    timeout -k 20 "$((max_seconds + 60))" \
+        bash scripts/bench/ab_pinned.sh "$work/keyward" "$(cat scripts/bench/hooks10.toml)" \
+            "${ROUNDS:-5}" &
+    bench_pid=$!
+    wait "$bench_pid" || status=$?
+    bench_pid=""
+    exit "${status:-0}"
+fi
+
+if [ "${HTTP_COMPARE:-0}" != "0" ]; then
+    echo "==> POST /v1/keys/remove vs REMOVEKEYS, 1000 keys per call (work directory $work)" >&2
+    timeout -k 20 "$((max_seconds + 60))" \
+        python3 scripts/bench/http_remove.py "$work/keyward" "${ROUNDS:-5}" &
+    bench_pid=$!
+    wait "$bench_pid" || status=$?
+    bench_pid=""
+    exit "${status:-0}"
+fi
 
 if [ "${METRICS_COMPARE:-0}" != "0" ]; then
     echo "==> metrics off vs on, pinned (work directory $work)" >&2
