@@ -69,6 +69,7 @@ cargo build --release
 
 echo "keyward is listening on 127.0.0.1:6380 — connect with: redis-cli -p 6380"
 echo "metrics, health and readiness: http://127.0.0.1:9180/metrics, /healthz, /readyz, /config"
+echo "HTTP API: http://127.0.0.1:7380/v1/keys/remove (README \"The HTTP API\")"
 # Not exec: the EXIT trap must still stop the redis-server started above.
 target/release/keyward --listen 127.0.0.1:6380 --upstream 127.0.0.1:6379 \
-    --admin-listen 127.0.0.1:9180
+    --admin-listen 127.0.0.1:9180 --http-listen 127.0.0.1:7380
