@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::commands::{self, CommandSpec, Role};
+use crate::guard::{DeleteScope, NO_RIGHTS, Rights};
 use crate::printable::printable_key;
 use crate::protocol::request::Request;
 use crate::protocol::write;
@@ -46,13 +47,31 @@ pub const UNAUTHENTICATED_MAX_PENDING: usize = 16;
 pub const DEFAULT_USER: &str = "default";
 
 /// One user who may log in to keyward.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     /// SHA-256 of the password.
     pub password_sha256: [u8; 32],
     /// The user may run commands listed in `[guard] deny_commands` (the key rules still apply).
     pub bypass_deny_commands: bool,
+    /// The user may delete keys under `[guard] protected_prefixes`.
+    pub bypass_protected_prefixes: bool,
+    /// The user may delete only keys under these prefixes; None: any key.
+    pub delete_prefixes: Option<Vec<String>>,
+    /// Overrides `[guard] max_deleted_keys_per_second` for this user.
+    pub max_deleted_keys_per_second: Option<u64>,
+}
+
+impl User {
+    /// What the guard lets this user do beyond the rules that bind everyone.
+    pub fn rights(&self) -> Rights {
+        Rights {
+            bypass_deny_commands: self.bypass_deny_commands,
+            bypass_protected_prefixes: self.bypass_protected_prefixes,
+            delete_scope: self.delete_prefixes.as_deref().map(DeleteScope::new),
+            max_deleted_keys_per_second: self.max_deleted_keys_per_second,
+        }
+    }
 }
 
 /// Written by hand so that `{:?}` never shows a password hash.
@@ -62,6 +81,12 @@ impl std::fmt::Debug for User {
             .field("name", &self.name)
             .field("password_sha256", &"<set>")
             .field("bypass_deny_commands", &self.bypass_deny_commands)
+            .field("bypass_protected_prefixes", &self.bypass_protected_prefixes)
+            .field("delete_prefixes", &self.delete_prefixes)
+            .field(
+                "max_deleted_keys_per_second",
+                &self.max_deleted_keys_per_second,
+            )
             .finish()
     }
 }
@@ -95,6 +120,8 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[derive(Debug)]
 pub struct ClientAuth {
     users: Vec<User>,
+    /// `users[i].rights()`, prepared once and shared by every login of the user.
+    rights: Vec<Arc<Rights>>,
     throttle: Throttle,
 }
 
@@ -103,9 +130,16 @@ impl ClientAuth {
     /// configuration adds it). Returns `None` when there is no one to log in as.
     pub fn new(users: Vec<User>) -> Option<ClientAuth> {
         (!users.is_empty()).then(|| ClientAuth {
+            rights: users.iter().map(|u| Arc::new(u.rights())).collect(),
             users,
             throttle: Throttle::default(),
         })
+    }
+
+    /// The prepared rights of the user `name`.
+    fn rights_of(&self, name: &str) -> Option<Arc<Rights>> {
+        let i = self.users.iter().position(|u| u.name == name)?;
+        Some(self.rights[i].clone())
     }
 
     /// The user `name` with `password`, if the pair is right. Every configured user's digest is
@@ -147,7 +181,7 @@ impl ClientAuth {
             self.throttle.succeeded(&key);
             return Some(Login::User {
                 name: Arc::from(user.name.as_str()),
-                bypass_deny_commands: user.bypass_deny_commands,
+                rights: self.rights_of(&user.name).unwrap_or_default(),
             });
         }
         let (failures, wait) = self.throttle.failed(key);
@@ -183,9 +217,10 @@ pub fn relogin(
                 auth.and_then(|a| a.users.iter().find(|u| u.name == **name).cloned())
             };
             let (old, new) = (user_in(before)?, user_in(after)?);
+            let rights = after?.rights_of(name)?;
             (old.password_sha256 == new.password_sha256).then(|| Login::User {
                 name: name.clone(),
-                bypass_deny_commands: new.bypass_deny_commands,
+                rights,
             })
         }
     }
@@ -200,10 +235,7 @@ pub enum Login {
     Required,
     /// Logged in as the user `name` (shared, so that every audit line of the client can carry
     /// it without an allocation).
-    User {
-        name: Arc<str>,
-        bypass_deny_commands: bool,
-    },
+    User { name: Arc<str>, rights: Arc<Rights> },
 }
 
 impl Login {
@@ -236,13 +268,23 @@ impl Login {
 
     /// Whether `[guard] deny_commands` is waived for this client.
     pub fn bypasses_deny_commands(&self) -> bool {
-        matches!(
-            self,
-            Login::User {
-                bypass_deny_commands: true,
-                ..
-            }
-        )
+        self.rights().bypass_deny_commands
+    }
+
+    /// What the guard lets this client do beyond the rules that bind everyone.
+    pub fn rights(&self) -> &Rights {
+        match self {
+            Login::User { rights, .. } => rights,
+            Login::Open | Login::Required => &NO_RIGHTS,
+        }
+    }
+
+    /// The shared rights of a logged-in user, or None.
+    pub fn shared_rights(&self) -> Option<Arc<Rights>> {
+        match self {
+            Login::User { rights, .. } => Some(rights.clone()),
+            Login::Open | Login::Required => None,
+        }
     }
 
     /// The name of the logged-in user, for the audit line; None when keyward does not
@@ -492,11 +534,13 @@ mod tests {
                 name: DEFAULT_USER.into(),
                 password_sha256: sha256(b"secret"),
                 bypass_deny_commands: false,
+                ..User::default()
             },
             User {
                 name: "ops".into(),
                 password_sha256: sha256(b"opspass"),
                 bypass_deny_commands: true,
+                ..User::default()
             },
         ])
         .unwrap()
@@ -601,6 +645,7 @@ mod tests {
             name: "app".into(),
             password_sha256: sha256(b"pw"),
             bypass_deny_commands: false,
+            ..User::default()
         }])
         .unwrap();
         let mut login = Login::new(Some(&auth));

@@ -66,6 +66,9 @@ pub enum Role {
     /// keyward's own `RUNHOOK name [param value ...]`: runs an invalidation hook; answered by
     /// keyward, nothing is forwarded.
     RunHook,
+    /// keyward's own `REMOVEKEYS.PREVIEW key...`: checked by every rule of the guard, then sent
+    /// as `EXISTS` of the distinct keys: how many a `REMOVEKEYS` would remove now.
+    RemoveKeysPreview,
 }
 
 /// The three independent pub/sub namespaces of Redis.
@@ -296,6 +299,15 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     ),
     removing(
         spec("removekeys", Role::RemoveKeys, ALL, Fanout::SplitSum),
+        Removes::Keys,
+    ),
+    removing(
+        spec(
+            "removekeys.preview",
+            Role::RemoveKeysPreview,
+            ALL,
+            Fanout::SplitSum,
+        ),
         Removes::Keys,
     ),
     removing(
@@ -910,7 +922,11 @@ impl CommandSpec {
                 && !s.blocking
                 && matches!(
                     s.role,
-                    Role::Ordinary | Role::Delete | Role::RemoveKeys | Role::Ping
+                    Role::Ordinary
+                        | Role::Delete
+                        | Role::RemoveKeys
+                        | Role::RemoveKeysPreview
+                        | Role::Ping
                 )
         })
     }
@@ -1176,7 +1192,10 @@ mod tests {
     #[test]
     fn every_removing_command_is_a_guarded_role_with_contiguous_keys() {
         for spec in table().by_name.values() {
-            let guarded = matches!(spec.role, Role::Delete | Role::RemoveKeys);
+            let guarded = matches!(
+                spec.role,
+                Role::Delete | Role::RemoveKeys | Role::RemoveKeysPreview
+            );
             assert_eq!(guarded, spec.removes != Removes::Nothing, "{}", spec.name);
             if spec.removes == Removes::Keys {
                 assert_eq!(spec.keys.step, 1, "{}", spec.name);
@@ -1192,7 +1211,17 @@ mod tests {
             v.sort_unstable();
             v
         };
-        assert_eq!(names, ["del", "getdel", "migrate", "removekeys", "unlink"]);
+        assert_eq!(
+            names,
+            [
+                "del",
+                "getdel",
+                "migrate",
+                "removekeys",
+                "removekeys.preview",
+                "unlink"
+            ]
+        );
     }
 
     #[test]

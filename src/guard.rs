@@ -6,6 +6,7 @@
 //! a refused request never leaves a partial deletion behind.
 
 use crate::commands::{self, CommandSpec, Role};
+use crate::prefix_table::PrefixTable;
 use crate::printable::printable_key;
 use crate::protocol::args::Args;
 
@@ -109,6 +110,12 @@ pub struct GuardConfig {
     pub wildcard_chars: String,
     pub delete_command: DeleteCommand,
     pub deny_commands: Vec<String>,
+    /// Keys under these prefixes are never deleted, but by users with
+    /// `bypass_protected_prefixes`.
+    pub protected_prefixes: Vec<String>,
+    /// Keys one user (or one client address, without authentication) may delete per second;
+    /// None: no limit. A user's own setting overrides it.
+    pub max_deleted_keys_per_second: Option<u64>,
 }
 
 /// The built-in defaults, the ones `proxy.toml` in the repository writes out.
@@ -123,9 +130,66 @@ impl Default for GuardConfig {
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),
+            protected_prefixes: Vec::new(),
+            max_deleted_keys_per_second: None,
         }
     }
 }
+
+/// What a client's login allows it beyond the rules that bind everyone: its keyward user's
+/// settings (`[[server.users]]`), prepared once per (re)load.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rights {
+    /// May run the commands in `deny_commands`.
+    pub bypass_deny_commands: bool,
+    /// May delete keys under `protected_prefixes`.
+    pub bypass_protected_prefixes: bool,
+    /// May delete only keys under these prefixes (`delete_prefixes`); None: any key.
+    pub delete_scope: Option<DeleteScope>,
+    /// Overrides `[guard] max_deleted_keys_per_second` for this user.
+    pub max_deleted_keys_per_second: Option<u64>,
+}
+
+/// The rights of a client that has none of its own: keyward does not authenticate, or the
+/// client has not logged in.
+pub static NO_RIGHTS: Rights = Rights {
+    bypass_deny_commands: false,
+    bypass_protected_prefixes: false,
+    delete_scope: None,
+    max_deleted_keys_per_second: None,
+};
+
+/// A user's `delete_prefixes`, with their prefix table.
+#[derive(Debug, Clone)]
+pub struct DeleteScope {
+    prefixes: Vec<String>,
+    table: PrefixTable<()>,
+}
+
+impl DeleteScope {
+    pub fn new(prefixes: &[String]) -> Self {
+        let mut table = PrefixTable::default();
+        for p in prefixes {
+            table.insert(p.as_bytes(), ());
+        }
+        DeleteScope {
+            prefixes: prefixes.to_vec(),
+            table,
+        }
+    }
+
+    fn allows(&self, key: &[u8]) -> bool {
+        self.table.first_match(key).is_some()
+    }
+}
+
+impl PartialEq for DeleteScope {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefixes == other.prefixes
+    }
+}
+
+impl Eq for DeleteScope {}
 
 // ---------------------------------------------------------------------------------------------
 // The policy.
@@ -148,6 +212,10 @@ pub struct GuardPolicy {
     /// Bit `n` set when a deny entry's command name is `n` bytes long (bit 63: 63 or more): most
     /// requests (GET, SET...) have a length no entry has and skip the list without comparing.
     deny_lengths: u64,
+    /// `protected_prefixes`, as written, and their table (values: positions in the list).
+    protected: Vec<String>,
+    protected_table: PrefixTable<usize>,
+    max_deleted_keys_per_second: Option<u64>,
 }
 
 /// The bit of [`GuardPolicy::deny_lengths`] for a name of `len` bytes.
@@ -170,15 +238,32 @@ pub enum Rule {
     MaxKeys,
     DenyCommands,
     Arity,
+    ProtectedPrefixes,
+    DeletePrefixes,
+    RateLimit,
 }
 
 impl Rule {
+    /// Every rule, in the order the guard applies them (the first that fails is named).
+    pub const ORDER: [Rule; 7] = [
+        Rule::DenyCommands,
+        Rule::Arity,
+        Rule::MaxKeys,
+        Rule::Wildcard,
+        Rule::ProtectedPrefixes,
+        Rule::DeletePrefixes,
+        Rule::RateLimit,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Rule::Wildcard => "wildcard_chars",
             Rule::MaxKeys => "max_keys",
             Rule::DenyCommands => "deny_commands",
             Rule::Arity => "arity",
+            Rule::ProtectedPrefixes => "protected_prefixes",
+            Rule::DeletePrefixes => "delete_prefixes",
+            Rule::RateLimit => "rate_limit",
         }
     }
 }
@@ -236,6 +321,10 @@ impl GuardPolicy {
         let deny_lengths = deny
             .iter()
             .fold(0, |bits, entry| bits | length_bit(entry.command.len()));
+        let mut protected_table = PrefixTable::default();
+        for (i, prefix) in config.protected_prefixes.iter().enumerate() {
+            protected_table.insert(prefix.as_bytes(), i);
+        }
         GuardPolicy {
             mode: config.mode,
             max_keys: config.max_keys,
@@ -245,7 +334,22 @@ impl GuardPolicy {
             delete_command: config.delete_command,
             deny,
             deny_lengths,
+            protected: config.protected_prefixes.clone(),
+            protected_table,
+            max_deleted_keys_per_second: config.max_deleted_keys_per_second,
         }
+    }
+
+    /// Whether the guard refuses or only logs (`[guard] mode`).
+    pub fn mode(&self) -> GuardMode {
+        self.mode
+    }
+
+    /// The delete rate for a client with `rights`: its user's own, else `[guard]`'s.
+    pub fn delete_rate(&self, rights: &Rights) -> Option<u64> {
+        rights
+            .max_deleted_keys_per_second
+            .or(self.max_deleted_keys_per_second)
     }
 
     /// The most keys one request may name (`max_keys`).
@@ -256,27 +360,23 @@ impl GuardPolicy {
     /// Decides what happens to one request. `args[0]` is the command name as the client sent it;
     /// `spec` is its entry in the command table, if any.
     pub fn check(&self, spec: Option<&CommandSpec>, args: Args<'_>) -> Verdict {
-        self.check_as(spec, args, false)
+        self.check_as(spec, args, &NO_RIGHTS)
     }
 
-    /// [`check`](Self::check) for a client whose keyward user may run the commands in
-    /// `deny_commands` (`bypass_deny_commands`); the key rules still apply to it.
+    /// [`check`](Self::check) for a client with `rights` (its keyward user's: the bypasses and
+    /// the delete scope).
     ///
-    /// In dry-run mode a refusal by `wildcard_chars`, `max_keys` or `deny_commands` becomes
-    /// [`Verdict::WouldRefuse`]; a `REMOVEKEYS` without keys is still refused, since no command
-    /// it could become would be a valid request.
-    pub fn check_as(
-        &self,
-        spec: Option<&CommandSpec>,
-        args: Args<'_>,
-        bypass_deny_commands: bool,
-    ) -> Verdict {
-        let verdict = self.enforced(spec, args, bypass_deny_commands);
+    /// In dry-run mode a refusal by any rule but `arity` becomes [`Verdict::WouldRefuse`]; a
+    /// `REMOVEKEYS` without keys is still refused, since no command it could become would be a
+    /// valid request. The rate limit is not the guard's: it keeps state ([`crate::rate_limit`]).
+    pub fn check_as(&self, spec: Option<&CommandSpec>, args: Args<'_>, rights: &Rights) -> Verdict {
+        let verdict = self.enforced(spec, args, rights);
         match verdict {
             Verdict::Refuse(refusal)
                 if self.mode == GuardMode::DryRun && refusal.rule != Rule::Arity =>
             {
                 let removes_keys = spec.is_some_and(|s| s.role == Role::RemoveKeys);
+                // Dry run: `rename` says what a REMOVEKEYS is sent as.
                 Verdict::WouldRefuse {
                     rule: refusal.rule,
                     rename: removes_keys.then_some(self.delete_command),
@@ -287,22 +387,19 @@ impl GuardPolicy {
     }
 
     /// The verdict in enforce mode.
-    fn enforced(
-        &self,
-        spec: Option<&CommandSpec>,
-        args: Args<'_>,
-        bypass_deny_commands: bool,
-    ) -> Verdict {
+    fn enforced(&self, spec: Option<&CommandSpec>, args: Args<'_>, rights: &Rights) -> Verdict {
         let Some(name) = args.first() else {
             return Verdict::Forward;
         };
-        if !bypass_deny_commands && let Some(refusal) = self.denied(name, args) {
+        if !rights.bypass_deny_commands
+            && let Some(refusal) = self.denied(name, args)
+        {
             return Verdict::Refuse(refusal);
         }
         let Some(spec) = spec else {
             return Verdict::Forward;
         };
-        if spec.role == Role::RemoveKeys && args.len() < 2 {
+        if matches!(spec.role, Role::RemoveKeys | Role::RemoveKeysPreview) && args.len() < 2 {
             return Verdict::Refuse(Refusal {
                 rule: Rule::Arity,
                 message: "ERR wrong number of arguments for 'removekeys' command".into(),
@@ -310,7 +407,7 @@ impl GuardPolicy {
             });
         }
         // DEL and UNLINK without keys are left to Redis, which answers with its own arity error.
-        if let Some(refusal) = self.check_keys(name, commands::removed_keys(spec, args)) {
+        if let Some(refusal) = self.check_keys(name, commands::removed_keys(spec, args), rights) {
             return Verdict::Refuse(refusal);
         }
         match spec.role {
@@ -359,9 +456,10 @@ impl GuardPolicy {
         })
     }
 
-    /// Checks the keys of a delete: the count first (cheap, and the clearer message when both
-    /// rules are broken), then every byte of every key against the wildcard characters.
-    fn check_keys(&self, name: &[u8], keys: Args<'_>) -> Option<Refusal> {
+    /// Checks the keys of a delete, rule by rule in [`Rule::ORDER`]: the count first (cheap,
+    /// and the clearer message when several rules are broken), then every byte of every key
+    /// against the wildcard characters, then the protected prefixes and the user's scope.
+    fn check_keys(&self, name: &[u8], keys: Args<'_>, rights: &Rights) -> Option<Refusal> {
         if keys.is_empty() {
             return None;
         }
@@ -383,6 +481,12 @@ impl GuardPolicy {
                 key: None,
             });
         }
+        self.check_wildcards(keys, &command)
+            .or_else(|| self.check_prefixes(keys, &command, rights))
+    }
+
+    /// `wildcard_chars`.
+    fn check_wildcards(&self, keys: Args<'_>, command: &dyn Fn() -> String) -> Option<Refusal> {
         // One search over the run of bytes that holds all the keys: when it finds nothing, no
         // key holds a wildcard. A find may be in a header between two keys, so only then is
         // each key searched on its own, for the first offending one.
@@ -406,6 +510,55 @@ impl GuardPolicy {
                     ),
                     key: Some(printable_key(key)),
                 });
+            }
+        }
+        None
+    }
+
+    /// `protected_prefixes`, then the user's `delete_prefixes`.
+    fn check_prefixes(
+        &self,
+        keys: Args<'_>,
+        command: &dyn Fn() -> String,
+        rights: &Rights,
+    ) -> Option<Refusal> {
+        if !rights.bypass_protected_prefixes && !self.protected_table.is_empty() {
+            for key in keys {
+                if let Some(&i) = self.protected_table.first_match(key) {
+                    return Some(Refusal {
+                        rule: Rule::ProtectedPrefixes,
+                        message: format!(
+                            "ERR keyward guard: {} refused, key '{}' is under the protected \
+                             prefix '{}' (rule protected_prefixes); nothing was deleted",
+                            command(),
+                            printable_key(key),
+                            self.protected[i]
+                        ),
+                        key: Some(printable_key(key)),
+                    });
+                }
+            }
+        }
+        if let Some(scope) = &rights.delete_scope {
+            for key in keys {
+                if !scope.allows(key) {
+                    return Some(Refusal {
+                        rule: Rule::DeletePrefixes,
+                        message: format!(
+                            "ERR keyward guard: {} refused, key '{}' is outside this user's \
+                             delete scope ({}) (rule delete_prefixes); nothing was deleted",
+                            command(),
+                            printable_key(key),
+                            scope
+                                .prefixes
+                                .iter()
+                                .map(|p| format!("'{p}'"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        key: Some(printable_key(key)),
+                    });
+                }
             }
         }
         None
@@ -447,6 +600,79 @@ mod tests {
             Verdict::Refuse(r) => r,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    fn verdict_for(policy: &GuardPolicy, rights: &Rights, words: &[&[u8]]) -> Verdict {
+        let request = Request::from_args(words);
+        policy.check_as(commands::lookup(words[0]), request.args(), rights)
+    }
+
+    fn protecting(prefixes: &[&str]) -> GuardPolicy {
+        GuardPolicy::new(&GuardConfig {
+            protected_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            ..GuardConfig::default()
+        })
+    }
+
+    #[test]
+    fn protected_prefixes_refuse_unless_the_user_may_bypass_them() {
+        let p = protecting(&["billing:", "session:"]);
+        let r = refusal(verdict(&p, &[b"DEL", b"cache:1", b"session:9"]));
+        assert_eq!(r.rule, Rule::ProtectedPrefixes);
+        assert_eq!(r.key.as_deref(), Some("session:9"));
+        assert!(r.message.contains("'session:'"), "{}", r.message);
+        assert_eq!(
+            verdict(&p, &[b"UNLINK", b"billing", b"x:billing:1"]),
+            Verdict::Forward
+        );
+        let bypass = Rights {
+            bypass_protected_prefixes: true,
+            ..Rights::default()
+        };
+        assert_eq!(
+            verdict_for(&p, &bypass, &[b"DEL", b"billing:1"]),
+            Verdict::Forward
+        );
+        // Reads are not deletes.
+        assert_eq!(verdict(&p, &[b"GET", b"billing:1"]), Verdict::Forward);
+    }
+
+    #[test]
+    fn a_delete_scope_allows_only_its_prefixes() {
+        let p = policy();
+        let scoped = Rights {
+            delete_scope: Some(DeleteScope::new(&["cache:".into(), "tmp:".into()])),
+            ..Rights::default()
+        };
+        assert_eq!(
+            verdict_for(&p, &scoped, &[b"REMOVEKEYS", b"cache:1", b"tmp:2"]),
+            Verdict::Rewrite(DeleteCommand::Unlink)
+        );
+        let r = refusal(verdict_for(&p, &scoped, &[b"DEL", b"cache:1", b"user:2"]));
+        assert_eq!(r.rule, Rule::DeletePrefixes);
+        assert_eq!(r.key.as_deref(), Some("user:2"));
+    }
+
+    #[test]
+    fn the_first_rule_in_order_is_named() {
+        let p = GuardPolicy::new(&GuardConfig {
+            max_keys: 2,
+            protected_prefixes: vec!["b:".into()],
+            ..GuardConfig::default()
+        });
+        let scoped = Rights {
+            delete_scope: Some(DeleteScope::new(&["c:".into()])),
+            ..Rights::default()
+        };
+        let rule = |words: &[&[u8]]| refusal(verdict_for(&p, &scoped, words)).rule;
+        assert_eq!(rule(&[b"DEL", b"b:*", b"x", b"y"]), Rule::MaxKeys);
+        assert_eq!(rule(&[b"DEL", b"b:*", b"x"]), Rule::Wildcard);
+        assert_eq!(rule(&[b"DEL", b"x", b"b:1"]), Rule::ProtectedPrefixes);
+        assert_eq!(rule(&[b"DEL", b"x", b"c:1"]), Rule::DeletePrefixes);
+        assert_eq!(
+            Rule::ORDER.iter().position(|r| *r == Rule::RateLimit),
+            Some(6)
+        );
     }
 
     #[test]

@@ -17,21 +17,37 @@ use crate::cluster::fanout;
 use crate::cluster::topology::slot_of;
 use crate::cluster::{Cluster, Submitted, Target};
 use crate::commands::{self, Fanout};
-use crate::guard::{GuardPolicy, Refusal, Verdict};
+use crate::guard::{
+    DeleteCommand, GuardMode, GuardPolicy, NO_RIGHTS, Refusal, Rights, Rule, Verdict,
+};
 use crate::hooks::{Hook, MissingParam, Params};
 use crate::metrics;
 use crate::protocol::args::OwnedArgs;
 use crate::protocol::reply;
 use crate::protocol::write;
+use crate::rate_limit::{self, DeleteRates};
 
-/// Who asks for a removal, for the guard and the audit line.
+/// Who asks for a removal, for the guard, the rate limit and the audit line.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub peer: SocketAddr,
     /// The keyward user, when keyward authenticates.
     pub user: Option<Arc<str>>,
-    /// The user may run commands in `deny_commands`.
-    pub bypass_deny_commands: bool,
+    /// The user's rights (bypasses, delete scope, rate); None: none.
+    pub rights: Option<Arc<Rights>>,
+}
+
+impl Caller {
+    pub fn rights(&self) -> &Rights {
+        self.rights.as_deref().unwrap_or(&NO_RIGHTS)
+    }
+}
+
+/// The rules a removal is checked against: the guard's, and the delete rate buckets.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub guard: Arc<GuardPolicy>,
+    pub rates: Arc<DeleteRates>,
 }
 
 /// Why a removal removed nothing, or not everything.
@@ -94,7 +110,7 @@ impl KeyOps {
     /// the metrics of a `REMOVEKEYS`.
     pub async fn remove_guarded<K: AsRef<[u8]>>(
         &self,
-        guard: &GuardPolicy,
+        rules: &Rules,
         caller: &Caller,
         via: Via,
         keys: Vec<K>,
@@ -109,28 +125,41 @@ impl KeyOps {
         let args = OwnedArgs::from_parts(&parts);
         let args = args.args();
         let command = commands::id_of(spec);
-        let delete = match guard.check_as(spec, args, caller.bypass_deny_commands) {
+        let refused = |rule: Rule, dry_run: bool| {
+            let words = if dry_run { "would refuse" } else { "refused" };
+            Audit::start(caller.peer, caller.user.as_ref(), args)
+                .via(via.clone())
+                .log(&format!("{words}: {}", rule.name()));
+            if let Some(m) = metrics::get() {
+                m.refused(command, rule, dry_run);
+            }
+        };
+        let delete = match rules.guard.check_as(spec, args, caller.rights()) {
             Verdict::Refuse(refusal) => {
-                Audit::start(caller.peer, caller.user.as_ref(), args)
-                    .via(via)
-                    .log(&format!("refused: {}", refusal.rule.name()));
-                if let Some(m) = metrics::get() {
-                    m.refused(command, refusal.rule, false);
-                }
+                refused(refusal.rule, false);
                 return Err(RemoveError::Refused(refusal));
             }
             Verdict::WouldRefuse { rule, rename } => {
-                Audit::start(caller.peer, caller.user.as_ref(), args)
-                    .via(via.clone())
-                    .log(&format!("would refuse: {}", rule.name()));
-                if let Some(m) = metrics::get() {
-                    m.refused(command, rule, true);
-                }
-                rename.unwrap_or(crate::guard::DeleteCommand::Unlink)
+                refused(rule, true);
+                rename.unwrap_or(DeleteCommand::Unlink)
             }
             Verdict::Rewrite(delete) => delete,
-            Verdict::Forward => crate::guard::DeleteCommand::Unlink,
+            Verdict::Forward => DeleteCommand::Unlink,
         };
+        if let Some(refusal) = rate_limit::check(
+            &rules.rates,
+            &rules.guard,
+            caller.rights(),
+            || rate_limit::who(caller.user.as_ref(), caller.peer.ip()),
+            "REMOVEKEYS",
+            requested,
+        ) {
+            let dry_run = rules.guard.mode() == GuardMode::DryRun;
+            refused(refusal.rule, dry_run);
+            if !dry_run {
+                return Err(RemoveError::Refused(refusal));
+            }
+        }
         let audit = Audit::start(caller.peer, caller.user.as_ref(), args).via(via);
         if let Some(m) = metrics::get() {
             m.keys_requested(command, requested);
@@ -156,11 +185,58 @@ impl KeyOps {
         }
     }
 
+    /// What [`remove_guarded`](Self::remove_guarded) would do: every rule of the guard (not
+    /// the rate limit, which a preview does not draw on), then how many of the distinct `keys`
+    /// exist now, deleting nothing.
+    pub async fn preview_guarded<K: AsRef<[u8]>>(
+        &self,
+        rules: &Rules,
+        caller: &Caller,
+        keys: Vec<K>,
+    ) -> Result<Removed, RemoveError> {
+        let mut keys = keys;
+        dedup_keeping_order(&mut keys);
+        let spec = commands::lookup(b"REMOVEKEYS.PREVIEW");
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
+        parts.push(b"REMOVEKEYS.PREVIEW");
+        parts.extend(keys.iter().map(|k| k.as_ref()));
+        let args = OwnedArgs::from_parts(&parts);
+        let args = args.args();
+        let command = commands::id_of(spec);
+        match rules.guard.check_as(spec, args, caller.rights()) {
+            Verdict::Refuse(refusal) => {
+                Audit::start(caller.peer, caller.user.as_ref(), args)
+                    .via(Via::Http)
+                    .log(&format!("refused: {}", refusal.rule.name()));
+                if let Some(m) = metrics::get() {
+                    m.refused(command, refusal.rule, false);
+                }
+                return Err(RemoveError::Refused(refusal));
+            }
+            Verdict::WouldRefuse { rule, .. } => {
+                if let Some(m) = metrics::get() {
+                    m.refused(command, rule, true);
+                }
+            }
+            Verdict::Forward | Verdict::Rewrite(_) => {}
+        }
+        match self.remove(b"EXISTS", &keys).await {
+            Ok(existing) => Ok(Removed {
+                requested: keys.len(),
+                removed: existing,
+            }),
+            Err((_, message)) => Err(RemoveError::Upstream {
+                removed: 0,
+                message,
+            }),
+        }
+    }
+
     /// Runs `hook` with `params` now and, with a `delay_ms`, once more after it (in the
     /// background). The second removal is logged and counted like the first.
     pub async fn run_hook(
         self: &Arc<Self>,
-        guard: &GuardPolicy,
+        rules: &Rules,
         caller: &Caller,
         hook: &Arc<Hook>,
         params: &Params,
@@ -175,17 +251,17 @@ impl KeyOps {
         };
         let via = Via::Hook(hook.name.clone());
         let result = self
-            .remove_guarded(guard, caller, via.clone(), keys.clone())
+            .remove_guarded(rules, caller, via.clone(), keys.clone())
             .await;
         note_hook_run(&hook.name, outcome_label(&result));
         if result.is_ok() && !hook.delay.is_zero() {
             let ops = self.clone();
-            let guard = guard.clone();
+            let rules = rules.clone();
             let caller = caller.clone();
             let hook = hook.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(hook.delay).await;
-                let again = ops.remove_guarded(&guard, &caller, via, keys).await;
+                let again = ops.remove_guarded(&rules, &caller, via, keys).await;
                 note_hook_run(&hook.name, outcome_label(&again));
                 if let Err(e) = again {
                     tracing::warn!(hook = %hook.name, error = %e, "delayed hook removal failed");
@@ -196,7 +272,8 @@ impl KeyOps {
     }
 
     /// Sends `delete key...` (keys distinct): whole to a standalone Redis, one command per slot
-    /// to a cluster. `Err((removed so far, message))` when any part failed.
+    /// to a cluster, the integer replies added (`EXISTS` too). `Err((removed so far, message))`
+    /// when any part failed.
     async fn remove<K: AsRef<[u8]>>(
         &self,
         delete: &[u8],

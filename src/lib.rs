@@ -20,6 +20,7 @@ pub mod net;
 pub mod prefix_table;
 pub mod printable;
 pub mod protocol;
+pub mod rate_limit;
 pub mod reload;
 pub mod server;
 pub mod session;

@@ -157,12 +157,7 @@ impl Redirect {
 }
 
 /// The guard's rules as metric labels, in a fixed order.
-const RULES: [Rule; 4] = [
-    Rule::Wildcard,
-    Rule::MaxKeys,
-    Rule::DenyCommands,
-    Rule::Arity,
-];
+const RULES: [Rule; 7] = Rule::ORDER;
 
 fn rule_index(rule: Rule) -> usize {
     RULES.iter().position(|r| *r == rule).unwrap_or(0)

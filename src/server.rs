@@ -420,7 +420,8 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 /// What every session shares, from the configuration.
 fn session_context(config: &Config) -> SessionContext {
     SessionContext {
-        guard: GuardPolicy::new(&config.guard),
+        guard: Arc::new(GuardPolicy::new(&config.guard)),
+        rates: Arc::default(),
         limits: ScanLimits {
             max_bulk_len: config.limits.max_bulk_len,
             max_args: config.limits.max_request_args,

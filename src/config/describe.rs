@@ -50,6 +50,9 @@ impl Config {
         if let Some(level) = &server.log_level {
             line(format!("log_level = {}", quote(level)));
         }
+        if let Some(prefixes) = &server.delete_prefixes {
+            line(format!("delete_prefixes = {}", quote_list(prefixes)));
+        }
         for user in &server.users {
             line(String::new());
             line("[[server.users]]".into());
@@ -59,6 +62,16 @@ impl Config {
                 "bypass_deny_commands = {}",
                 user.bypass_deny_commands
             ));
+            line(format!(
+                "bypass_protected_prefixes = {}",
+                user.bypass_protected_prefixes
+            ));
+            if let Some(prefixes) = &user.delete_prefixes {
+                line(format!("delete_prefixes = {}", quote_list(prefixes)));
+            }
+            if let Some(rate) = user.max_deleted_keys_per_second {
+                line(format!("max_deleted_keys_per_second = {rate}"));
+            }
         }
         if let Some(server_tls) = &tls.server {
             line(String::new());
@@ -99,6 +112,13 @@ impl Config {
             "deny_commands = {}",
             quote_list(&guard.deny_commands)
         ));
+        line(format!(
+            "protected_prefixes = {}",
+            quote_list(&guard.protected_prefixes)
+        ));
+        if let Some(rate) = guard.max_deleted_keys_per_second {
+            line(format!("max_deleted_keys_per_second = {rate}"));
+        }
         line(String::new());
         line("[limits]".into());
         line(format!("max_bulk_len = {}", limits.max_bulk_len));
@@ -193,6 +213,7 @@ mod tests {
             name: "ops".into(),
             password_sha256: crate::auth::sha256(b"opspass"),
             bypass_deny_commands: true,
+            ..User::default()
         }];
         let text = config.describe();
         let hash: String = crate::auth::sha256(b"opspass")

@@ -87,6 +87,7 @@ pub struct ServerFile {
     pub idle_timeout_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub delete_prefixes: Option<Vec<String>>,
     pub tls: Option<ServerTlsFile>,
 }
 
@@ -97,6 +98,9 @@ pub struct UserFile {
     pub name: String,
     pub password_sha256: String,
     pub bypass_deny_commands: Option<bool>,
+    pub bypass_protected_prefixes: Option<bool>,
+    pub delete_prefixes: Option<Vec<String>>,
+    pub max_deleted_keys_per_second: Option<u64>,
 }
 
 /// Written by hand so that `{:?}` never shows the password hash.
@@ -106,6 +110,12 @@ impl fmt::Debug for UserFile {
             .field("name", &self.name)
             .field("password_sha256", &"<set>")
             .field("bypass_deny_commands", &self.bypass_deny_commands)
+            .field("bypass_protected_prefixes", &self.bypass_protected_prefixes)
+            .field("delete_prefixes", &self.delete_prefixes)
+            .field(
+                "max_deleted_keys_per_second",
+                &self.max_deleted_keys_per_second,
+            )
             .finish()
     }
 }
@@ -186,6 +196,8 @@ pub struct GuardFile {
     pub wildcard_chars: Option<String>,
     pub delete_command: Option<DeleteCommand>,
     pub deny_commands: Option<Vec<String>>,
+    pub protected_prefixes: Option<Vec<String>>,
+    pub max_deleted_keys_per_second: Option<u64>,
 }
 
 /// `[limits]`

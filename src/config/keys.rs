@@ -45,3 +45,6 @@ pub(super) const HTTP_TLS_CERT_FILE: &str = "http.tls.cert_file";
 pub(super) const HTTP_TLS_KEY_FILE: &str = "http.tls.key_file";
 pub(super) const HTTP_TLS_CLIENT_CA_FILE: &str = "http.tls.client_ca_file";
 pub(super) const HOOKS: &str = "hooks";
+pub(super) const SERVER_DELETE_PREFIXES: &str = "server.delete_prefixes";
+pub(super) const GUARD_PROTECTED_PREFIXES: &str = "guard.protected_prefixes";
+pub(super) const GUARD_MAX_DELETED_KEYS_PER_SECOND: &str = "guard.max_deleted_keys_per_second";

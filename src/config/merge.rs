@@ -72,6 +72,11 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.server.log_level,
             s.log_level.clone().map(Some),
         );
+        set.value(
+            SERVER_DELETE_PREFIXES,
+            &mut c.server.delete_prefixes,
+            s.delete_prefixes.clone().map(Some),
+        );
         set.value(UPSTREAM_MODE, &mut c.upstream.mode, u.mode);
         set.value(UPSTREAM_NODES, &mut c.upstream.nodes, u.nodes.clone());
         set.value(
@@ -115,6 +120,16 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             GUARD_DENY_COMMANDS,
             &mut c.guard.deny_commands,
             g.deny_commands.clone(),
+        );
+        set.value(
+            GUARD_PROTECTED_PREFIXES,
+            &mut c.guard.protected_prefixes,
+            g.protected_prefixes.clone(),
+        );
+        set.value(
+            GUARD_MAX_DELETED_KEYS_PER_SECOND,
+            &mut c.guard.max_deleted_keys_per_second,
+            g.max_deleted_keys_per_second.map(Some),
         );
         set.value(
             LIMITS_MAX_BULK_LEN,

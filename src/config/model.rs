@@ -111,6 +111,9 @@ pub struct ServerConfig {
     /// What is logged (`[server] log_level`, `--log-level`): a level or a tracing filter; None
     /// leaves it to `RUST_LOG`, else `info`. Changed by a reload without a restart.
     pub log_level: Option<String>,
+    /// The default user's delete scope (`[server] delete_prefixes`): with `password`, the keys
+    /// it may delete; None: any.
+    pub delete_prefixes: Option<Vec<String>>,
 }
 
 /// Written by hand so that `{:?}` of a configuration never shows a password.
@@ -126,6 +129,7 @@ impl fmt::Debug for ServerConfig {
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("idle_timeout", &self.idle_timeout)
             .field("log_format", &self.log_format)
+            .field("delete_prefixes", &self.delete_prefixes)
             .finish()
     }
 }
@@ -139,7 +143,8 @@ impl ServerConfig {
             users.push(User {
                 name: crate::auth::DEFAULT_USER.into(),
                 password_sha256: crate::auth::sha256(password.as_bytes()),
-                bypass_deny_commands: false,
+                delete_prefixes: self.delete_prefixes.clone(),
+                ..User::default()
             });
         }
         users
@@ -222,6 +227,7 @@ impl Default for Config {
                 idle_timeout: Duration::ZERO,
                 log_format: LogFormat::Text,
                 log_level: None,
+                delete_prefixes: None,
             },
             upstream: UpstreamConfig {
                 mode: UpstreamMode::Standalone,

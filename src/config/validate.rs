@@ -215,6 +215,20 @@ pub(super) fn validate(config: &mut Config, origins: &Origins) -> Result<(), Con
         }
     }
     guard.deny_commands = deny;
+    if let Err(message) = check_prefixes(&guard.protected_prefixes) {
+        return fail(GUARD_PROTECTED_PREFIXES, message);
+    }
+    if guard.max_deleted_keys_per_second == Some(0) {
+        return fail(
+            GUARD_MAX_DELETED_KEYS_PER_SECOND,
+            "must be at least 1; remove it for no limit".into(),
+        );
+    }
+    if let Some(prefixes) = &config.server.delete_prefixes
+        && let Err(message) = check_prefixes(prefixes)
+    {
+        return fail(SERVER_DELETE_PREFIXES, message);
+    }
 
     let limits = &config.limits;
     for (key, value) in [
@@ -267,13 +281,35 @@ pub(super) fn users_from_file(users: &[UserFile]) -> Result<Vec<User>, String> {
                  password (e.g. the output of: printf %s 'the password' | sha256sum)"
             ));
         };
+        if let Some(prefixes) = &user.delete_prefixes
+            && let Err(message) = check_prefixes(prefixes)
+        {
+            return Err(format!("{which}: delete_prefixes {message}"));
+        }
+        if user.max_deleted_keys_per_second == Some(0) {
+            return Err(format!(
+                "{which}: max_deleted_keys_per_second must be at least 1 (remove it for no limit)"
+            ));
+        }
         out.push(User {
             name: user.name.clone(),
             password_sha256,
             bypass_deny_commands: user.bypass_deny_commands.unwrap_or(false),
+            bypass_protected_prefixes: user.bypass_protected_prefixes.unwrap_or(false),
+            delete_prefixes: user.delete_prefixes.clone(),
+            max_deleted_keys_per_second: user.max_deleted_keys_per_second,
         });
     }
     Ok(out)
+}
+
+/// A list of key prefixes: none empty (an empty prefix would take in every key; to allow
+/// every key, leave the setting out).
+fn check_prefixes(prefixes: &[String]) -> Result<(), String> {
+    if prefixes.iter().any(|p| p.is_empty()) {
+        return Err("has an empty prefix, which would match every key; remove it".into());
+    }
+    Ok(())
 }
 
 /// Whether a listen address only accepts connections from this machine. A host name other than

@@ -57,6 +57,10 @@ impl Api {
     ) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
+        let dry_run = request.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|p| p == "dry_run=true" || p == "dry_run=1")
+        });
         if path == "/v1/openapi.json" {
             if method != Method::GET {
                 return unread(request, &method_not_allowed("GET")).await;
@@ -95,6 +99,7 @@ impl Api {
             Err(e) => return error_response(&e),
         };
         let answer = match (path.as_str(), hook) {
+            ("/v1/keys/remove", _) if dry_run => self.preview(&ctx, &caller, &body).await,
             ("/v1/keys/remove", _) => self.remove(&ctx, &caller, &body).await,
             ("/v1/keys/get", _) => self.get(&ctx, &caller, &body).await,
             ("/v1/keys/set", _) => self.set(&ctx, &caller, &body).await,
@@ -182,12 +187,28 @@ impl Api {
         let keys: Vec<&[u8]> = request.keys.0.iter().map(|k| k.as_bytes()).collect();
         let removed = self
             .ops
-            .remove_guarded(&ctx.guard, caller, Via::Http, keys)
+            .remove_guarded(&ctx.rules(), caller, Via::Http, keys)
             .await?;
         Ok(serde_json::json!({
             "success": true,
             "requested": removed.requested,
             "removed": removed.removed,
+        }))
+    }
+
+    /// `POST /v1/keys/remove?dry_run=true`: every rule, then the keys that exist now.
+    async fn preview(&self, ctx: &SessionContext, caller: &Caller, body: &[u8]) -> Answer {
+        let request: KeysRequest = parse(body)?;
+        if request.keys.0.is_empty() {
+            return Err(ApiError::bad_request("`keys` names no key"));
+        }
+        let keys: Vec<&[u8]> = request.keys.0.iter().map(|k| k.as_bytes()).collect();
+        let preview = self.ops.preview_guarded(&ctx.rules(), caller, keys).await?;
+        Ok(serde_json::json!({
+            "success": true,
+            "dry_run": true,
+            "requested": preview.requested,
+            "would_remove": preview.removed,
         }))
     }
 
@@ -251,7 +272,10 @@ impl Api {
         for (name, value) in request.params {
             params.set(&name, value.0.into_bytes());
         }
-        let removed = self.ops.run_hook(&ctx.guard, caller, hook, &params).await?;
+        let removed = self
+            .ops
+            .run_hook(&ctx.rules(), caller, hook, &params)
+            .await?;
         Ok(serde_json::json!({
             "success": true,
             "requested": removed.requested,
@@ -292,7 +316,7 @@ async fn authenticate(
     let open = Caller {
         peer,
         user: None,
-        bypass_deny_commands: false,
+        rights: None,
     };
     let Some(auth) = ctx.auth.as_deref() else {
         return Ok(open);
@@ -345,7 +369,7 @@ fn caller_for(peer: SocketAddr, login: &Login) -> Caller {
     Caller {
         peer,
         user: login.user().cloned(),
-        bypass_deny_commands: login.bypasses_deny_commands(),
+        rights: login.shared_rights(),
     }
 }
 
@@ -353,10 +377,7 @@ fn caller_for(peer: SocketAddr, login: &Login) -> Caller {
 fn check_allowed(ctx: &SessionContext, caller: &Caller, command: &[u8]) -> Result<(), ApiError> {
     let args = OwnedArgs::from_parts(&[command]);
     let spec = commands::lookup(command);
-    match ctx
-        .guard
-        .check_as(spec, args.args(), caller.bypass_deny_commands)
-    {
+    match ctx.guard.check_as(spec, args.args(), caller.rights()) {
         Verdict::Refuse(refusal) => Err(ApiError::refused(refusal)),
         _ => Ok(()),
     }

@@ -63,6 +63,21 @@ pub const CODES: &[(&str, u16, &str)] = &[
         "more distinct keys than [guard] max_keys; nothing was deleted",
     ),
     (
+        "protected_prefixes",
+        422,
+        "a key is under a protected prefix ([guard] protected_prefixes); nothing was deleted",
+    ),
+    (
+        "delete_prefixes",
+        422,
+        "a key is outside the user's delete scope (delete_prefixes); nothing was deleted",
+    ),
+    (
+        "rate_limit",
+        429,
+        "the delete would exceed max_deleted_keys_per_second; nothing was deleted; the message says when to retry",
+    ),
+    (
         "missing_param",
         422,
         "a hook's template needs a parameter the request does not give; nothing was deleted",
@@ -101,6 +116,7 @@ impl ApiError {
     pub fn refused(refusal: Refusal) -> Self {
         let status = match refusal.rule {
             Rule::DenyCommands => StatusCode::FORBIDDEN,
+            Rule::RateLimit => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         let code = match refusal.rule {

@@ -43,7 +43,7 @@ pub fn document() -> Value {
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
         })
     };
-    let delete_errors = [400, 401, 403, 413, 415, 422, 502];
+    let delete_errors = [400, 401, 403, 413, 415, 422, 429, 502];
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -56,10 +56,21 @@ pub fn document() -> Value {
         "security": [{"basic": []}, {"bearer": []}],
         "paths": {
             "/v1/keys/remove": {"post": {
-                "summary": "Remove keys (missing keys are skipped)",
+                "summary": "Remove keys (missing keys are skipped); with dry_run=true, only say how many would be removed",
                 "operationId": "removeKeys",
+                "parameters": [{
+                    "name": "dry_run", "in": "query", "required": false,
+                    "schema": {"type": "boolean"},
+                    "description": "Check every rule and count the keys that exist now; delete nothing"
+                }],
                 "requestBody": body("KeysRequest"),
-                "responses": with_errors(ok("RemoveResult", "The keys were removed"), &delete_errors)
+                "responses": with_errors(json!({
+                    "description": "The keys were removed (or, with dry_run, would be)",
+                    "content": {"application/json": {"schema": {"oneOf": [
+                        {"$ref": "#/components/schemas/RemoveResult"},
+                        {"$ref": "#/components/schemas/PreviewResult"}
+                    ]}}}
+                }), &delete_errors)
             }},
             "/v1/keys/get": {"post": {
                 "summary": "Read string values (null for a missing key or one that is not a string)",
@@ -84,7 +95,7 @@ pub fn document() -> Value {
                     "required": false,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HookRequest"}}}
                 },
-                "responses": with_errors(ok("RemoveResult", "The hook's keys were removed"), &[400, 401, 403, 404, 413, 415, 422, 502])
+                "responses": with_errors(ok("RemoveResult", "The hook's keys were removed"), &[400, 401, 403, 404, 413, 415, 422, 429, 502])
             }},
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
@@ -147,6 +158,15 @@ pub fn document() -> Value {
                         "success": {"type": "boolean"},
                         "requested": {"type": "integer", "description": "Distinct keys asked for"},
                         "removed": {"type": "integer", "description": "Keys removed (missing keys are skipped)"}
+                    }
+                },
+                "PreviewResult": {
+                    "type": "object", "required": ["success", "dry_run", "requested", "would_remove"],
+                    "properties": {
+                        "success": {"type": "boolean"},
+                        "dry_run": {"type": "boolean", "enum": [true]},
+                        "requested": {"type": "integer", "description": "Distinct keys asked for"},
+                        "would_remove": {"type": "integer", "description": "Keys that exist now"}
                     }
                 },
                 "GetResult": {

@@ -18,9 +18,10 @@ use super::hook_runs::{self, ClientHooks, HookFuture, HookRuns, Transaction};
 use crate::audit::{self, Audit};
 use crate::auth::{self, ClientAuth, Gate, Login};
 use crate::commands::{self, CommandSpec, ReplySwitch, Role};
-use crate::guard::Verdict;
+use crate::guard::{GuardMode, Refusal, Verdict};
 use crate::keyops::{Caller, KeyOps};
 use crate::metrics::{self, Outcome, Stamp};
+use crate::protocol::args::Args;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::write;
 use crate::upstream::WarmPool;
@@ -209,7 +210,7 @@ impl Front {
         Caller {
             peer: self.peer,
             user: self.login.user().cloned(),
-            bypass_deny_commands: self.login.bypasses_deny_commands(),
+            rights: self.login.shared_rights(),
         }
     }
 
@@ -304,19 +305,9 @@ impl Front {
             // `deny_commands` may list RUNHOOK too.
             if let Verdict::Refuse(refusal) =
                 ctx.guard
-                    .check_as(spec, request.args(), self.login.bypasses_deny_commands())
+                    .check_as(spec, request.args(), self.login.rights())
             {
-                audit::refused(
-                    self.peer,
-                    self.login.user(),
-                    request.args(),
-                    refusal.rule.name(),
-                );
-                count_local(spec, Outcome::Refused);
-                return Admission::Answer {
-                    reply: write::error(&refusal.message),
-                    refused: true,
-                };
+                return self.refuse(spec, request.args(), refusal);
             }
             // Boxed, as the gate is: inline, its state would enlarge every request's future.
             let reply = Box::pin(hook_runs::run_hook_command(
@@ -331,7 +322,93 @@ impl Front {
             count_local(spec, Outcome::of_reply(&reply));
             return Admission::Answer { reply, refused };
         }
+        if spec.is_some_and(|s| s.role == Role::RemoveKeysPreview)
+            && let Some(refused) = self.preview(ctx, spec, request)
+        {
+            return refused;
+        }
         self.decide(ctx, ready_connections, spec, request, in_transaction)
+    }
+
+    /// The answer to a request the guard refuses; nothing goes upstream.
+    fn refuse(&self, spec: Option<&CommandSpec>, args: Args<'_>, refusal: Refusal) -> Admission {
+        audit::refused(self.peer, self.login.user(), args, refusal.rule.name());
+        if let Some(m) = metrics::get() {
+            let command = commands::id_of(spec);
+            m.refused(command, refusal.rule, false);
+            m.answered(Stamp::new(command, None), Outcome::Refused, None);
+        }
+        Admission::Answer {
+            reply: write::error(&refusal.message),
+            refused: true,
+        }
+    }
+
+    /// `REMOVEKEYS.PREVIEW key...`: every rule of the guard (not the rate limit, which it
+    /// does not draw on), then, when they pass, the request becomes `EXISTS` of the distinct
+    /// keys: the number a `REMOVEKEYS` would remove now. Returns the refusal, if any.
+    fn preview(
+        &self,
+        ctx: &SessionContext,
+        spec: Option<&CommandSpec>,
+        request: &mut Request,
+    ) -> Option<Admission> {
+        match ctx
+            .guard
+            .check_as(spec, request.args(), self.login.rights())
+        {
+            Verdict::Refuse(refusal) => return Some(self.refuse(spec, request.args(), refusal)),
+            Verdict::WouldRefuse { rule, .. } => {
+                audit::would_refuse(self.peer, self.login.user(), request.args(), rule.name());
+                if let Some(m) = metrics::get() {
+                    m.refused(commands::id_of(spec), rule, true);
+                }
+            }
+            Verdict::Forward | Verdict::Rewrite(_) => {}
+        }
+        let exists = {
+            let args = request.args();
+            let mut seen = std::collections::HashSet::with_capacity(args.len());
+            let mut words: Vec<&[u8]> = Vec::with_capacity(args.len());
+            words.push(b"EXISTS");
+            words.extend(args.from(1).iter().filter(|k| seen.insert(*k)));
+            Request::from_args(&words)
+        };
+        *request = exists;
+        None
+    }
+
+    /// The rate limit's verdict on a delete the guard let through (`verdict`).
+    fn rate_limited(
+        &self,
+        ctx: &SessionContext,
+        spec: Option<&CommandSpec>,
+        request: &Request,
+        verdict: Verdict,
+    ) -> Verdict {
+        let Some(spec) = spec else {
+            return verdict;
+        };
+        let keys = commands::removed_keys(spec, request.args()).len();
+        let refusal = crate::rate_limit::check(
+            &ctx.rates,
+            &ctx.guard,
+            self.login.rights(),
+            || crate::rate_limit::who(self.login.user(), self.peer.ip()),
+            &audit::command_name(&request.args()[0]),
+            keys,
+        );
+        match (refusal, ctx.guard.mode()) {
+            (None, _) => verdict,
+            (Some(refusal), GuardMode::Enforce) => Verdict::Refuse(refusal),
+            (Some(refusal), GuardMode::DryRun) => Verdict::WouldRefuse {
+                rule: refusal.rule,
+                rename: match verdict {
+                    Verdict::Rewrite(delete) => Some(delete),
+                    _ => None,
+                },
+            },
+        }
     }
 
     /// Everything after the login gate: keyward's own answers, the guard, the reply watch.
@@ -359,23 +436,24 @@ impl Front {
             _ => {}
         }
 
-        let verdict = ctx
-            .guard
-            .check_as(spec, request.args(), self.login.bypasses_deny_commands());
-        let rename = match verdict {
-            Verdict::Refuse(refusal) => {
-                let user = self.login.user();
-                audit::refused(self.peer, user, request.args(), refusal.rule.name());
-                if let Some(m) = metrics::get() {
-                    let command = commands::id_of(spec);
-                    m.refused(command, refusal.rule, false);
-                    m.answered(Stamp::new(command, None), Outcome::Refused, None);
-                }
-                return Admission::Answer {
-                    reply: write::error(&refusal.message),
-                    refused: true,
-                };
+        let verdict = if role == Role::RemoveKeysPreview {
+            // Checked in `preview`, before it became EXISTS.
+            Verdict::Forward
+        } else {
+            ctx.guard
+                .check_as(spec, request.args(), self.login.rights())
+        };
+        // The rate limit, last of the rules, for deletes every other rule let through.
+        let verdict = match verdict {
+            Verdict::Forward | Verdict::Rewrite(_)
+                if matches!(role, Role::Delete | Role::RemoveKeys) =>
+            {
+                self.rate_limited(ctx, spec, request, verdict)
             }
+            verdict => verdict,
+        };
+        let rename = match verdict {
+            Verdict::Refuse(refusal) => return self.refuse(spec, request.args(), refusal),
             // Dry run: logged now, forwarded as if allowed.
             Verdict::WouldRefuse { rule, rename } => {
                 let user = self.login.user();
@@ -450,7 +528,7 @@ impl Front {
             || Caller {
                 peer,
                 user: login.user().cloned(),
-                bypass_deny_commands: login.bypasses_deny_commands(),
+                rights: login.shared_rights(),
             },
             spec,
             request.args(),
@@ -495,7 +573,8 @@ mod tests {
 
     fn context(auth: Option<ClientAuth>) -> SessionContext {
         SessionContext {
-            guard: GuardPolicy::new(&GuardConfig::default()),
+            guard: Arc::new(GuardPolicy::new(&GuardConfig::default())),
+            rates: Arc::default(),
             limits: ScanLimits {
                 max_bulk_len: 1 << 20,
                 max_args: 1024,
@@ -633,10 +712,10 @@ mod tests {
     #[tokio::test]
     async fn dry_run_forwards_what_the_guard_would_refuse() {
         let mut ctx = context(None);
-        ctx.guard = GuardPolicy::new(&GuardConfig {
+        ctx.guard = Arc::new(GuardPolicy::new(&GuardConfig {
             mode: GuardMode::DryRun,
             ..GuardConfig::default()
-        });
+        }));
         let mut client = Client::new(ctx, None);
         let admitted = forwarded(client.admit(&["DEL", "a", "b*"], false).await);
         assert_eq!((admitted.role, admitted.rename), (Role::Delete, None));
@@ -656,7 +735,7 @@ mod tests {
         let users = vec![User {
             name: crate::auth::DEFAULT_USER.into(),
             password_sha256: crate::auth::sha256(b"pw"),
-            bypass_deny_commands: false,
+            ..User::default()
         }];
         let mut client = Client::new(context(ClientAuth::new(users)), None);
         let (reply, refused) = answer(client.admit(&["GET", "k"], false).await);

@@ -10,9 +10,8 @@ use bytes::Bytes;
 
 use super::SessionContext;
 use crate::commands::CommandSpec;
-use crate::guard::GuardPolicy;
 use crate::hooks::{Params, Trigger};
-use crate::keyops::{Caller, KeyOps, RemoveError};
+use crate::keyops::{Caller, KeyOps, RemoveError, Rules};
 use crate::protocol::args::Args;
 use crate::protocol::{reply, write};
 
@@ -23,7 +22,7 @@ pub(crate) type HookFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Debug)]
 pub(crate) struct HookRuns {
     ops: Arc<KeyOps>,
-    guard: GuardPolicy,
+    rules: Rules,
     caller: Caller,
     /// Each trigger, with its write's place in EXEC's reply (None: the reply is the write's).
     triggers: Vec<(Option<usize>, Trigger)>,
@@ -54,12 +53,12 @@ impl HookRuns {
             return None;
         }
         let ops = self.ops.clone();
-        let guard = self.guard.clone();
+        let rules = self.rules.clone();
         let caller = self.caller.clone();
         Some(Box::pin(async move {
             let runs = due
                 .iter()
-                .map(|t| ops.run_hook(&guard, &caller, &t.hook, &t.params));
+                .map(|t| ops.run_hook(&rules, &caller, &t.hook, &t.params));
             for (trigger, result) in due.iter().zip(futures_util::future::join_all(runs).await) {
                 if let Err(e) = result {
                     tracing::warn!(
@@ -130,7 +129,7 @@ impl ClientHooks {
         (!triggers.is_empty()).then(|| {
             Box::new(HookRuns {
                 ops: ops.clone(),
-                guard: ctx.guard.clone(),
+                rules: ctx.rules(),
                 caller: caller(),
                 triggers,
             })
@@ -182,7 +181,7 @@ pub(crate) async fn run_hook_command(
         params.set(&String::from_utf8_lossy(&args[i]), args[i + 1].to_vec());
         i += 2;
     }
-    match ops.run_hook(&ctx.guard, &caller, hook, &params).await {
+    match ops.run_hook(&ctx.rules(), &caller, hook, &params).await {
         Ok(removed) => write::int(removed.removed),
         Err(RemoveError::Upstream { removed, message }) => write::error(&format!(
             "ERR keyward: hook '{}' removed {removed} keys, then Redis failed: {message}",

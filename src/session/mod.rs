@@ -48,7 +48,9 @@ pub(crate) const PAUSED_READ_LIMIT: usize = 64 * 1024;
 /// What every session shares, whatever its backend: settings prepared once at start-up.
 #[derive(Debug)]
 pub struct SessionContext {
-    pub guard: GuardPolicy,
+    pub guard: Arc<GuardPolicy>,
+    /// The delete rate buckets (`max_deleted_keys_per_second`), started afresh by a reload.
+    pub rates: Arc<crate::rate_limit::DeleteRates>,
     pub limits: ScanLimits,
     /// Who may log in to keyward; `None`: keyward does not authenticate clients.
     pub auth: Option<Arc<ClientAuth>>,
@@ -62,6 +64,16 @@ pub struct SessionContext {
     pub max_pending_replies: usize,
     /// The invalidation hooks (`[[hooks]]`).
     pub hooks: Arc<HookSet>,
+}
+
+impl SessionContext {
+    /// The rules keyward's own removals (HTTP, hooks) are checked against.
+    pub fn rules(&self) -> crate::keyops::Rules {
+        crate::keyops::Rules {
+            guard: self.guard.clone(),
+            rates: self.rates.clone(),
+        }
+    }
 }
 
 /// The [`SessionContext`] in force, replaced whole by a configuration reload.
