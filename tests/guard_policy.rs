@@ -495,8 +495,9 @@ fn the_rate_limit_is_per_user_and_a_user_setting_overrides_the_guard_one() {
     login(&mut ops, "ops");
 
     // app: 3 keys per second, whatever the connection.
+    // More keys than the limit: refused whatever the wait (so no wait need be given).
     let reply = request(&mut app1, &with_name("DEL", &keys[..4]));
-    assert_rate_limited(&reply, 3);
+    assert_refused(&reply, &["rate_limit", "3"]);
     assert_eq!(
         request(&mut app1, &with_name("DEL", &keys[..3])),
         Reply::Int(3)
@@ -580,6 +581,23 @@ fn every_delete_path_counts_against_the_rate_limit() {
         assert_rate_limited(&reply, limit);
         assert!(redis.exists(b"probe"), "after {args:?}");
     }
+
+    // A hook over HTTP: its three keys are counted too, and the next run gets a 429.
+    let (http, port) = http_section("");
+    let kw = Keyward::start_with(
+        &redis.addr(),
+        &format!("{http}[guard]\nmax_deleted_keys_per_second = 3\n{hook}"),
+    );
+    let api = HttpApi::new(port);
+    let keys = ["h:8:a", "h:8:b", "h:8:c", "h:9:a", "h:9:b", "h:9:c"];
+    seed(&redis, &keys);
+    let reply = api.hook("three", json!({"id": "8"})).ok();
+    assert_eq!(reply["removed"], 3, "{reply}");
+    api.hook("three", json!({"id": "9"})).err(429, "rate_limit");
+    assert_kept(&redis, &keys[3..], "HTTP hook over the limit");
+    let mut c = kw.raw_conn();
+    assert_rate_limited(&c.request(&["DEL", "probe"]), 3);
+    assert!(redis.exists(b"probe"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1183,7 +1201,7 @@ fn cluster_protected_prefixes_delete_prefixes_and_preview_across_slots() {
         "{PROTECTED}{}{}",
         user("app", "delete_prefixes = [\"cache:\"]"),
         user("admin", "")
-    );
+    ) + &user("slow", "max_deleted_keys_per_second = 3");
     let kw = InProcess::cluster(&cluster.seeds(), &extra);
     let primaries: Vec<u16> = cluster.primaries().into_iter().map(|(_, p)| p).collect();
     assert_eq!(primaries.len(), 3);
@@ -1291,5 +1309,18 @@ fn cluster_protected_prefixes_delete_prefixes_and_preview_across_slots() {
             count_left("billing:")
         ),
         (0, 3, 3)
+    );
+
+    // The rate limit counts keys across slots: three keys of three primaries, then no more.
+    let mut slow = kw.raw_conn();
+    login(&mut slow, "slow");
+    assert_eq!(request(&mut slow, &with_name("DEL", &users)), Reply::Int(3));
+    set_all();
+    let reply = request(&mut slow, &with_name("UNLINK", &caches[..2]));
+    assert_rate_limited(&reply, 3);
+    assert_eq!(
+        count_left("cache:"),
+        6,
+        "rate-limited, yet keys were deleted"
     );
 }
