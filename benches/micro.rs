@@ -8,7 +8,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyward::commands;
-use keyward::guard::{GuardConfig, GuardPolicy};
+use keyward::guard::{DeleteScope, GuardConfig, GuardPolicy, Rights};
 use keyward::protocol::request::{Request, RequestScanner, ScanLimits};
 use keyward::protocol::write;
 
@@ -74,6 +74,38 @@ fn guarding(c: &mut Criterion) {
             b.iter(|| policy.check(black_box(spec), black_box(request.args())))
         });
     }
+    // Issue 13: the same 1000 keys against 100 protected prefixes, half of them sharing the
+    // keys' first bytes (so the table is walked, not left at its first byte), and through a
+    // user's delete scope that allows them.
+    let protected: Vec<String> = (0..100)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("user:protected:{i}:")
+            } else {
+                format!("p{i}:")
+            }
+        })
+        .collect();
+    let policy = GuardPolicy::new(&GuardConfig {
+        protected_prefixes: protected,
+        ..GuardConfig::default()
+    });
+    let mut words = vec![b"REMOVEKEYS".to_vec()];
+    words.extend(keys(1000));
+    let request = Request::from_args(&words);
+    let spec = commands::lookup(b"REMOVEKEYS");
+    group.bench_function(
+        "REMOVEKEYS verdict, 1000 keys, 100 protected prefixes",
+        |b| b.iter(|| policy.check(black_box(spec), black_box(request.args()))),
+    );
+    let scoped = Rights {
+        delete_scope: Some(DeleteScope::new(&["user:".to_string(), "tmp:".to_string()])),
+        ..Rights::default()
+    };
+    group.bench_function(
+        "REMOVEKEYS verdict, 1000 keys, 100 protected prefixes and a delete scope",
+        |b| b.iter(|| policy.check_as(black_box(spec), black_box(request.args()), &scoped)),
+    );
     group.finish();
 }
 
