@@ -522,7 +522,13 @@ impl GuardPolicy {
         command: &dyn Fn() -> String,
         rights: &Rights,
     ) -> Option<Refusal> {
-        if !rights.bypass_protected_prefixes && !self.protected_table.is_empty() {
+        let table = &self.protected_table;
+        // Most deletes name no key whose first byte starts a protected prefix: one table read
+        // per key tells, before any key is walked.
+        if !rights.bypass_protected_prefixes
+            && !table.is_empty()
+            && keys.any_first_byte(|first| table.may_match(first))
+        {
             for key in keys {
                 if let Some(&i) = self.protected_table.first_match(key) {
                     return Some(Refusal {

@@ -77,6 +77,17 @@ impl<V> PrefixTable<V> {
         self.nodes.len() == 1 && self.nodes[0].values.is_empty()
     }
 
+    /// Whether a key starting with byte `first` (or, for `None`, the empty key) may start
+    /// with some prefix: false lets a caller skip the key after one table read. Cheap enough
+    /// to run over a thousand keys before walking any of them.
+    #[inline]
+    pub fn may_match(&self, first: Option<u8>) -> bool {
+        if !self.nodes[0].values.is_empty() {
+            return true;
+        }
+        first.is_some_and(|b| self.root[usize::from(b)] != 0)
+    }
+
     /// Calls `f` with every value whose prefix `key` starts with, shortest prefix first.
     #[inline]
     pub fn for_each_match(&self, key: &[u8], mut f: impl FnMut(&V)) {
