@@ -35,6 +35,8 @@ pub mod cluster;
 pub mod in_process;
 /// Starting, signalling and stopping a long-lived child process.
 pub mod process;
+/// A primary, two replicas and three Redis Sentinels, for the sentinel-mode tests.
+pub mod sentinel;
 /// Certificates generated at run time, and a TLS-only Redis.
 pub mod tls;
 
