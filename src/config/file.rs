@@ -149,6 +149,9 @@ pub struct UpstreamFile {
     pub connect_timeout_ms: Option<u64>,
     pub reply_timeout_ms: Option<u64>,
     pub share_connections: Option<bool>,
+    pub sentinel_master: Option<String>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
     pub tls: Option<UpstreamTlsFile>,
 }
 
@@ -163,6 +166,12 @@ impl fmt::Debug for UpstreamFile {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("reply_timeout_ms", &self.reply_timeout_ms)
             .field("share_connections", &self.share_connections)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("sentinel_username", &self.sentinel_username)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<set>"),
+            )
             .field("tls", &self.tls)
             .finish()
     }
