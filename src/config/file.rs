@@ -358,7 +358,16 @@ mod tests {
     fn mode_is_parsed() {
         let config = merged("[upstream]\nmode = \"Standalone\"\n").unwrap();
         assert_eq!(config.upstream.mode, UpstreamMode::Standalone);
-        rejected("[upstream]\nmode = \"sentinel\"\n", "upstream.mode");
+        rejected("[upstream]\nmode = \"replicated\"\n", "upstream.mode");
+        // Sentinel mode needs the master name.
+        let shown = rejected("[upstream]\nmode = \"sentinel\"\n", "upstream.mode");
+        assert!(shown.contains("sentinel_master"), "{shown}");
+        let config = merged(
+            "[upstream]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nnodes = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.upstream.mode, UpstreamMode::Sentinel);
+        assert_eq!(config.upstream.sentinel.master, "mymaster");
         let config = merged(
             "[upstream]\nmode = \"cluster\"\nnodes = [\"127.0.0.1:7000\", \"127.0.0.1:7001\"]\n",
         )

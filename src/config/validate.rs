@@ -160,9 +160,10 @@ pub(super) fn validate(config: &mut Config, origins: &Origins) -> Result<(), Con
     }
     if upstream.mode == UpstreamMode::Sentinel && upstream.sentinel.master.is_empty() {
         return fail(
-            UPSTREAM_SENTINEL_MASTER,
-            "is required in sentinel mode: the master name the sentinels monitor (`sentinel \
-             monitor <name> ...` in their configuration), or pass --sentinel NAME"
+            UPSTREAM_MODE,
+            "is \"sentinel\" but upstream.sentinel_master is not set: the master name the \
+             sentinels monitor (`sentinel monitor <name> ...` in their configuration), or pass \
+             --sentinel NAME"
                 .into(),
         );
     }
