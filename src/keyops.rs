@@ -102,6 +102,11 @@ impl std::fmt::Debug for KeyOps {
 }
 
 impl KeyOps {
+    /// Drops the connections kept to Redis (Sentinel mode: the primary changed).
+    pub fn reset_connections(&self) {
+        self.cluster.reset_connections();
+    }
+
     pub fn new(cluster: Arc<Cluster>) -> Arc<KeyOps> {
         Arc::new(KeyOps { cluster })
     }

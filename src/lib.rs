@@ -22,6 +22,7 @@ pub mod printable;
 pub mod protocol;
 pub mod rate_limit;
 pub mod reload;
+pub mod sentinel;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -73,6 +73,10 @@ const NEED_A_RESTART: &[Fixed] = &[
         a.upstream.share_connections == b.upstream.share_connections
     }),
     ("upstream.tls", |a, b| a.tls.upstream == b.tls.upstream),
+    (
+        "upstream.sentinel_master / sentinel_username / sentinel_password",
+        |a, b| a.upstream.sentinel == b.upstream.sentinel,
+    ),
     ("admin.listen", |a, b| a.admin.listen == b.admin.listen),
     ("http.listen", |a, b| a.http.listen == b.http.listen),
     ("http.max_body_bytes", |a, b| {

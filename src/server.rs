@@ -226,6 +226,9 @@ pub async fn serve(
         );
     }
     let key_ops = backend.key_ops();
+    if let Some(primary) = backend.primary() {
+        tokio::spawn(follow_failovers(primary, backend.clone(), key_ops.clone()));
+    }
     if config.http.enabled() {
         let addr = crate::http::start(&config.http, live.clone(), key_ops.clone()).await?;
         let scheme = if config.http.tls.is_some() {
@@ -436,11 +439,32 @@ fn session_context(config: &Config) -> SessionContext {
     }
 }
 
+/// Sentinel mode: when the primary changes, the connections that all clients share (and those
+/// kept ready) are dropped, so that the next requests dial the new primary. Connections of
+/// clients' own are left by their sessions, which watch the same change.
+async fn follow_failovers(
+    primary: Arc<crate::upstream::Primary>,
+    backend: Backend,
+    key_ops: Arc<crate::keyops::KeyOps>,
+) {
+    let mut changes = primary.subscribe();
+    while changes.changed().await.is_ok() {
+        key_ops.reset_connections();
+        if let Backend::Shared { redis, own } = &backend {
+            redis.reset_connections();
+            if let Some(warm) = &own.warm {
+                warm.forget_ready();
+            }
+        }
+    }
+}
+
 /// The backend the configuration names: a private upstream connection per client, connections
 /// shared by all clients, or a Redis Cluster.
 async fn start_backend(config: &Config) -> std::io::Result<Backend> {
     let upstream = UpstreamTarget {
         addr: config.upstream.nodes[0].clone(),
+        primary: None,
         username: config.upstream.username.clone(),
         password: config.upstream.password.clone(),
         connect_timeout: config.upstream.connect_timeout,
@@ -474,6 +498,37 @@ async fn start_backend(config: &Config) -> std::io::Result<Backend> {
             target: upstream,
             warm: None,
         })),
+        UpstreamMode::Sentinel => {
+            let primary = crate::sentinel::start(
+                config.upstream.nodes.clone(),
+                config.upstream.sentinel.clone(),
+                upstream.clone(),
+            )
+            .await;
+            match primary.current() {
+                Some(addr) => tracing::info!(
+                    "primary of '{}' is {addr}, as the sentinels say",
+                    primary.name
+                ),
+                None => tracing::warn!("{}", primary.unknown()),
+            }
+            // Every connection to "the upstream" dials the primary's address now.
+            let target = UpstreamTarget {
+                primary: Some(primary),
+                ..upstream
+            };
+            if config.upstream.share_connections {
+                Backend::Shared {
+                    redis: Cluster::single(target.clone()),
+                    own: Arc::new(PrivateUpstream {
+                        warm: Some(WarmPool::start(target.clone(), WARM_CONNECTIONS)),
+                        target,
+                    }),
+                }
+            } else {
+                Backend::Private(Arc::new(PrivateUpstream { target, warm: None }))
+            }
+        }
         UpstreamMode::Cluster => {
             let cluster = Cluster::start(config.upstream.nodes.clone(), upstream)
                 .await

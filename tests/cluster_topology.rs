@@ -29,6 +29,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn plain() -> UpstreamTarget {
     UpstreamTarget {
         addr: String::new(),
+        primary: None,
         username: None,
         password: None,
         connect_timeout: TIMEOUT,

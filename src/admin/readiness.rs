@@ -38,6 +38,8 @@ pub struct Probe {
     last_ok_ms: AtomicU64,
     /// Why the last probe failed, for the 503 body.
     last_error: std::sync::Mutex<String>,
+    /// Sentinel mode: not ready while no primary is known, whatever the probe last heard.
+    primary: Option<Arc<crate::upstream::Primary>>,
 }
 
 impl Readiness {
@@ -53,6 +55,7 @@ impl Readiness {
             epoch: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
             last_error: std::sync::Mutex::new("no PING answered yet".into()),
+            primary: target.primary.clone(),
         });
         tokio::spawn(run_probe(probe.clone(), target.clone()));
         Readiness::Standalone(probe)
@@ -72,6 +75,11 @@ impl Readiness {
                 }
             }
             Readiness::Standalone(probe) => {
+                if let Some(primary) = &probe.primary
+                    && primary.current().is_none()
+                {
+                    return Err(primary.unknown());
+                }
                 let last = probe.last_ok_ms.load(Ordering::Acquire);
                 let fresh = last > 0
                     && probe.epoch + Duration::from_millis(last - 1) + WINDOW >= Instant::now();

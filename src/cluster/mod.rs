@@ -223,6 +223,15 @@ impl Cluster {
         self.single
     }
 
+    /// Drops every shared connection: the next request to a node dials it again. For a
+    /// standalone Redis under Sentinel whose primary changed (its one node is "the primary",
+    /// whichever server that is now).
+    pub fn reset_connections(&self) {
+        for pool in &self.pool {
+            pool.clear();
+        }
+    }
+
     /// The current slot map.
     pub fn map(&self) -> Arc<SlotMap> {
         self.map.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -48,6 +48,16 @@ pub struct Cli {
     #[arg(long, env = "KEYWARD_CLUSTER")]
     pub cluster: bool,
 
+    /// Follow the primary that Redis Sentinel names NAME (upstream.mode = "sentinel",
+    /// upstream.sentinel_master = NAME); the upstream nodes are then the sentinels.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "KEYWARD_SENTINEL",
+        conflicts_with = "cluster"
+    )]
+    pub sentinel: Option<String>,
+
     /// Serve metrics, health, readiness and the configuration over HTTP on this address
     /// (HOST:PORT), overriding admin.listen; an empty value turns the admin listener off.
     #[arg(long, value_name = "ADDR", env = "KEYWARD_ADMIN_LISTEN")]

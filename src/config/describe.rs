@@ -95,6 +95,18 @@ impl Config {
             "share_connections = {}",
             upstream.share_connections
         ));
+        if upstream.mode == crate::config::UpstreamMode::Sentinel {
+            line(format!(
+                "sentinel_master = {}",
+                quote(&upstream.sentinel.master)
+            ));
+            if let Some(username) = &upstream.sentinel.username {
+                line(format!("sentinel_username = {}", quote(username)));
+            }
+            if upstream.sentinel.password.is_some() {
+                line(format!("sentinel_password = {}", quote("<set>")));
+            }
+        }
         if let Some(upstream_tls) = &tls.upstream {
             line(String::new());
             describe_upstream_tls(upstream_tls, &mut line);

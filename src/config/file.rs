@@ -149,6 +149,9 @@ pub struct UpstreamFile {
     pub connect_timeout_ms: Option<u64>,
     pub reply_timeout_ms: Option<u64>,
     pub share_connections: Option<bool>,
+    pub sentinel_master: Option<String>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
     pub tls: Option<UpstreamTlsFile>,
 }
 
@@ -163,6 +166,12 @@ impl fmt::Debug for UpstreamFile {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("reply_timeout_ms", &self.reply_timeout_ms)
             .field("share_connections", &self.share_connections)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("sentinel_username", &self.sentinel_username)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "<set>"),
+            )
             .field("tls", &self.tls)
             .finish()
     }
@@ -349,7 +358,16 @@ mod tests {
     fn mode_is_parsed() {
         let config = merged("[upstream]\nmode = \"Standalone\"\n").unwrap();
         assert_eq!(config.upstream.mode, UpstreamMode::Standalone);
-        rejected("[upstream]\nmode = \"sentinel\"\n", "upstream.mode");
+        rejected("[upstream]\nmode = \"replicated\"\n", "upstream.mode");
+        // Sentinel mode needs the master name.
+        let shown = rejected("[upstream]\nmode = \"sentinel\"\n", "upstream.mode");
+        assert!(shown.contains("sentinel_master"), "{shown}");
+        let config = merged(
+            "[upstream]\nmode = \"sentinel\"\nsentinel_master = \"mymaster\"\nnodes = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.upstream.mode, UpstreamMode::Sentinel);
+        assert_eq!(config.upstream.sentinel.master, "mymaster");
         let config = merged(
             "[upstream]\nmode = \"cluster\"\nnodes = [\"127.0.0.1:7000\", \"127.0.0.1:7001\"]\n",
         )

@@ -48,3 +48,6 @@ pub(super) const HOOKS: &str = "hooks";
 pub(super) const SERVER_DELETE_PREFIXES: &str = "server.delete_prefixes";
 pub(super) const GUARD_PROTECTED_PREFIXES: &str = "guard.protected_prefixes";
 pub(super) const GUARD_MAX_DELETED_KEYS_PER_SECOND: &str = "guard.max_deleted_keys_per_second";
+pub(super) const UPSTREAM_SENTINEL_MASTER: &str = "upstream.sentinel_master";
+pub(super) const UPSTREAM_SENTINEL_USERNAME: &str = "upstream.sentinel_username";
+pub(super) const UPSTREAM_SENTINEL_PASSWORD: &str = "upstream.sentinel_password";

@@ -104,6 +104,21 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.upstream.share_connections,
             u.share_connections,
         );
+        set.value(
+            UPSTREAM_SENTINEL_MASTER,
+            &mut c.upstream.sentinel.master,
+            u.sentinel_master.clone(),
+        );
+        set.value(
+            UPSTREAM_SENTINEL_USERNAME,
+            &mut c.upstream.sentinel.username,
+            u.sentinel_username.clone().map(Some),
+        );
+        set.value(
+            UPSTREAM_SENTINEL_PASSWORD,
+            &mut c.upstream.sentinel.password,
+            u.sentinel_password.clone().map(Some),
+        );
         set.value(GUARD_MODE, &mut c.guard.mode, g.mode);
         set.value(GUARD_MAX_KEYS, &mut c.guard.max_keys, g.max_keys);
         set.value(
@@ -213,6 +228,19 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
     let mode = cli.cluster.then_some(UpstreamMode::Cluster);
     let mut set = origins.layer(Origin::flag("--cluster", "KEYWARD_CLUSTER"));
     set.value(UPSTREAM_MODE, &mut c.upstream.mode, mode);
+    if let Some(master) = &cli.sentinel {
+        let mut set = origins.layer(Origin::flag("--sentinel", "KEYWARD_SENTINEL"));
+        set.value(
+            UPSTREAM_MODE,
+            &mut c.upstream.mode,
+            Some(UpstreamMode::Sentinel),
+        );
+        set.value(
+            UPSTREAM_SENTINEL_MASTER,
+            &mut c.upstream.sentinel.master,
+            Some(master.clone()),
+        );
+    }
     let mut set = origins.layer(Origin::flag("--admin-listen", "KEYWARD_ADMIN_LISTEN"));
     set.value(ADMIN_LISTEN, &mut c.admin.listen, cli.admin_listen.clone());
     let mut set = origins.layer(Origin::flag("--http-listen", "KEYWARD_HTTP_LISTEN"));

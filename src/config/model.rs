@@ -14,6 +14,7 @@ use crate::auth::User;
 use crate::guard::GuardConfig;
 use crate::hooks::HookConfig;
 use crate::http::HttpConfig;
+use crate::sentinel::SentinelConfig;
 use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};
 
 /// How keyward reaches Redis.
@@ -21,6 +22,8 @@ use crate::tls::{ServerTlsConfig, UpstreamTlsConfig};
 pub enum UpstreamMode {
     Standalone,
     Cluster,
+    /// A primary and replicas under Redis Sentinel: `nodes` are the sentinels.
+    Sentinel,
 }
 
 impl UpstreamMode {
@@ -29,6 +32,7 @@ impl UpstreamMode {
         match self {
             UpstreamMode::Standalone => "standalone",
             UpstreamMode::Cluster => "cluster",
+            UpstreamMode::Sentinel => "sentinel",
         }
     }
 }
@@ -42,9 +46,11 @@ impl std::str::FromStr for UpstreamMode {
             Ok(UpstreamMode::Standalone)
         } else if s.eq_ignore_ascii_case("cluster") {
             Ok(UpstreamMode::Cluster)
+        } else if s.eq_ignore_ascii_case("sentinel") {
+            Ok(UpstreamMode::Sentinel)
         } else {
             Err(format!(
-                "unknown mode `{s}`, expected \"standalone\" or \"cluster\""
+                "unknown mode `{s}`, expected \"standalone\", \"cluster\" or \"sentinel\""
             ))
         }
     }
@@ -165,6 +171,8 @@ pub struct UpstreamConfig {
     /// connection; a client gets its own connection once it needs per-connection state. When
     /// false, every client gets its own upstream connection from the start.
     pub share_connections: bool,
+    /// Sentinel mode: the master name and the sentinels' own credentials.
+    pub sentinel: SentinelConfig,
 }
 
 /// Written by hand so that `{:?}` of a configuration never shows the password.
@@ -178,6 +186,12 @@ impl fmt::Debug for UpstreamConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("reply_timeout", &self.reply_timeout)
             .field("share_connections", &self.share_connections)
+            .field("sentinel_master", &self.sentinel.master)
+            .field("sentinel_username", &self.sentinel.username)
+            .field(
+                "sentinel_password",
+                &self.sentinel.password.as_ref().map(|_| "<set>"),
+            )
             .finish()
     }
 }
@@ -237,6 +251,7 @@ impl Default for Config {
                 connect_timeout: Duration::from_secs(2),
                 reply_timeout: Duration::from_secs(30),
                 share_connections: false,
+                sentinel: SentinelConfig::default(),
             },
             guard: GuardConfig::default(),
             limits: LimitsConfig {

@@ -158,6 +158,23 @@ pub(super) fn validate(config: &mut Config, origins: &Origins) -> Result<(), Con
             return fail(UPSTREAM_NODES, message);
         }
     }
+    if upstream.mode == UpstreamMode::Sentinel && upstream.sentinel.master.is_empty() {
+        return fail(
+            UPSTREAM_MODE,
+            "is \"sentinel\" but upstream.sentinel_master is not set: the master name the \
+             sentinels monitor (`sentinel monitor <name> ...` in their configuration), or pass \
+             --sentinel NAME"
+                .into(),
+        );
+    }
+    if upstream.mode != UpstreamMode::Sentinel && !upstream.sentinel.master.is_empty() {
+        return fail(
+            UPSTREAM_SENTINEL_MASTER,
+            "is set but upstream.mode is not \"sentinel\"; set mode = \"sentinel\" (nodes are \
+             then the sentinels) or remove it"
+                .into(),
+        );
+    }
     if upstream.mode == UpstreamMode::Standalone && upstream.nodes.len() > 1 {
         return fail(
             UPSTREAM_NODES,

@@ -364,6 +364,23 @@ pub fn elements(frame: &Bytes) -> Option<Vec<Bytes>> {
     Some(out)
 }
 
+/// The payload of a bulk-string frame (`$3\r\nabc\r\n`, or a RESP3 verbatim or simple
+/// string's text); None for anything else, nil included.
+pub fn bulk_string(frame: &[u8]) -> Option<&[u8]> {
+    match *frame.first()? {
+        b'+' => simple_string(frame),
+        b'$' => {
+            let header_end = memchr::memmem::find(frame, b"\r\n")?;
+            let len: usize = std::str::from_utf8(&frame[1..header_end])
+                .ok()?
+                .parse()
+                .ok()?;
+            frame.get(header_end + 2..header_end + 2 + len)
+        }
+        _ => None,
+    }
+}
+
 /// The text of an error frame, without `-` and CRLF: for log lines and for error replies that
 /// quote a node's error.
 pub fn error_text(frame: &[u8]) -> String {

@@ -601,6 +601,7 @@ mod tests {
     fn empty_pool_target() -> UpstreamTarget {
         UpstreamTarget {
             addr: "127.0.0.1:1".into(),
+            primary: None,
             username: None,
             password: None,
             connect_timeout: Duration::from_millis(10),

@@ -169,6 +169,16 @@ impl Backend {
     /// What keyward's own key operations (the HTTP API, hooks) go over: the shared connections
     /// of the shared and cluster modes, and in the default mode a shared pipelined connection
     /// of their own to the same Redis, opened at first use.
+    /// Sentinel mode: the primary the upstream connections follow.
+    pub fn primary(&self) -> Option<Arc<crate::upstream::Primary>> {
+        match self {
+            Backend::Private(upstream) | Backend::Shared { own: upstream, .. } => {
+                upstream.target.primary.clone()
+            }
+            Backend::Cluster(_) => None,
+        }
+    }
+
     pub fn key_ops(&self) -> Arc<crate::keyops::KeyOps> {
         let cluster = match self {
             Backend::Private(upstream) => Cluster::single(upstream.target.clone()),

@@ -55,6 +55,8 @@ pub enum DialFailure {
     HandshakeProtocol(String),
     /// No reply to `AUTH` / `HELLO` within the connect timeout.
     HandshakeTimeout,
+    /// Sentinel mode: the sentinels know no primary now; carries the sentence for the client.
+    NoPrimary(String),
 }
 
 impl fmt::Display for DialError {
@@ -62,6 +64,7 @@ impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (addr, ms) = (&self.addr, self.timeout.as_millis());
         match &self.failure {
+            DialFailure::NoPrimary(sentence) => f.write_str(sentence),
             DialFailure::Connect(e) => write!(f, "upstream {addr} unavailable: {e}"),
             DialFailure::ConnectTimeout => {
                 write!(
@@ -114,6 +117,7 @@ impl UpstreamTarget {
             | DialFailure::HandshakeTimeout => Kind::Timeout,
             DialFailure::Tls(_) => Kind::Tls,
             DialFailure::Connect(_)
+            | DialFailure::NoPrimary(_)
             | DialFailure::Refused(_)
             | DialFailure::HandshakeIo(_)
             | DialFailure::HandshakeProtocol(_) => Kind::Connect,
@@ -123,15 +127,29 @@ impl UpstreamTarget {
     /// Like [`connect`](Self::connect), with the failed step as a value for callers that report
     /// it their own way.
     pub async fn dial(&self) -> Result<Socket, DialError> {
+        // Sentinel mode: the primary's address now, not the configured one.
+        let addr = match &self.primary {
+            None => self.addr.clone(),
+            Some(primary) => match primary.current() {
+                Some(addr) => addr,
+                None => {
+                    return Err(DialError {
+                        addr: self.addr.clone(),
+                        timeout: self.connect_timeout,
+                        failure: DialFailure::NoPrimary(primary.unknown()),
+                    });
+                }
+            },
+        };
         let fail = |failure| {
             Self::count(&failure);
             DialError {
-                addr: self.addr.clone(),
+                addr: addr.clone(),
                 timeout: self.connect_timeout,
                 failure,
             }
         };
-        let stream = match timeout(self.connect_timeout, TcpStream::connect(&self.addr)).await {
+        let stream = match timeout(self.connect_timeout, TcpStream::connect(&addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(fail(DialFailure::Connect(e))),
             Err(_) => return Err(fail(DialFailure::ConnectTimeout)),
@@ -139,8 +157,7 @@ impl UpstreamTarget {
         let _ = stream.set_nodelay(true);
         let mut stream = match &self.tls {
             None => Socket::tcp(stream),
-            Some(tls) => match timeout(self.connect_timeout, tls.connect(stream, &self.addr)).await
-            {
+            Some(tls) => match timeout(self.connect_timeout, tls.connect(stream, &addr)).await {
                 Ok(Ok(socket)) => socket,
                 Ok(Err(e)) => return Err(fail(DialFailure::Tls(e))),
                 Err(_) => return Err(fail(DialFailure::TlsTimeout)),

@@ -136,6 +136,8 @@ fn seed_failure_of_dial(e: DialError) -> SeedFailure {
         DialFailure::HandshakeIo(e) => SeedFailure::Io(e),
         DialFailure::HandshakeProtocol(e) => SeedFailure::Protocol(e),
         DialFailure::HandshakeTimeout => SeedFailure::Timeout("the AUTH reply"),
+        // Seeds are dialled at their own addresses, never through a sentinel's primary.
+        DialFailure::NoPrimary(sentence) => SeedFailure::Refused(sentence),
     }
 }
 
@@ -263,6 +265,7 @@ mod tests {
     fn template(auth: Option<(Option<&str>, &str)>) -> UpstreamTarget {
         UpstreamTarget {
             addr: String::new(),
+            primary: None,
             username: auth.and_then(|(user, _)| user.map(String::from)),
             password: auth.map(|(_, password)| password.to_string()),
             connect_timeout: Duration::from_secs(2),

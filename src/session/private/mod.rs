@@ -54,7 +54,9 @@ enum Pending {
     /// close too (and which would otherwise stay blocked and counted in `blocked_clients`).
     ClientGone,
     /// A new upstream connection (the reply side reads it) with its generation number.
-    Attach(Arc<Socket>, u64),
+    /// A new upstream connection: its reading half, its generation, and (Sentinel mode) the
+    /// primary's epoch it was made at.
+    Attach(Arc<Socket>, u64, u64),
     /// Writing to the current upstream connection failed.
     Broken(String),
 }
@@ -172,7 +174,7 @@ pub(super) async fn run(
 fn upstream_lost(upstream: &PrivateUpstream, reason: &str) -> Bytes {
     crate::protocol::write::error(&format!(
         "ERR keyward: connection to upstream {} lost: {reason}",
-        upstream.target.addr
+        upstream.target.describe()
     ))
 }
 

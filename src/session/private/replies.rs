@@ -72,6 +72,10 @@ pub(super) struct ReplySide {
     /// Hooks that writes answered in this pass triggered: they run before the replies framed
     /// so far reach the client.
     hook_runs: Vec<HookFuture>,
+    /// Sentinel mode: the primary's changes, and its epoch when the current upstream
+    /// connection was made; a change leaves that connection (see [`Self::primary_changed`]).
+    primary_changes: Option<tokio::sync::watch::Receiver<u64>>,
+    upstream_epoch: u64,
 }
 
 /// What to do with one upstream frame.
@@ -93,6 +97,11 @@ impl ReplySide {
     ) -> Self {
         let (ctx_generation, ctx) = live.current();
         let resp3 = upstream_settings.target.resp3;
+        let primary_changes = upstream_settings
+            .target
+            .primary
+            .as_ref()
+            .map(|p| p.subscribe());
         ReplySide {
             client,
             queue,
@@ -120,6 +129,8 @@ impl ReplySide {
             pass_time: None,
             timer: None,
             hook_runs: Vec::new(),
+            primary_changes,
+            upstream_epoch: 0,
         }
     }
 
@@ -182,6 +193,7 @@ impl ReplySide {
                         Err(e) => self.fail_upstream(&e.to_string()),
                     }
                 }
+                _ = changed(&mut self.primary_changes) => self.primary_changed(),
                 _ = wait(timer) => {
                     let now = Instant::now();
                     let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
@@ -222,8 +234,9 @@ impl ReplySide {
         self.received_entries += batch.len() as u64;
         for entry in batch {
             match entry {
-                Pending::Attach(reader, generation) => {
+                Pending::Attach(reader, generation, epoch) => {
                     self.upstream = Some((reader, generation));
+                    self.upstream_epoch = epoch;
                     self.buf.clear();
                     self.forward = 0;
                     self.framer = ReplyFramer::new();
@@ -498,12 +511,29 @@ impl ReplySide {
         }
     }
 
+    /// Sentinel mode: the primary changed. A connection made to the old one is left: what it
+    /// owes becomes an error (never a reply from a server keyward knows was demoted), and a
+    /// client with state on it is closed, as when a connection is lost.
+    fn primary_changed(&mut self) {
+        let Some(primary) = &self.upstream_settings.target.primary else {
+            return;
+        };
+        if self.upstream.is_some() && primary.epoch() != self.upstream_epoch {
+            let reason = format!("the primary of '{}' changed (failover)", primary.name);
+            self.fail_upstream(&reason);
+        }
+    }
+
     /// The upstream connection is gone: every reply it owed becomes an error, in place.
     fn fail_upstream(&mut self, reason: &str) {
+        // Sentinel mode: a lost connection may be a failover the sentinels have not announced.
+        if let Some(primary) = &self.upstream_settings.target.primary {
+            primary.request_check();
+        }
         let Some((_, generation)) = self.upstream.take() else {
             return;
         };
-        tracing::warn!(client = %self.peer, upstream = %self.upstream_settings.target.addr, %reason, "upstream connection lost");
+        tracing::warn!(client = %self.peer, upstream = %self.upstream_settings.target.describe(), %reason, "upstream connection lost");
         metrics::upstream_lost(reason);
         // What was framed already goes out; a partial frame is lost with the connection.
         self.flush_forward();
@@ -542,6 +572,18 @@ impl ReplySide {
             // tells its library to reconnect and set the state up again.
             self.pending.push_back(Pending::Close);
         }
+    }
+}
+
+/// Sentinel mode: the next change of the primary (never, in other modes).
+async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

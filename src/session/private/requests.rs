@@ -31,6 +31,8 @@ enum Link {
     Up {
         writer: Arc<Socket>,
         generation: u64,
+        /// Sentinel mode: the primary's epoch when the connection was made.
+        epoch: u64,
     },
     /// Not connected; the error from the last attempt, if any.
     Down(Option<String>),
@@ -416,6 +418,26 @@ impl RequestSide {
             self.link = Link::Down(Some("the connection was closed".into()));
             self.in_multi = false;
         }
+        if let Link::Up { epoch, .. } = &self.link
+            && let Some(primary) = &self.upstream.target.primary
+            && primary.epoch() != *epoch
+        {
+            // Sentinel mode, after a failover: nothing more goes to the old primary. The
+            // reply side fails what is in flight there (and closes a client with state on
+            // it); a client without state carries on over a connection to the new primary.
+            let reason = format!("the primary of '{}' changed (failover)", primary.name);
+            self.batch.push(Pending::Broken(reason.clone()));
+            self.link = Link::Down(Some(reason.clone()));
+            self.in_multi = false;
+            if self.shared.stateful.load(Ordering::Acquire) {
+                self.connect_failed_in_batch = true;
+                self.local(write::error(&format!(
+                    "ERR keyward: {reason}; this connection's state (SELECT, MULTI, \
+                     subscriptions...) was on the old primary: reconnect"
+                )));
+                return false;
+            }
+        }
         if matches!(self.link, Link::Up { .. }) {
             return true;
         }
@@ -439,6 +461,12 @@ impl RequestSide {
         self.send_batch().await;
         // Boxed: a connection attempt (with its TLS handshake) has a large state, which inline
         // would stay part of every session's task for the session's whole life.
+        let epoch = self
+            .upstream
+            .target
+            .primary
+            .as_ref()
+            .map_or(0, |p| p.epoch());
         let connected = match &self.upstream.warm {
             Some(pool) => Box::pin(pool.connect()).await,
             None => Box::pin(self.upstream.target.connect()).await,
@@ -448,10 +476,11 @@ impl RequestSide {
                 self.generation += 1;
                 let writer = Arc::new(stream);
                 self.batch
-                    .push(Pending::Attach(writer.clone(), self.generation));
+                    .push(Pending::Attach(writer.clone(), self.generation, epoch));
                 self.link = Link::Up {
                     writer,
                     generation: self.generation,
+                    epoch,
                 };
             }
             Err(e) => {
