@@ -11,6 +11,8 @@
 //!   set, or an error), the client keeps its connection, and writes land on the new primary
 //!   within 5 s of the sentinels' switch; both with one upstream connection per client and with
 //!   `share_connections = true`;
+//! - the sentinels' own credentials (`sentinel_username` / `sentinel_password`) apart from the
+//!   data nodes' (`username` / `password`), and a failover followed while a sentinel is down;
 //! - clients with per-connection state (SELECT 1, MULTI, SUBSCRIBE) are closed, or refused,
 //!   when the primary changes, while a stateless client on the same keyward carries on;
 //! - no sentinel reachable at start-up: requests get `no primary for 'mymaster'`, /readyz
@@ -144,13 +146,17 @@ struct Progress {
     error_batches: Vec<Instant>,
     /// GETs answered nil after an error for their SET (the SET was lost or not executed).
     nil_after_set_error: usize,
+    /// Error replies that name a sentinel as if it were the data node a request went to (any
+    /// error naming a sentinel other than `no primary for ...`).
+    naming_a_sentinel: BTreeSet<String>,
 }
 
 /// A client that pipelines [`PAIRS`] pairs of `SET {tag}:k{i} {tag}:v{i}` / `GET {tag}:k{i}` in
 /// one write, reads every reply (within 10 s), and starts again with new keys, until `stop`.
 /// Each reply must be its own request's: `OK` or an error for SET; for GET, the value its SET
 /// just wrote or an error (nil only when that SET was answered with an error). Anything else,
-/// a closed connection or a reply that does not come panics the thread.
+/// a closed connection or a reply that does not come panics the thread. Errors that name one of
+/// `sentinels` other than `no primary for ...` are recorded apart.
 struct LoadClient {
     stop: Arc<AtomicBool>,
     progress: Arc<Mutex<Progress>>,
@@ -166,12 +172,12 @@ impl LoadClient {
         format!("{tag}:v{i}")
     }
 
-    fn spawn(addr: String, tag: &str) -> LoadClient {
+    fn spawn(addr: String, tag: &str, sentinels: Vec<String>) -> LoadClient {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Mutex::new(Progress::default()));
         let handle = {
             let (tag, stop, progress) = (tag.to_string(), stop.clone(), progress.clone());
-            thread::spawn(move || Self::run(&addr, &tag, &stop, &progress))
+            thread::spawn(move || Self::run(&addr, &tag, &sentinels, &stop, &progress))
         };
         LoadClient {
             stop,
@@ -180,7 +186,13 @@ impl LoadClient {
         }
     }
 
-    fn run(addr: &str, tag: &str, stop: &AtomicBool, progress: &Mutex<Progress>) {
+    fn run(
+        addr: &str,
+        tag: &str,
+        sentinels: &[String],
+        stop: &AtomicBool,
+        progress: &Mutex<Progress>,
+    ) {
         let mut c = RawConn::connect(addr);
         let mut i = 0;
         while !stop.load(Ordering::Acquire) {
@@ -250,6 +262,10 @@ impl LoadClient {
             } else {
                 p.error_batches.push(sent);
                 for e in errors {
+                    let names_a_sentinel = sentinels.iter().any(|s| e.contains(s.as_str()));
+                    if names_a_sentinel && !e.contains("no primary for") {
+                        p.naming_a_sentinel.insert(e.clone());
+                    }
                     if p.error_texts.len() < 10 {
                         p.error_texts.insert(e);
                     }
@@ -428,7 +444,7 @@ fn failover_under_pipelined_load(fault: Fault, share: bool) {
     let mut kw = d.keyward(&format!("share_connections = {share}"), "");
     assert_served_by(&d, &kw, old, &format!("{tag}:first"));
 
-    let mut load = LoadClient::spawn(kw.addr(), &tag);
+    let mut load = LoadClient::spawn(kw.addr(), &tag, d.sentinel_addrs());
     load.wait_clean_batches(5, Duration::from_secs(10));
     let before = Instant::now();
     let switch: Switch = match fault {
@@ -527,6 +543,14 @@ fn failover_under_pipelined_load(fault: Fault, share: bool) {
         progress.nil_after_set_error,
         progress.error_texts,
     );
+    // An error names the node whose connection failed: a sentinel never carries requests.
+    assert!(
+        progress.naming_a_sentinel.is_empty(),
+        "{name}: error replies name a sentinel ({:?}) as the upstream whose connection was lost \
+         or refused; the requests went to the primary {old} or {new}: {:#?}",
+        d.sentinel_addrs(),
+        progress.naming_a_sentinel
+    );
 }
 
 #[test]
@@ -542,6 +566,66 @@ fn primary_killed_under_a_pipelining_client() {
 #[test]
 fn forced_failover_under_a_pipelining_client_shared_connection() {
     failover_under_pipelined_load(Fault::ForcedFailover, true);
+}
+
+#[test]
+fn primary_killed_under_a_pipelining_client_shared_connection() {
+    failover_under_pipelined_load(Fault::KillPrimary, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// credentials: the sentinels' own, and the data nodes'
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sentinels_and_data_nodes_with_credentials_of_their_own() {
+    let mut d = SentinelDeployment::start_with_passwords("data-secret", "sentinel-secret");
+    let old = d.primary_port();
+    let credentials = "username = \"default\"\npassword = \"data-secret\"\n\
+                       sentinel_username = \"default\"\nsentinel_password = \"sentinel-secret\"";
+    let mut kw = d.keyward(credentials, "");
+    assert_served_by(&d, &kw, old, "cred:first");
+
+    // The data nodes' password is not the sentinels': with it, no sentinel answers.
+    let wrong = "password = \"data-secret\"\nsentinel_password = \"data-secret\"";
+    let mut kw_wrong = d.keyward(wrong, "");
+    let no_primary = format!("no primary for '{MASTER_NAME}'");
+    match kw_wrong.raw_conn().request(&["SET", "cred:wrong", "1"]) {
+        Reply::Error(e) => assert!(
+            e.contains(&no_primary),
+            "with the wrong sentinel password: {e:?} does not say {no_primary:?}"
+        ),
+        other => panic!("with the wrong sentinel password: {other:?}, expected an error"),
+    }
+    assert!(!d.cli(old, &["EXISTS", "cred:wrong"]).contains('1'));
+
+    // The first sentinel dies while keyward runs, then a failover: keyward follows it through
+    // the two others.
+    let mut c = kw.raw_conn();
+    assert_eq!(c.request(&["SET", "cred:a", "before"]), Reply::ok());
+    d.kill_sentinel(0);
+    let switch = d.failover();
+    let deadline = switch.at + SERVED_AGAIN_WITHIN;
+    let (served, errors) = write_until_on(&d, &mut c, "cred:a", switch.new, deadline, "");
+    assert!(
+        served.is_some(),
+        "writes did not land on the new primary {} within {SERVED_AGAIN_WITHIN:?} of the \
+         switch (errors: {errors:?}); keyward log:\n{}",
+        switch.new,
+        kw.log()
+    );
+    assert_logged_primary(&kw, switch.new, Duration::from_secs(1));
+    for k in [&mut kw, &mut kw_wrong] {
+        k.assert_running();
+        assert_no_panic(k);
+    }
+    eprintln!(
+        "[credentials] switch {} -> {} with the first sentinel down: served {:?} after it \
+         (errors: {errors:?})",
+        switch.old,
+        switch.new,
+        served.expect("served") - switch.at
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

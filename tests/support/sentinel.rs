@@ -86,28 +86,46 @@ pub struct SentinelDeployment {
     sentinels: Vec<Sentinel>,
     /// Sentinels with a view of their own ([`SentinelDeployment::start_stale_sentinel`]).
     extra_sentinels: Vec<Sentinel>,
+    /// `requirepass` (and `masterauth`) of the data nodes, if any.
+    data_password: Option<String>,
+    /// `requirepass` of the sentinels, if any.
+    sentinel_password: Option<String>,
     dir: tempfile::TempDir,
 }
 
 impl SentinelDeployment {
     /// A primary, two replicas and three sentinels, all on free ports (see the module docs).
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, None, None)
+    }
+
+    /// Like [`start`](Self::start), with passwords: the data nodes require `data` (`requirepass`,
+    /// and `masterauth` for the replicas; the sentinels get it with `sentinel auth-pass`), the
+    /// sentinels require `sentinel` (`requirepass` in their configuration, which they also use
+    /// with each other). The helpers of this type use them.
+    pub fn start_with_passwords(data: &str, sentinel: &str) -> Self {
+        Self::start_inner(None, Some(data), Some(sentinel))
     }
 
     /// Like [`start`](Self::start), with the sentinels on exactly `sentinel_ports` (three of
     /// them), for a keyward that was configured with those addresses before they existed.
     pub fn start_with_sentinel_ports(sentinel_ports: &[u16]) -> Self {
         assert_eq!(sentinel_ports.len(), 3, "three sentinels");
-        Self::start_inner(Some(sentinel_ports))
+        Self::start_inner(Some(sentinel_ports), None, None)
     }
 
-    fn start_inner(sentinel_ports: Option<&[u16]>) -> Self {
+    fn start_inner(
+        sentinel_ports: Option<&[u16]>,
+        data_password: Option<&str>,
+        sentinel_password: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for the sentinel deployment");
         let mut deployment = SentinelDeployment {
             nodes: Vec::new(),
             sentinels: Vec::new(),
             extra_sentinels: Vec::new(),
+            data_password: data_password.map(str::to_string),
+            sentinel_password: sentinel_password.map(str::to_string),
             dir,
         };
         let primary = deployment.spawn_data_node(None);
@@ -129,11 +147,7 @@ impl SentinelDeployment {
         }
         let mut last = String::new();
         let ready = wait_until(DEPLOYMENT_READY_TIMEOUT, || {
-            match deployment
-                .sentinels
-                .iter()
-                .try_for_each(|s| sentinel_sees_everything(s.port, primary_port, 2, 2))
-            {
+            match deployment.all_sentinels_see_everything(primary_port) {
                 Ok(()) => true,
                 Err(e) => {
                     last = e;
@@ -167,6 +181,9 @@ impl SentinelDeployment {
                 .arg("--dir")
                 .arg(&node_dir)
                 .args(["--daemonize", "no"]);
+            if let Some(password) = &self.data_password {
+                cmd.args(["--requirepass", password, "--masterauth", password]);
+            }
             if let Some(primary) = replica_of {
                 cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
             }
@@ -208,8 +225,9 @@ impl SentinelDeployment {
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir = self.dir.path().display()
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
+                dir = self.dir.path().display(),
+                auth = self.sentinel_auth_lines(),
             );
             std::fs::write(&conf, text).expect("write a sentinel configuration file");
             let mut cmd = Command::new("redis-server");
@@ -232,6 +250,33 @@ impl SentinelDeployment {
             }
         }
         self.fail(&format!("a sentinel did not start: {last_error}"))
+    }
+
+    /// The password lines of a sentinel's configuration file.
+    fn sentinel_auth_lines(&self) -> String {
+        let mut out = String::new();
+        if let Some(password) = &self.data_password {
+            out.push_str(&format!("sentinel auth-pass {MASTER_NAME} {password}\n"));
+        }
+        if let Some(password) = &self.sentinel_password {
+            out.push_str(&format!("requirepass {password}\n"));
+        }
+        out
+    }
+
+    /// The password of the process on `port`: the sentinels' for a sentinel, else the data
+    /// nodes'.
+    fn password_for(&self, port: u16) -> Option<&str> {
+        let is_sentinel = self
+            .sentinels
+            .iter()
+            .chain(&self.extra_sentinels)
+            .any(|s| s.port == port);
+        if is_sentinel {
+            self.sentinel_password.as_deref()
+        } else {
+            self.data_password.as_deref()
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -288,7 +333,7 @@ impl SentinelDeployment {
     pub fn primary_port(&self) -> u16 {
         self.alive_sentinel_ports()
             .into_iter()
-            .find_map(master_addr_seen_by)
+            .find_map(|s| self.master_addr_seen_by(s))
             .unwrap_or_else(|| self.fail("no sentinel names a primary"))
     }
 
@@ -297,23 +342,41 @@ impl SentinelDeployment {
     pub fn sentinel_views(&self) -> Vec<(u16, Option<u16>)> {
         self.alive_sentinel_ports()
             .into_iter()
-            .map(|s| (s, master_addr_seen_by(s)))
+            .map(|s| (s, self.master_addr_seen_by(s)))
             .collect()
     }
 
     /// `ROLE` of the data node on `port`: `"master"`, `"slave"`, or `""` when it does not answer.
     pub fn role_of(&self, port: u16) -> String {
-        role_of(port)
+        self.cli(port, &["ROLE"])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
     }
 
     /// `redis-cli -p PORT ARGS...` against any process of the deployment; its standard output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        cli(port, args)
+        cli(port, self.password_for(port), args)
     }
 
     /// A blocking redis-rs connection straight to the data node on `port` (db 0).
     pub fn conn(&self, port: u16) -> redis::Connection {
-        super::redis_conn(&addr(port))
+        let auth = match self.password_for(port) {
+            Some(password) => format!(":{password}@"),
+            None => String::new(),
+        };
+        let url = format!("redis://{auth}127.0.0.1:{port}/");
+        let client = redis::Client::open(url).expect("redis-rs client");
+        let conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("cannot connect to node {port}: {e}"));
+        conn.set_read_timeout(Some(super::IO_TIMEOUT))
+            .expect("read timeout");
+        conn.set_write_timeout(Some(super::IO_TIMEOUT))
+            .expect("write timeout");
+        conn
     }
 
     /// `GET key` in db 0 of the data node on `port`, asked directly.
@@ -336,7 +399,7 @@ impl SentinelDeployment {
         let sentinel = self.alive_sentinel_ports()[0];
         let mut answer = String::new();
         let accepted = wait_until(Duration::from_secs(10), || {
-            answer = cli(sentinel, &["SENTINEL", "FAILOVER", MASTER_NAME]);
+            answer = self.cli(sentinel, &["SENTINEL", "FAILOVER", MASTER_NAME]);
             answer.trim() == "OK"
         });
         if !accepted {
@@ -408,7 +471,7 @@ impl SentinelDeployment {
             let agreed =
                 !views.is_empty() && new.len() == views.len() && new.iter().all(|&p| p == new[0]);
             if agreed {
-                let role = role_of(new[0]);
+                let role = self.role_of(new[0]);
                 if role == "master" {
                     return Switch {
                         old,
@@ -445,9 +508,12 @@ impl SentinelDeployment {
     }
 
     fn try_wait_synced(&self, primary: u16, timeout: Duration) -> Result<(), String> {
-        let target = info_field(primary, "master_repl_offset")
-            .and_then(|o| o.parse::<u64>().ok())
-            .ok_or_else(|| format!("no master_repl_offset from the primary {primary}"))?;
+        let target = field_of(
+            &self.cli(primary, &["INFO", "replication"]),
+            "master_repl_offset",
+        )
+        .and_then(|o| o.parse::<u64>().ok())
+        .ok_or_else(|| format!("no master_repl_offset from the primary {primary}"))?;
         let mut last = String::new();
         let replicas: Vec<u16> = self
             .alive_node_ports()
@@ -456,7 +522,7 @@ impl SentinelDeployment {
             .collect();
         let synced = wait_until(timeout, || {
             for &replica in &replicas {
-                let info = cli(replica, &["INFO", "replication"]);
+                let info = self.cli(replica, &["INFO", "replication"]);
                 let field = |name: &str| field_of(&info, name).unwrap_or_default();
                 let offset: u64 = field("slave_repl_offset").parse().unwrap_or(0);
                 if field("role") != "slave"
@@ -505,6 +571,63 @@ impl SentinelDeployment {
         Keyward::start_config(&upstream, None, &args, |listen| {
             format!("[server]\nlisten = \"{listen}\"\n")
         })
+    }
+
+    /// Whether every sentinel sees `primary` with both replicas and the two other sentinels.
+    fn all_sentinels_see_everything(&self, primary: u16) -> Result<(), String> {
+        self.sentinels
+            .iter()
+            .try_for_each(|s| self.sentinel_sees_everything(s.port, primary, 2, 2))
+    }
+
+    /// Whether sentinel `port` sees `primary` as a healthy master with `replicas` healthy replicas
+    /// and `other_sentinels` other sentinels; else what is missing.
+    fn sentinel_sees_everything(
+        &self,
+        port: u16,
+        primary: u16,
+        replicas: usize,
+        other_sentinels: usize,
+    ) -> Result<(), String> {
+        let master = self.cli(port, &["SENTINEL", "MASTER", MASTER_NAME]);
+        let fields = pairs(&master);
+        let get = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
+        let want = [
+            ("port", primary.to_string()),
+            ("flags", "master".to_string()),
+            ("num-slaves", replicas.to_string()),
+            ("num-other-sentinels", other_sentinels.to_string()),
+        ];
+        for (name, value) in want {
+            if get(name) != value {
+                return Err(format!(
+                    "sentinel {port}: {name} is {:?}, not {value:?}",
+                    get(name)
+                ));
+            }
+        }
+        let listed = self.cli(port, &["SENTINEL", "REPLICAS", MASTER_NAME]);
+        let lines: Vec<&str> = listed.lines().map(str::trim).collect();
+        let flags: Vec<&str> = lines
+            .windows(2)
+            .filter(|w| w[0] == "flags")
+            .map(|w| w[1])
+            .collect();
+        if flags.len() != replicas || flags.iter().any(|f| *f != "slave") {
+            return Err(format!("sentinel {port}: replica flags {flags:?}"));
+        }
+        Ok(())
+    }
+
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME mymaster` on sentinel `port`: the primary's port, `None`
+    /// when it does not answer with an address.
+    fn master_addr_seen_by(&self, port: u16) -> Option<u16> {
+        let out = self.cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        match lines.as_slice() {
+            [_host, port] => port.parse().ok(),
+            _ => None,
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -581,71 +704,6 @@ pub fn start_sentinel_keyward(sentinels: &[String], upstream_extra: &str, extra:
     })
 }
 
-/// Whether sentinel `port` sees `primary` as a healthy master with `replicas` healthy replicas
-/// and `other_sentinels` other sentinels; else what is missing.
-fn sentinel_sees_everything(
-    port: u16,
-    primary: u16,
-    replicas: usize,
-    other_sentinels: usize,
-) -> Result<(), String> {
-    let master = cli(port, &["SENTINEL", "MASTER", MASTER_NAME]);
-    let fields = pairs(&master);
-    let get = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
-    let want = [
-        ("port", primary.to_string()),
-        ("flags", "master".to_string()),
-        ("num-slaves", replicas.to_string()),
-        ("num-other-sentinels", other_sentinels.to_string()),
-    ];
-    for (name, value) in want {
-        if get(name) != value {
-            return Err(format!(
-                "sentinel {port}: {name} is {:?}, not {value:?}",
-                get(name)
-            ));
-        }
-    }
-    let listed = cli(port, &["SENTINEL", "REPLICAS", MASTER_NAME]);
-    let lines: Vec<&str> = listed.lines().map(str::trim).collect();
-    let flags: Vec<&str> = lines
-        .windows(2)
-        .filter(|w| w[0] == "flags")
-        .map(|w| w[1])
-        .collect();
-    if flags.len() != replicas || flags.iter().any(|f| *f != "slave") {
-        return Err(format!("sentinel {port}: replica flags {flags:?}"));
-    }
-    Ok(())
-}
-
-/// `SENTINEL GET-MASTER-ADDR-BY-NAME mymaster` on sentinel `port`: the primary's port, `None`
-/// when it does not answer with an address.
-fn master_addr_seen_by(port: u16) -> Option<u16> {
-    let out = cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    match lines.as_slice() {
-        [_host, port] => port.parse().ok(),
-        _ => None,
-    }
-}
-
-/// `ROLE` of the node on `port`: its first line (`master`, `slave`), `""` when it does not
-/// answer.
-fn role_of(port: u16) -> String {
-    cli(port, &["ROLE"])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
-/// One field of `INFO replication` on `port`.
-fn info_field(port: u16, name: &str) -> Option<String> {
-    field_of(&cli(port, &["INFO", "replication"]), name)
-}
-
 fn field_of(info: &str, name: &str) -> Option<String> {
     info.lines()
         .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
@@ -662,13 +720,16 @@ fn pairs(out: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `redis-cli -h 127.0.0.1 -p PORT ARGS...`, bounded in time; its standard output (error
+/// `redis-cli -h 127.0.0.1 -p PORT [-a PASSWORD] ARGS...`, bounded in time; its standard output (error
 /// replies included), empty when nothing answers.
-fn cli(port: u16, args: &[&str]) -> String {
+fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
     let mut cmd = Command::new("redis-cli");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .arg("--no-auth-warning")
-        .args(args);
+        .arg("--no-auth-warning");
+    if let Some(password) = password {
+        cmd.args(["-a", password]);
+    }
+    cmd.args(args);
     String::from_utf8_lossy(&run_with_timeout(&mut cmd, CLI_TIMEOUT).stdout).into_owned()
 }
 
