@@ -484,7 +484,19 @@ impl RequestSide {
                 };
             }
             Err(e) => {
-                tracing::warn!(client = %self.front.peer, error = %e, "upstream connection failed");
+                // Without a primary (Sentinel mode, mid-failover) every request would log this;
+                // the sentinel watcher has said it once.
+                let no_primary = self
+                    .upstream
+                    .target
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| p.current().is_none());
+                if no_primary {
+                    tracing::debug!(client = %self.front.peer, error = %e, "no primary to connect to");
+                } else {
+                    tracing::warn!(client = %self.front.peer, error = %e, "upstream connection failed");
+                }
                 self.link = Link::Down(Some(e));
             }
         }
