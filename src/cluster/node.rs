@@ -163,7 +163,7 @@ impl NodeConn {
     pub async fn connect(target: &UpstreamTarget) -> Result<Self, String> {
         let socket = target.connect().await?;
         let inner = Arc::new(Inner {
-            addr: Arc::from(target.addr.as_str()),
+            addr: Arc::from(target.describe().as_str()),
             reply_timeout: target.reply_timeout,
             socket,
             state: Mutex::new(State::default()),
