@@ -434,6 +434,7 @@ fn session_context(config: &Config) -> SessionContext {
         close_grace: config.server.shutdown_timeout,
         idle_timeout: config.server.idle_timeout,
         max_pending_replies: config.limits.max_pending_replies,
+        max_client_output_bytes: config.limits.max_client_output_bytes,
         // Checked when the configuration was read.
         hooks: Arc::new(HookSet::new(&config.hooks).unwrap_or_else(|_| HookSet::empty())),
     }

@@ -61,13 +61,64 @@ struct Waiting {
 /// A session polls only the reply slot at the front of its queue; an error further back (a
 /// MOVED, ASK, TRYAGAIN or CLUSTERDOWN to follow up, each with its own retry budget) must not
 /// wait for the requests ahead of it, which may take long (a blocking command, a slow node).
+///
+/// It also counts the bytes of the replies that came for its session and that the session has
+/// not written to its client yet (`[limits] max_client_output_bytes`): a client that stops
+/// reading must not make keyward hold its replies without bound, and those replies wait in
+/// the node connections' reply slots, out of the session's sight, until it takes them.
 #[derive(Default)]
 pub struct ErrorAlert {
     raised: AtomicBool,
     waker: futures_util::task::AtomicWaker,
+    /// Reply bytes held for the session (see [`ErrorAlert::hold`]).
+    held: std::sync::atomic::AtomicUsize,
+    /// The most it may hold; 0: no limit.
+    limit: std::sync::atomic::AtomicUsize,
+    /// Signalled when `held` goes over `limit`.
+    over: Notify,
 }
 
 impl ErrorAlert {
+    /// Sets the byte limit (0: none).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// A reply of `n` bytes came for the session.
+    fn hold(&self, n: usize) {
+        let held = self.held.fetch_add(n, Ordering::Relaxed) + n;
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit != 0 && held > limit {
+            self.over.notify_one();
+        }
+    }
+
+    /// The session wrote `n` bytes of replies to its client. Saturating: replies that did not
+    /// come through a node connection's slot (fan-outs, keyward's own) were never held.
+    pub fn released(&self, n: usize) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(n))
+            });
+    }
+
+    /// Whether more than the limit is held now.
+    pub fn is_over(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit != 0 && self.held.load(Ordering::Relaxed) > limit
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Wakes when the limit may have been passed (check [`ErrorAlert::is_over`]).
+    pub async fn went_over(&self) {
+        self.over.notified().await
+    }
+
     fn raise(&self) {
         self.raised.store(true, Ordering::Release);
         self.waker.wake();
@@ -438,6 +489,9 @@ async fn read_loop(inner: &Inner) -> Option<String> {
                 continue;
             }
             if let Some(w) = state.waiting.pop_front() {
+                if let Some(alert) = &w.alert {
+                    alert.hold(frame.len());
+                }
                 let alert = w.alert.filter(|_| reply::is_error(&frame));
                 let _ = w.reply.send(Ok(frame));
                 if let Some(alert) = alert {

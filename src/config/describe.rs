@@ -140,6 +140,10 @@ impl Config {
             "max_pending_replies = {}",
             limits.max_pending_replies
         ));
+        line(format!(
+            "max_client_output_bytes = {}",
+            limits.max_client_output_bytes
+        ));
         if admin.enabled() {
             line(String::new());
             line("[admin]".into());

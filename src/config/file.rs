@@ -217,6 +217,7 @@ pub struct LimitsFile {
     pub max_request_args: Option<usize>,
     pub max_query_buffer: Option<usize>,
     pub max_pending_replies: Option<usize>,
+    pub max_client_output_bytes: Option<usize>,
 }
 
 /// Reads and parses a configuration file. Only the syntax and the types are checked here; the

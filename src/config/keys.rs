@@ -51,3 +51,4 @@ pub(super) const GUARD_MAX_DELETED_KEYS_PER_SECOND: &str = "guard.max_deleted_ke
 pub(super) const UPSTREAM_SENTINEL_MASTER: &str = "upstream.sentinel_master";
 pub(super) const UPSTREAM_SENTINEL_USERNAME: &str = "upstream.sentinel_username";
 pub(super) const UPSTREAM_SENTINEL_PASSWORD: &str = "upstream.sentinel_password";
+pub(super) const LIMITS_MAX_CLIENT_OUTPUT_BYTES: &str = "limits.max_client_output_bytes";

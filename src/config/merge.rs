@@ -166,6 +166,11 @@ pub fn merge(file: Option<&FileConfig>, cli: &Cli) -> Result<Config, ConfigError
             &mut c.limits.max_pending_replies,
             l.max_pending_replies,
         );
+        set.value(
+            LIMITS_MAX_CLIENT_OUTPUT_BYTES,
+            &mut c.limits.max_client_output_bytes,
+            l.max_client_output_bytes,
+        );
         set.value(ADMIN_LISTEN, &mut c.admin.listen, file.admin.listen.clone());
         if let Some(hex) = &file.admin.token_sha256 {
             let Some(hash) = crate::auth::parse_sha256_hex(hex) else {

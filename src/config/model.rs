@@ -203,6 +203,9 @@ pub struct LimitsConfig {
     pub max_query_buffer: usize,
     /// Requests one client may have waiting for their replies before keyward stops reading it.
     pub max_pending_replies: usize,
+    /// Bytes of replies keyward may hold for one client that does not read them (shared and
+    /// cluster modes); over it the client is closed. 0: no limit.
+    pub max_client_output_bytes: usize,
 }
 
 /// `[server.tls]` and `[upstream.tls]`; both unset by default (plain TCP both ways).
@@ -259,6 +262,7 @@ impl Default for Config {
                 max_request_args: 1024 * 1024,
                 max_query_buffer: 1024 * 1024 * 1024,
                 max_pending_replies: 1024,
+                max_client_output_bytes: 256 * 1024 * 1024,
             },
             tls: TlsConfig::default(),
             admin: AdminConfig::default(),

@@ -588,6 +588,7 @@ mod tests {
             close_grace: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             max_pending_replies: 16,
+            max_client_output_bytes: 0,
             hooks: Arc::new(crate::hooks::HookSet::empty()),
         }
     }

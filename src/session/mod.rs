@@ -62,6 +62,8 @@ pub struct SessionContext {
     /// connections, replies cannot be left in Redis for a client that does not read (that would
     /// stall every client), so this also bounds what keyward buffers for one client.
     pub max_pending_replies: usize,
+    /// Reply bytes keyward may hold for a client that does not read them (0: no limit).
+    pub max_client_output_bytes: usize,
     /// The invalidation hooks (`[[hooks]]`).
     pub hooks: Arc<HookSet>,
 }

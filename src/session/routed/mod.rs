@@ -123,6 +123,8 @@ pub(super) async fn run(
         read_at: None,
     };
     let mut scanner = session.front.scanner(&session.ctx);
+    let alert = session.replies.alert();
+    alert.set_limit(session.ctx.max_client_output_bytes);
     let mut reload = live.reload_signal();
     let mut buf = BytesMut::new();
     let mut read_chunk = ReadChunk::new();
@@ -178,10 +180,27 @@ pub(super) async fn run(
                     }
                     next = session.replies.next().now_or_never().flatten();
                 }
-                if write_all_chunks(&client, &mut out).await.is_err() || close {
+                let bytes: usize = out.iter().map(Bytes::len).sum();
+                // A client that does not read blocks this write while replies keep coming for
+                // it into the node connections' slots: race the write against their limit.
+                let written = tokio::select! {
+                    written = write_all_chunks(&client, &mut out) => written.is_ok(),
+                    () = over_output_limit(&alert) => {
+                        note_output_limit(peer, &alert, session.ctx.max_client_output_bytes);
+                        return;
+                    }
+                };
+                if !written || close {
                     return;
                 }
+                alert.released(bytes);
                 last_activity = tokio::time::Instant::now();
+            }
+            // Replies pile up behind one that is not there yet (a blocked command at the front)
+            // while the client reads nothing: the same limit.
+            () = over_output_limit(&alert) => {
+                note_output_limit(peer, &alert, session.ctx.max_client_output_bytes);
+                return;
             }
             // Paused at the pending limit, the client is still read (up to PAUSED_READ_LIMIT, not
             // handled) so that a hang-up behind a blocked command is noticed.
@@ -231,6 +250,31 @@ pub(super) async fn run(
         front.reply_mode = ReplyMode::On;
         super::private::run(client, live, upstream, front, shutdown, input).await;
     }
+}
+
+/// Returns once the replies held for the client are over `max_client_output_bytes`.
+async fn over_output_limit(alert: &crate::cluster::node::ErrorAlert) {
+    loop {
+        alert.went_over().await;
+        if alert.is_over() {
+            return;
+        }
+    }
+}
+
+/// Logs that a client is closed for not reading its replies.
+fn note_output_limit(
+    peer: std::net::SocketAddr,
+    alert: &crate::cluster::node::ErrorAlert,
+    limit: usize,
+) {
+    tracing::warn!(
+        client = %peer,
+        held_bytes = alert.held(),
+        max_client_output_bytes = limit,
+        "closing the client: it does not read its replies and keyward holds more than \
+         max_client_output_bytes of them"
+    );
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -308,6 +352,9 @@ impl RoutedSession {
         }
         let before = self.ctx.clone();
         self.live.refresh(&mut self.ctx_generation, &mut self.ctx);
+        self.replies
+            .alert()
+            .set_limit(self.ctx.max_client_output_bytes);
         self.front.reloaded(&before, &self.ctx, scanner)
     }
 

@@ -211,6 +211,9 @@ impl ReplyQueue {
             match forwarded.poll_first(cx) {
                 First::Pending => {}
                 First::Answer(frame) => {
+                    if !deliver {
+                        self.alert.released(frame.len());
+                    }
                     self.entries[index] = Entry::Ready(Out::reply(frame, deliver));
                 }
                 First::FollowUp(first) => self.start_follow_up(index, first),
@@ -293,7 +296,14 @@ impl Stream for ReplyQueue {
                     let deliver = forwarded.deliver;
                     match forwarded.poll_first(cx) {
                         First::Pending => return Poll::Pending,
-                        First::Answer(frame) => Out::reply(frame, deliver),
+                        First::Answer(frame) => {
+                            // Held on arrival (max_client_output_bytes); a reply the client
+                            // switched off is never written, so it is let go here.
+                            if !deliver {
+                                this.alert.released(frame.len());
+                            }
+                            Out::reply(frame, deliver)
+                        }
                         First::FollowUp(first) => {
                             // Its alert has not been seen yet (or it has none): start the
                             // follow-up now and poll it.
