@@ -115,3 +115,33 @@ fn with_a_connection_per_client_the_replies_wait_in_redis_not_in_keyward() {
         "keyward grew by {grown} bytes for one client that does not read"
     );
 }
+
+#[test]
+fn in_front_of_a_cluster_a_client_that_does_not_read_is_closed_at_the_byte_limit() {
+    let cluster = support::cluster::RedisCluster::start(3, 0);
+    let owner = cluster.owner_of_slot(keyward::cluster::topology::slot_of(b"big"));
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'x'; VALUE_BYTES])
+        .query(&mut cluster.conn(owner))
+        .expect("SET big on its owner");
+    let keyward = Keyward::start_cluster(
+        &cluster.seeds(),
+        &format!("[limits]\nmax_client_output_bytes = {}\n", 16 * 1024 * 1024),
+    );
+    let before = rss_bytes(keyward.pid());
+    let _greedy = greedy_client(keyward.port);
+    assert!(
+        wait_until(Duration::from_secs(10), || keyward
+            .log()
+            .contains("max_client_output_bytes")),
+        "keyward did not close the client; log:\n{}",
+        keyward.log()
+    );
+    someone_else_is_served(keyward.port);
+    let grown = rss_bytes(keyward.pid()).saturating_sub(before);
+    assert!(
+        grown < 96 * 1024 * 1024,
+        "keyward grew by {grown} bytes for one client that does not read"
+    );
+}

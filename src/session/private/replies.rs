@@ -377,6 +377,13 @@ impl ReplySide {
     fn dispatch(&mut self, len: usize) {
         let start = self.forward;
         let frame = &self.buf[start..start + len];
+        // Sentinel mode: a primary that answers as a replica was demoted; ask the sentinels now
+        // rather than at the next periodic check.
+        if frame.starts_with(b"-READONLY")
+            && let Some(primary) = &self.upstream_settings.target.primary
+        {
+            primary.request_check();
+        }
         match self.disposition(frame) {
             Disposition::OutOfBand => self.forward += len,
             Disposition::Answer => self.answer(len),
