@@ -13,6 +13,8 @@
 //!   `share_connections = true`;
 //! - the sentinels' own credentials (`sentinel_username` / `sentinel_password`) apart from the
 //!   data nodes' (`username` / `password`), and a failover followed while a sentinel is down;
+//! - sentinels and data nodes that listen for TLS only (`[upstream.tls]`): keyward finds the
+//!   primary and follows a forced failover, every connection over TLS;
 //! - clients with per-connection state (SELECT 1, MULTI, SUBSCRIBE) are closed, or refused,
 //!   when the primary changes, while a stateless client on the same keyward carries on;
 //! - no sentinel reachable at start-up: requests get `no primary for 'mymaster'`, /readyz
@@ -622,6 +624,64 @@ fn sentinels_and_data_nodes_with_credentials_of_their_own() {
     eprintln!(
         "[credentials] switch {} -> {} with the first sentinel down: served {:?} after it \
          (errors: {errors:?})",
+        switch.old,
+        switch.new,
+        served.expect("served") - switch.at
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: sentinels and data nodes that speak TLS only
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sentinels_and_data_nodes_over_tls_only() {
+    let d = SentinelDeployment::start_tls();
+    let primary = d.primary_port();
+    assert_eq!(primary, d.node_ports()[0]);
+    // Every sentinel answers over TLS (`redis-cli --tls --cacert CA`) with the primary's TLS
+    // port: the sentinels reached it, and each other, over TLS.
+    for sentinel in d.sentinel_ports() {
+        let out = d.cli(
+            sentinel,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
+        );
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(
+            lines,
+            ["127.0.0.1", primary.to_string().as_str()],
+            "sentinel {sentinel} over TLS"
+        );
+    }
+
+    // A plain client of keyward; keyward dials the sentinels and the primary over TLS.
+    let mut kw = d.keyward("", &d.upstream_tls_section());
+    assert_served_by(&d, &kw, primary, "tls:first");
+    let mut c = kw.raw_conn();
+    assert_eq!(c.request(&["SET", "tls:a", "before"]), Reply::ok());
+    assert_eq!(c.request(&["GET", "tls:a"]), Reply::bulk("before"));
+    assert_eq!(d.get(primary, "tls:a").as_deref(), Some("before"));
+
+    // A forced failover: keyward follows it, over TLS, on the connection the client had.
+    let switch = d.failover();
+    assert_ne!(switch.new, primary);
+    let deadline = switch.at + SERVED_AGAIN_WITHIN;
+    let (served, errors) = write_until_on(&d, &mut c, "tls:a", switch.new, deadline, "");
+    assert!(
+        served.is_some(),
+        "writes did not land on the new primary {} within {SERVED_AGAIN_WITHIN:?} of the \
+         switch (errors: {errors:?}); keyward log:\n{}",
+        switch.new,
+        kw.log()
+    );
+    assert_logged_primary(&kw, switch.new, Duration::from_secs(1));
+    assert_eq!(c.request(&["SET", "tls:b", "after"]), Reply::ok());
+    assert_eq!(c.request(&["GET", "tls:b"]), Reply::bulk("after"));
+    assert_eq!(d.get(switch.new, "tls:b").as_deref(), Some("after"));
+    kw.assert_running();
+    assert_no_panic(&kw);
+    eprintln!(
+        "[tls] switch {} -> {}: served {:?} after it (errors: {errors:?})",
         switch.old,
         switch.new,
         served.expect("served") - switch.at

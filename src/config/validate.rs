@@ -27,14 +27,6 @@ pub(super) fn validate_tls(config: &Config, origins: &Origins) -> Result<(), Con
         })?;
     }
     if let Some(upstream) = &config.tls.upstream {
-        if config.upstream.mode == UpstreamMode::Sentinel {
-            return Err(origins.error(
-                UPSTREAM_TLS,
-                "is not supported in sentinel mode yet: keyward would check the sentinels' and \
-                 the data nodes' certificates against one server name, which has not been tried"
-                    .into(),
-            ));
-        }
         crate::tls::ClientTls::new(upstream, &config.upstream.nodes[0]).map_err(|e| {
             let key = match e.field {
                 "ca_file" => UPSTREAM_TLS_CA_FILE,

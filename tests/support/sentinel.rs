@@ -24,6 +24,15 @@
 //! resynchronisation after a failover gets it at once instead of five seconds later.
 //!
 //! Ports are `u16` client ports; addresses are `"127.0.0.1:PORT"`.
+//!
+//! `SentinelDeployment::start_tls()` starts the same deployment speaking TLS only, with the
+//! certificates of a fresh [`TlsFiles`] (a CA and a server certificate for `localhost` /
+//! `127.0.0.1`): every data node has `--port 0 --tls-port P --tls-replication yes` (the
+//! replicas replicate over TLS and announce their TLS port), every sentinel has `port 0`,
+//! `tls-port S` and `tls-replication yes` in its configuration (so it talks TLS to the data
+//! nodes and to the other sentinels, and announces its TLS port), and none asks for a client
+//! certificate (`tls-auth-clients no`). The ports this harness gives out are then the TLS
+//! ports, and its helpers (`cli`, `get`, the waits) talk TLS trusting the CA.
 
 #![allow(dead_code)]
 
@@ -33,7 +42,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::process::ChildProcess;
-use super::{Keyward, answers_ping, free_port, run_with_timeout, wait_until};
+use super::tls::{TlsClient, TlsFiles};
+use super::{Keyward, Reply, answers_ping, free_port, resp_str, run_with_timeout, wait_until};
 
 /// The name the sentinels monitor the primary under.
 pub const MASTER_NAME: &str = "mymaster";
@@ -90,13 +100,21 @@ pub struct SentinelDeployment {
     data_password: Option<String>,
     /// `requirepass` of the sentinels, if any.
     sentinel_password: Option<String>,
+    /// The certificates of a deployment that speaks TLS only ([`SentinelDeployment::start_tls`]).
+    tls: Option<TlsFiles>,
     dir: tempfile::TempDir,
 }
 
 impl SentinelDeployment {
     /// A primary, two replicas and three sentinels, all on free ports (see the module docs).
     pub fn start() -> Self {
-        Self::start_inner(None, None, None)
+        Self::start_inner(None, None, None, None)
+    }
+
+    /// Like [`start`](Self::start), every process listening for TLS only, with the
+    /// certificates of a fresh [`TlsFiles`] (see the module docs; [`tls`](Self::tls)).
+    pub fn start_tls() -> Self {
+        Self::start_inner(None, None, None, Some(TlsFiles::generate()))
     }
 
     /// Like [`start`](Self::start), with passwords: the data nodes require `data` (`requirepass`,
@@ -104,20 +122,21 @@ impl SentinelDeployment {
     /// sentinels require `sentinel` (`requirepass` in their configuration, which they also use
     /// with each other). The helpers of this type use them.
     pub fn start_with_passwords(data: &str, sentinel: &str) -> Self {
-        Self::start_inner(None, Some(data), Some(sentinel))
+        Self::start_inner(None, Some(data), Some(sentinel), None)
     }
 
     /// Like [`start`](Self::start), with the sentinels on exactly `sentinel_ports` (three of
     /// them), for a keyward that was configured with those addresses before they existed.
     pub fn start_with_sentinel_ports(sentinel_ports: &[u16]) -> Self {
         assert_eq!(sentinel_ports.len(), 3, "three sentinels");
-        Self::start_inner(Some(sentinel_ports), None, None)
+        Self::start_inner(Some(sentinel_ports), None, None, None)
     }
 
     fn start_inner(
         sentinel_ports: Option<&[u16]>,
         data_password: Option<&str>,
         sentinel_password: Option<&str>,
+        tls: Option<TlsFiles>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for the sentinel deployment");
         let mut deployment = SentinelDeployment {
@@ -126,6 +145,7 @@ impl SentinelDeployment {
             extra_sentinels: Vec::new(),
             data_password: data_password.map(str::to_string),
             sentinel_password: sentinel_password.map(str::to_string),
+            tls,
             dir,
         };
         let primary = deployment.spawn_data_node(None);
@@ -173,8 +193,16 @@ impl SentinelDeployment {
             let node_dir = self.dir.path().join(format!("node-{port}"));
             std::fs::create_dir_all(&node_dir).expect("create a node directory");
             let mut cmd = Command::new("redis-server");
-            cmd.args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
+            match &self.tls {
+                None => cmd.args(["--port", &port.to_string()]),
+                Some(files) => cmd.args(files.redis_args(port)).args([
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-replication",
+                    "yes",
+                ]),
+            };
+            cmd.args(["--bind", "127.0.0.1"])
                 .args(["--save", ""])
                 .args(["--appendonly", "no"])
                 .args(["--repl-diskless-sync-delay", "0"])
@@ -193,7 +221,7 @@ impl SentinelDeployment {
                     Ok(p) => p,
                     Err(e) => self.fail(&format!("{e} (is redis-server installed?)")),
                 };
-            match process.wait_ready("answer PING", START_TIMEOUT, || answers_ping(port)) {
+            match process.wait_ready("answer PING", START_TIMEOUT, || self.answers_ping(port)) {
                 Ok(()) => {
                     return DataNode {
                         port,
@@ -217,7 +245,7 @@ impl SentinelDeployment {
             let port = port.unwrap_or_else(free_port);
             let conf = self.dir.path().join(format!("sentinel-{port}.conf"));
             let text = format!(
-                "port {port}\n\
+                "{listen}\
                  bind 127.0.0.1\n\
                  daemonize no\n\
                  dir {dir}\n\
@@ -226,6 +254,7 @@ impl SentinelDeployment {
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n\
                  sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
+                listen = self.sentinel_listen_lines(port),
                 dir = self.dir.path().display(),
                 auth = self.sentinel_auth_lines(),
             );
@@ -238,7 +267,7 @@ impl SentinelDeployment {
                     Ok(p) => p,
                     Err(e) => self.fail(&e),
                 };
-            match process.wait_ready("answer PING", START_TIMEOUT, || answers_ping(port)) {
+            match process.wait_ready("answer PING", START_TIMEOUT, || self.answers_ping(port)) {
                 Ok(()) => {
                     return Sentinel {
                         port,
@@ -250,6 +279,40 @@ impl SentinelDeployment {
             }
         }
         self.fail(&format!("a sentinel did not start: {last_error}"))
+    }
+
+    /// The lines of a sentinel's configuration file that say where it listens: `port S`, or,
+    /// for a TLS deployment, `port 0`, `tls-port S`, the certificates, `tls-auth-clients no` and
+    /// `tls-replication yes` (TLS to the data nodes and the other sentinels too).
+    fn sentinel_listen_lines(&self, port: u16) -> String {
+        match &self.tls {
+            None => format!("port {port}\n"),
+            Some(files) => format!(
+                "port 0\n\
+                 tls-port {port}\n\
+                 tls-cert-file {cert}\n\
+                 tls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\n\
+                 tls-auth-clients no\n\
+                 tls-replication yes\n",
+                cert = files.server_cert(),
+                key = files.server_key(),
+                ca = files.ca(),
+            ),
+        }
+    }
+
+    /// Whether the process on `port` answers PING (over TLS in a TLS deployment), `-NOAUTH`
+    /// included, `-LOADING` not.
+    fn answers_ping(&self, port: u16) -> bool {
+        match &self.tls {
+            None => answers_ping(port),
+            Some(_) => {
+                let out = self.cli(port, &["PING"]);
+                let out = out.trim();
+                !out.is_empty() && !out.starts_with("LOADING")
+            }
+        }
     }
 
     /// The password lines of a sentinel's configuration file.
@@ -357,12 +420,24 @@ impl SentinelDeployment {
     }
 
     /// `redis-cli -p PORT ARGS...` against any process of the deployment; its standard output.
+    /// In a TLS deployment: `redis-cli --tls --cacert CA -p PORT ARGS...`.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        cli(port, self.password_for(port), args)
+        cli(port, self.password_for(port), self.tls.as_ref(), args)
     }
 
-    /// A blocking redis-rs connection straight to the data node on `port` (db 0).
+    /// The certificates of a deployment from [`start_tls`](Self::start_tls).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// A blocking redis-rs connection straight to the data node on `port` (db 0). Not for a
+    /// TLS deployment (the tests' redis-rs has no TLS): use [`get`](Self::get) or
+    /// [`cli`](Self::cli) there.
     pub fn conn(&self, port: u16) -> redis::Connection {
+        assert!(
+            self.tls.is_none(),
+            "no redis-rs connection to a TLS deployment: use get or cli"
+        );
         let auth = match self.password_for(port) {
             Some(password) => format!(":{password}@"),
             None => String::new(),
@@ -379,12 +454,38 @@ impl SentinelDeployment {
         conn
     }
 
-    /// `GET key` in db 0 of the data node on `port`, asked directly.
+    /// `GET key` in db 0 of the data node on `port`, asked directly (over TLS in a TLS
+    /// deployment).
     pub fn get(&self, port: u16, key: &str) -> Option<String> {
+        if let Some(files) = &self.tls {
+            return self.get_tls(files, port, key);
+        }
         redis::cmd("GET")
             .arg(key)
             .query(&mut self.conn(port))
             .unwrap_or_else(|e| panic!("GET {key} on node {port}: {e}"))
+    }
+
+    /// `GET key` over TLS (rustls, trusting the CA), after `AUTH` when the data nodes have a
+    /// password.
+    fn get_tls(&self, files: &TlsFiles, port: u16, key: &str) -> Option<String> {
+        let mut conn = TlsClient::connect(&addr(port), files, false)
+            .unwrap_or_else(|e| panic!("cannot connect over TLS to node {port}: {e}"));
+        let mut request = |args: &[&str]| -> Reply {
+            conn.send(&resp_str(args))
+                .unwrap_or_else(|e| panic!("{} on node {port} over TLS: {e}", args[0]));
+            conn.try_read_reply()
+                .unwrap_or_else(|e| panic!("{} on node {port} over TLS: {e}", args[0]))
+        };
+        if let Some(password) = &self.data_password {
+            let auth = request(&["AUTH", password]);
+            assert_eq!(auth, Reply::ok(), "AUTH on node {port}");
+        }
+        match request(&["GET", key]) {
+            Reply::Nil => None,
+            Reply::Bulk(value) => Some(String::from_utf8_lossy(&value).into_owned()),
+            other => panic!("GET {key} on node {port} over TLS: {other:?}"),
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -553,6 +654,16 @@ impl SentinelDeployment {
     /// in `nodes`, killed ones included), listening on `listen`, with `upstream_extra` appended
     /// to `[upstream]` (e.g. `"share_connections = true"`) and `extra` after it (more sections,
     /// with their headers).
+    /// The `[upstream.tls]` section a keyward needs in front of a TLS deployment (trusting its
+    /// CA; each connection checks the certificate against the host it dials, 127.0.0.1), empty
+    /// for a plain one. Pass it in `extra`.
+    pub fn upstream_tls_section(&self) -> String {
+        match &self.tls {
+            Some(files) => format!("[upstream.tls]\nca_file = \"{}\"\n", files.ca()),
+            None => String::new(),
+        }
+    }
+
     pub fn proxy_toml(&self, listen: &str, upstream_extra: &str, extra: &str) -> String {
         sentinel_proxy_toml(listen, &self.sentinel_addrs(), upstream_extra, extra)
     }
@@ -720,12 +831,15 @@ fn pairs(out: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `redis-cli -h 127.0.0.1 -p PORT [-a PASSWORD] ARGS...`, bounded in time; its standard output (error
-/// replies included), empty when nothing answers.
-fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
+/// `redis-cli -h 127.0.0.1 -p PORT [--tls --cacert CA] [-a PASSWORD] ARGS...`, bounded in time;
+/// its standard output (error replies included), empty when nothing answers.
+fn cli(port: u16, password: Option<&str>, tls: Option<&TlsFiles>, args: &[&str]) -> String {
     let mut cmd = Command::new("redis-cli");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .arg("--no-auth-warning");
+    if let Some(files) = tls {
+        cmd.args(files.cli_args(false));
+    }
     if let Some(password) = password {
         cmd.args(["-a", password]);
     }
