@@ -254,12 +254,7 @@ pub(super) async fn run(
 
 /// Returns once the replies held for the client are over `max_client_output_bytes`.
 async fn over_output_limit(alert: &crate::cluster::node::ErrorAlert) {
-    loop {
-        alert.went_over().await;
-        if alert.is_over() {
-            return;
-        }
-    }
+    alert.went_over().await
 }
 
 /// Logs that a client is closed for not reading its replies.
