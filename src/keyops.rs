@@ -123,11 +123,7 @@ impl KeyOps {
         let mut keys = keys;
         dedup_keeping_order(&mut keys);
         let requested = keys.len();
-        let spec = commands::lookup(b"REMOVEKEYS");
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
-        parts.push(b"REMOVEKEYS");
-        parts.extend(keys.iter().map(|k| k.as_ref()));
-        let args = OwnedArgs::from_parts(&parts);
+        let (spec, args) = as_request(b"REMOVEKEYS", &keys);
         let args = args.args();
         let command = commands::id_of(spec);
         let refused = |rule: Rule, dry_run: bool| {
@@ -201,11 +197,7 @@ impl KeyOps {
     ) -> Result<Removed, RemoveError> {
         let mut keys = keys;
         dedup_keeping_order(&mut keys);
-        let spec = commands::lookup(b"REMOVEKEYS.PREVIEW");
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
-        parts.push(b"REMOVEKEYS.PREVIEW");
-        parts.extend(keys.iter().map(|k| k.as_ref()));
-        let args = OwnedArgs::from_parts(&parts);
+        let (spec, args) = as_request(b"REMOVEKEYS.PREVIEW", &keys);
         let args = args.args();
         let command = commands::id_of(spec);
         match rules.guard.check_as(spec, args, caller.rights()) {
@@ -384,6 +376,18 @@ impl KeyOps {
         }
         fanout::replies(&self.cluster, submitted).await
     }
+}
+
+/// `command key...` as the guard sees a client's request, with its entry in the command table:
+/// keyward's own removals are checked exactly as a RESP client's `REMOVEKEYS` would be.
+fn as_request<K: AsRef<[u8]>>(
+    command: &[u8],
+    keys: &[K],
+) -> (Option<&'static commands::CommandSpec>, OwnedArgs) {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
+    parts.push(command);
+    parts.extend(keys.iter().map(|k| k.as_ref()));
+    (commands::lookup(command), OwnedArgs::from_parts(&parts))
 }
 
 /// `ok`, `refused` or `error`: the `result` label of `keyward_hook_runs_total`.

@@ -91,53 +91,62 @@ impl<V> PrefixTable<V> {
     /// Calls `f` with every value whose prefix `key` starts with, shortest prefix first.
     #[inline]
     pub fn for_each_match(&self, key: &[u8], mut f: impl FnMut(&V)) {
-        for value in &self.nodes[0].values {
-            f(value);
-        }
-        let Some(&first) = key.first() else {
-            return;
-        };
-        let mut node = self.root[usize::from(first)] as usize;
-        let mut rest = &key[1..];
-        while node != 0 {
-            let n = &self.nodes[node];
-            for value in &n.values {
+        for node in self.path(key) {
+            for value in &node.values {
                 f(value);
             }
-            let Some((&byte, tail)) = rest.split_first() else {
-                return;
-            };
-            node = n
-                .children
-                .iter()
-                .find(|(b, _)| *b == byte)
-                .map_or(0, |&(_, next)| next as usize);
-            rest = tail;
         }
     }
 
     /// The value of the shortest prefix `key` starts with, if any.
     #[inline]
     pub fn first_match(&self, key: &[u8]) -> Option<&V> {
-        if let Some(value) = self.nodes[0].values.first() {
-            return Some(value);
+        self.path(key).find_map(|node| node.values.first())
+    }
+
+    /// The nodes of the prefixes of `key` that the table holds a node for, shortest first
+    /// (the empty prefix's included).
+    #[inline]
+    fn path<'t, 'k>(&'t self, key: &'k [u8]) -> Path<'t, 'k, V> {
+        Path {
+            table: self,
+            node: Some(0),
+            rest: key,
         }
-        let mut node = self.root[usize::from(*key.first()?)] as usize;
-        let mut rest = &key[1..];
-        while node != 0 {
-            let n = &self.nodes[node];
-            if let Some(value) = n.values.first() {
-                return Some(value);
+    }
+}
+
+/// A walk down the trie along a key (see [`PrefixTable::path`]).
+struct Path<'t, 'k, V> {
+    table: &'t PrefixTable<V>,
+    /// The next node to yield; None once the key leaves the trie.
+    node: Option<usize>,
+    rest: &'k [u8],
+}
+
+impl<'t, V> Iterator for Path<'t, '_, V> {
+    type Item = &'t Node<V>;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'t Node<V>> {
+        let index = self.node?;
+        let node = &self.table.nodes[index];
+        let next = match self.rest.split_first() {
+            None => 0,
+            Some((&byte, tail)) => {
+                self.rest = tail;
+                if index == 0 {
+                    self.table.root[usize::from(byte)] as usize
+                } else {
+                    node.children
+                        .iter()
+                        .find(|(b, _)| *b == byte)
+                        .map_or(0, |&(_, n)| n as usize)
+                }
             }
-            let (&byte, tail) = rest.split_first()?;
-            node = n
-                .children
-                .iter()
-                .find(|(b, _)| *b == byte)
-                .map_or(0, |&(_, next)| next as usize);
-            rest = tail;
-        }
-        None
+        };
+        self.node = (next != 0).then_some(next);
+        Some(node)
     }
 }
 
