@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::audit::{Audit, Via};
+use crate::auth::Login;
 use crate::cluster::fanout;
 use crate::cluster::topology::slot_of;
 use crate::cluster::{Cluster, Submitted, Target};
@@ -38,6 +39,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The client at `peer` with `login` (anyone, without client authentication).
+    pub fn of(peer: SocketAddr, login: &Login) -> Caller {
+        Caller {
+            peer,
+            user: login.user().cloned(),
+            rights: login.shared_rights(),
+        }
+    }
+
     pub fn rights(&self) -> &Rights {
         self.rights.as_deref().unwrap_or(&NO_RIGHTS)
     }
@@ -311,7 +321,7 @@ impl KeyOps {
     }
 
     /// The values of `keys`, in order (None: missing, or not a string).
-    pub async fn get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>, String> {
+    pub async fn get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>, String> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -422,22 +432,8 @@ fn dedup_keeping_order<K: AsRef<[u8]>>(keys: &mut Vec<K>) {
 fn bulk_value(frame: &[u8]) -> Result<Option<Bytes>, String> {
     match frame.first() {
         Some(b'_') => Ok(None),
-        Some(b'$') => {
-            let header_end = memchr::memmem::find(frame, b"\r\n").ok_or("bad bulk string")?;
-            let len: i64 = std::str::from_utf8(&frame[1..header_end])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or("bad bulk string length")?;
-            if len < 0 {
-                return Ok(None);
-            }
-            let start = header_end + 2;
-            let end = start + len as usize;
-            frame
-                .get(start..end)
-                .map(|v| Some(Bytes::copy_from_slice(v)))
-                .ok_or_else(|| "short bulk string".to_string())
-        }
+        // `$-1` (nil) reads as no bulk string.
+        Some(b'$') => Ok(reply::bulk_string(frame).map(Bytes::copy_from_slice)),
         _ => Err(format!(
             "unexpected MGET element: {}",
             String::from_utf8_lossy(&frame[..frame.len().min(64)])

@@ -181,10 +181,7 @@ impl Api {
 
     async fn remove(&self, ctx: &SessionContext, caller: &Caller, body: &[u8]) -> Answer {
         let request: KeysRequest = parse(body)?;
-        if request.keys.0.is_empty() {
-            return Err(ApiError::bad_request("`keys` names no key"));
-        }
-        let keys: Vec<&[u8]> = request.keys.0.iter().map(|k| k.as_bytes()).collect();
+        let keys = keys_of(&request)?;
         let removed = self
             .ops
             .remove_guarded(&ctx.rules(), caller, Via::Http, keys)
@@ -199,10 +196,7 @@ impl Api {
     /// `POST /v1/keys/remove?dry_run=true`: every rule, then the keys that exist now.
     async fn preview(&self, ctx: &SessionContext, caller: &Caller, body: &[u8]) -> Answer {
         let request: KeysRequest = parse(body)?;
-        if request.keys.0.is_empty() {
-            return Err(ApiError::bad_request("`keys` names no key"));
-        }
-        let keys: Vec<&[u8]> = request.keys.0.iter().map(|k| k.as_bytes()).collect();
+        let keys = keys_of(&request)?;
         let preview = self.ops.preview_guarded(&ctx.rules(), caller, keys).await?;
         Ok(serde_json::json!({
             "success": true,
@@ -214,7 +208,7 @@ impl Api {
 
     async fn get(&self, ctx: &SessionContext, caller: &Caller, body: &[u8]) -> Answer {
         let request: KeysRequest = parse(body)?;
-        let mut keys = non_empty_keys(request.keys.0)?;
+        let mut keys = keys_of(&request)?;
         keys.sort_unstable();
         keys.dedup();
         check_allowed(ctx, caller, b"MGET")?;
@@ -313,11 +307,7 @@ async fn authenticate(
     peer: SocketAddr,
     request: &Request<Incoming>,
 ) -> Result<Caller, ApiError> {
-    let open = Caller {
-        peer,
-        user: None,
-        rights: None,
-    };
+    let open = Caller::of(peer, &Login::Open);
     let Some(auth) = ctx.auth.as_deref() else {
         return Ok(open);
     };
@@ -360,16 +350,8 @@ async fn authenticate(
         .check_credentials(peer.ip(), name.as_bytes(), password.as_bytes())
         .await
     {
-        Some(login) => Ok(caller_for(peer, &login)),
+        Some(login) => Ok(Caller::of(peer, &login)),
         None => Err(unauthorized("invalid user or password")),
-    }
-}
-
-fn caller_for(peer: SocketAddr, login: &Login) -> Caller {
-    Caller {
-        peer,
-        user: login.user().cloned(),
-        rights: login.shared_rights(),
     }
 }
 
@@ -399,14 +381,12 @@ fn check_count(ctx: &SessionContext, n: usize, what: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-fn non_empty_keys(keys: Vec<std::borrow::Cow<'_, str>>) -> Result<Vec<Vec<u8>>, ApiError> {
-    if keys.is_empty() {
+/// The keys of a request, borrowed from its body; refused when there are none.
+fn keys_of<'a>(request: &'a KeysRequest<'_>) -> Result<Vec<&'a [u8]>, ApiError> {
+    if request.keys.0.is_empty() {
         return Err(ApiError::bad_request("`keys` names no key"));
     }
-    Ok(keys
-        .into_iter()
-        .map(|k| k.into_owned().into_bytes())
-        .collect())
+    Ok(request.keys.0.iter().map(|k| k.as_bytes()).collect())
 }
 
 /// The body as `T`; only a JSON object is taken (serde would also fill a struct from an array,

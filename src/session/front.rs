@@ -141,6 +141,16 @@ impl ReplyWatch {
         self.after_reply();
     }
 
+    /// The reply `frame` has come and is about to be delivered: what [`answered`]
+    /// (Self::answered) does, then the hooks the request triggered, which must end before the
+    /// client reads the reply.
+    pub(crate) async fn settle(&self, frame: &[u8]) {
+        self.answered(frame);
+        if let Some(run) = self.hooks_due(frame) {
+            run.await;
+        }
+    }
+
     /// The hook runs that must end before the reply `frame` is delivered (the request's writes
     /// succeeded and triggered hooks); None for nearly every reply.
     pub(crate) fn hooks_due(&self, frame: &[u8]) -> Option<HookFuture> {
@@ -207,11 +217,7 @@ impl Front {
 
     /// Who this client is, for the guard and the audit lines of the hooks it runs.
     fn caller(&self) -> Caller {
-        Caller {
-            peer: self.peer,
-            user: self.login.user().cloned(),
-            rights: self.login.shared_rights(),
-        }
+        Caller::of(self.peer, &self.login)
     }
 
     /// Takes a reload that replaced `before` with `after` into account: the login (false when
@@ -344,6 +350,14 @@ impl Front {
         }
     }
 
+    /// Dry run: a request the guard would refuse, logged and counted, then let through.
+    fn would_refuse(&self, spec: Option<&CommandSpec>, args: Args<'_>, rule: crate::guard::Rule) {
+        audit::would_refuse(self.peer, self.login.user(), args, rule.name());
+        if let Some(m) = metrics::get() {
+            m.refused(commands::id_of(spec), rule, true);
+        }
+    }
+
     /// `REMOVEKEYS.PREVIEW key...`: every rule of the guard (not the rate limit, which it
     /// does not draw on), then, when they pass, the request becomes `EXISTS` of the distinct
     /// keys: the number a `REMOVEKEYS` would remove now. Returns the refusal, if any.
@@ -358,12 +372,7 @@ impl Front {
             .check_as(spec, request.args(), self.login.rights())
         {
             Verdict::Refuse(refusal) => return Some(self.refuse(spec, request.args(), refusal)),
-            Verdict::WouldRefuse { rule, .. } => {
-                audit::would_refuse(self.peer, self.login.user(), request.args(), rule.name());
-                if let Some(m) = metrics::get() {
-                    m.refused(commands::id_of(spec), rule, true);
-                }
-            }
+            Verdict::WouldRefuse { rule, .. } => self.would_refuse(spec, request.args(), rule),
             Verdict::Forward | Verdict::Rewrite(_) => {}
         }
         let exists = {
@@ -460,11 +469,7 @@ impl Front {
             Verdict::Refuse(refusal) => return self.refuse(spec, request.args(), refusal),
             // Dry run: logged now, forwarded as if allowed.
             Verdict::WouldRefuse { rule, rename } => {
-                let user = self.login.user();
-                audit::would_refuse(self.peer, user, request.args(), rule.name());
-                if let Some(m) = metrics::get() {
-                    m.refused(commands::id_of(spec), rule, true);
-                }
+                self.would_refuse(spec, request.args(), rule);
                 rename.map(|delete| delete.name())
             }
             Verdict::Rewrite(delete) => Some(delete.name()),
@@ -529,11 +534,7 @@ impl Front {
         self.hooks.after_request(
             ctx,
             &self.key_ops,
-            || Caller {
-                peer,
-                user: login.user().cloned(),
-                rights: login.shared_rights(),
-            },
+            || Caller::of(peer, login),
             spec,
             request.args(),
             transaction,

@@ -389,10 +389,7 @@ impl RoutedSession {
                 Err(e) => write::error(&format!("ERR keyward: {e}")),
             };
             if let Some(watch) = watch {
-                watch.answered(&frame);
-                if let Some(run) = watch.hooks_due(&frame) {
-                    run.await;
-                }
+                watch.settle(&frame).await;
             }
             frame
         });

@@ -185,7 +185,7 @@ pub(super) async fn run(
                 // it into the node connections' slots: race the write against their limit.
                 let written = tokio::select! {
                     written = write_all_chunks(&client, &mut out) => written.is_ok(),
-                    () = over_output_limit(&alert) => {
+                    () = alert.went_over() => {
                         note_output_limit(peer, &alert, session.ctx.max_client_output_bytes);
                         return;
                     }
@@ -198,7 +198,7 @@ pub(super) async fn run(
             }
             // Replies pile up behind one that is not there yet (a blocked command at the front)
             // while the client reads nothing: the same limit.
-            () = over_output_limit(&alert) => {
+            () = alert.went_over() => {
                 note_output_limit(peer, &alert, session.ctx.max_client_output_bytes);
                 return;
             }
@@ -250,11 +250,6 @@ pub(super) async fn run(
         front.reply_mode = ReplyMode::On;
         super::private::run(client, live, upstream, front, shutdown, input).await;
     }
-}
-
-/// Returns once the replies held for the client are over `max_client_output_bytes`.
-async fn over_output_limit(alert: &crate::cluster::node::ErrorAlert) {
-    alert.went_over().await
 }
 
 /// Logs that a client is closed for not reading its replies.
@@ -401,10 +396,7 @@ impl RoutedSession {
             self.note(&submitted);
             self.push(async move {
                 let frame = submitted.reply(&cluster).await;
-                watch.answered(&frame);
-                if let Some(run) = watch.hooks_due(&frame) {
-                    run.await;
-                }
+                watch.settle(&frame).await;
                 frame
             });
             return;

@@ -245,10 +245,7 @@ impl RoutedSession {
             self.push(async move {
                 let frame = pending_reply(pending).await;
                 if let Some(watch) = watch {
-                    watch.answered(&frame);
-                    if let Some(run) = watch.hooks_due(&frame) {
-                        run.await;
-                    }
+                    watch.settle(&frame).await;
                 }
                 frame
             });
