@@ -6,8 +6,11 @@
 //! map never wait for a refresh: a request uses the map it finds and, when that map is stale, the
 //! node's redirection corrects it.
 
+pub mod command_info;
 pub mod fanout;
+pub mod merge;
 pub mod node;
+pub mod routing;
 pub mod topology;
 
 use std::sync::{Arc, RwLock};
@@ -23,6 +26,7 @@ use crate::metrics;
 use crate::protocol::{reply, write};
 use crate::upstream::{DialError, DialFailure, UpstreamTarget};
 use node::{NodeConn, NodeError};
+use routing::{Fan, Nodes, Routing};
 use topology::SlotMap;
 
 /// Most redirections followed for one request before giving up with the last reply.
@@ -54,6 +58,9 @@ pub struct Cluster {
     retry_budget: Duration,
     /// A standalone Redis seen as a cluster ([`Cluster::single`]).
     single: bool,
+    /// The command table learned from the cluster (`COMMAND`), read at start-up and after a
+    /// topology change; empty until then, when the built-in table routes alone.
+    routing: RwLock<Arc<Routing>>,
 }
 
 /// A request queued on a node connection; see [`Cluster::submit`].
@@ -191,7 +198,9 @@ impl Cluster {
             refresh: Arc::new(Notify::new()),
             retry_budget: RETRY_BUDGET,
             single: false,
+            routing: RwLock::new(Arc::new(Routing::default())),
         });
+        cluster.learn_commands().await;
         tokio::spawn(refresher(Arc::downgrade(&cluster), cluster.refresh.clone()));
         Ok(cluster)
     }
@@ -214,6 +223,7 @@ impl Cluster {
             refresh: Arc::new(Notify::new()),
             retry_budget: Duration::ZERO,
             single: true,
+            routing: RwLock::new(Arc::new(Routing::default())),
         })
     }
 
@@ -256,6 +266,102 @@ impl Cluster {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Every node of the map, primaries and their replicas, in a stable order.
+    pub fn all_nodes(&self) -> Vec<String> {
+        let map = self.map();
+        let mut nodes = self.primaries();
+        for shard in map.shards() {
+            for replica in &shard.replicas {
+                let addr = replica.to_string();
+                if !nodes.contains(&addr) {
+                    nodes.push(addr);
+                }
+            }
+        }
+        nodes
+    }
+
+    /// The routing table: what the cluster said about its commands, with keyward's choices.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks a primary for `COMMAND` and routes by what it says from then on. A failure keeps
+    /// the table in use (the built-in one at start-up) and is logged: routing by the built-in
+    /// table still works, with a redirection where it does not know a command's keys.
+    async fn learn_commands(&self) {
+        let reply = self
+            .execute(Target::Any, write::command::<&[u8]>(b"COMMAND", &[]), false)
+            .await;
+        let decoded = match redis_protocol::resp2::decode::decode(&reply) {
+            Ok(Some((frame, _))) => frame,
+            Ok(None) => {
+                tracing::warn!("cluster COMMAND reply incomplete; routing by the built-in table");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster COMMAND reply unreadable; routing by the built-in table");
+                return;
+            }
+        };
+        match command_info::CommandInfo::from_reply(&decoded) {
+            Ok(info) => {
+                tracing::info!(commands = info.len(), "cluster command table read");
+                *self.routing.write().unwrap_or_else(|e| e.into_inner()) =
+                    Arc::new(Routing::new(info));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster COMMAND reply not understood; routing by the built-in table")
+            }
+        }
+    }
+
+    /// Sends `request` to the nodes `fan` names, all at once, and returns the nodes and their
+    /// replies in the same order. Over the shared connections, or, for a command that must get
+    /// through while a node is busy with a script (`SCRIPT KILL`), over a connection of its
+    /// own to each node.
+    pub async fn fan_out(
+        &self,
+        fan: Fan,
+        request: Bytes,
+        resp3: bool,
+    ) -> (Vec<String>, Vec<Bytes>) {
+        let nodes = match fan.nodes {
+            Nodes::Primaries => self.primaries(),
+            Nodes::All => self.all_nodes(),
+        };
+        let replies = if fan.private {
+            let each = nodes.iter().map(|addr| {
+                let request = request.clone();
+                async move {
+                    match self.private(addr, resp3).await {
+                        Ok(conn) => conn.request(request, 0).await.unwrap_or_else(|e| {
+                            write::error(&format!("ERR keyward: {addr}: {}", e.message()))
+                        }),
+                        Err(e) => write::error(&format!("ERR keyward: {addr}: {e}")),
+                    }
+                }
+            });
+            futures_util::future::join_all(each).await
+        } else {
+            let mut submitted = Vec::with_capacity(nodes.len());
+            for addr in &nodes {
+                submitted.push(
+                    self.submit(Target::Node(addr.clone()), request.clone(), resp3)
+                        .await,
+                );
+            }
+            for s in &submitted {
+                s.flush();
+            }
+            fanout::replies(self, submitted).await
+        };
+        (nodes, replies)
     }
 
     fn first_primary(&self) -> Option<String> {
@@ -519,6 +625,11 @@ impl Cluster {
                     );
                 }
                 self.set_map(map);
+                // A new node may run another Redis version (a rolling upgrade): read its
+                // commands again. Also when the first reading failed.
+                if changed || self.routing().learned_commands() == 0 {
+                    self.learn_commands().await;
+                }
                 for pool in &self.pool {
                     pool.retain(|_, conn| conn.is_alive());
                 }

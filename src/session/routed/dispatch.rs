@@ -8,13 +8,14 @@ use super::super::hook_runs::HookRuns;
 use super::reply_queue::Out;
 use super::{Next, RoutedSession};
 use crate::cluster::fanout::{self, Plan};
+use crate::cluster::routing::{Fan, Route};
 use crate::cluster::topology::slot_of;
-use crate::cluster::{Cluster, Target};
+use crate::cluster::{Cluster, Target, merge};
 use crate::commands::{self, ClientSubcommand, Combine, CommandSpec, Fanout, PubSubKind, Role};
 use crate::metrics::Stamp;
 use crate::protocol::args::Args;
 use crate::protocol::request::{Request, RequestScanner};
-use crate::protocol::write;
+use crate::protocol::{reply, write};
 
 pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
@@ -127,6 +128,29 @@ impl RoutedSession {
             self.queue_in_transaction(spec, request, watch).await;
             return Next::Continue;
         }
+        let fanout = spec.map_or(Fanout::Keyless, |s| s.fanout);
+        // keyward's own classes first; then what the cluster's command table says.
+        let route = match fanout {
+            Fanout::Keyless | Fanout::SingleSlot => {
+                self.cluster.routing().route(spec, request.args())
+            }
+            _ => Route::Any,
+        };
+        match route {
+            Route::Fan(fan) => {
+                self.fan(fan, request).await;
+                return Next::Continue;
+            }
+            Route::AskKeys => {
+                self.ask_keys(request);
+                return Next::Continue;
+            }
+            Route::CrossSlot if matches!(fanout, Fanout::Keyless | Fanout::SingleSlot) => {
+                self.local(write::error(CROSSSLOT));
+                return Next::Continue;
+            }
+            _ => {}
+        }
         // Blocking commands, and connection state no case above handles (SCRIPT DEBUG, ACL,
         // DEBUG): a private connection for this one request, never a shared one.
         if spec.is_some_and(|s| s.blocking || s.stateful) {
@@ -134,7 +158,6 @@ impl RoutedSession {
             return Next::Continue;
         }
 
-        let fanout = spec.map_or(Fanout::Keyless, |s| s.fanout);
         match fanout {
             Fanout::SplitSum if request.args().len() > 1 => {
                 self.split_sum(request, watch).await;
@@ -155,9 +178,12 @@ impl RoutedSession {
             }
             Fanout::AllPrimaries(combine) => self.all_primaries(&request, combine).await,
             Fanout::Scan => self.scan(&request).await,
-            _ => match target(spec, request.args()) {
-                Ok(target) => self.forward(target, request.into_raw(), watch).await,
-                Err(e) => self.local(e),
+            _ => match route {
+                Route::Slot(slot) => {
+                    self.forward(Target::Slot(slot), request.into_raw(), watch)
+                        .await
+                }
+                _ => self.forward(Target::Any, request.into_raw(), watch).await,
             },
         }
         Next::Continue
@@ -356,6 +382,53 @@ impl RoutedSession {
         }
     }
 
+    /// A command the cluster's tips (or keyward's choices) send to several nodes: all at once,
+    /// the replies combined into one.
+    async fn fan(&mut self, fan: Fan, request: Request) {
+        let cluster = self.cluster.clone();
+        let resp3 = self.resp3;
+        let args: Vec<Bytes> = (0..request.args().len())
+            .map(|i| request.args().bytes(i))
+            .collect();
+        let raw = request.into_raw();
+        self.push(async move {
+            let (nodes, replies) = cluster.fan_out(fan, raw, resp3).await;
+            merge::combine(fan.merge, &nodes, &replies, &args)
+        });
+    }
+
+    /// A command whose keys the cluster's specifications cannot locate (a module command with
+    /// `unknown` key specs): a node says where its keys are (`COMMAND GETKEYS`), then it goes
+    /// to their owner. Sent after the session's earlier requests were queued, so later
+    /// requests of the same client may reach their nodes first; its reply keeps its place.
+    fn ask_keys(&mut self, request: Request) {
+        let cluster = self.cluster.clone();
+        let resp3 = self.resp3;
+        let mut ask = Vec::with_capacity(request.args().len() + 1);
+        ask.push(Bytes::from_static(b"GETKEYS"));
+        ask.extend((0..request.args().len()).map(|i| request.args().bytes(i)));
+        let getkeys = write::command(b"COMMAND", &ask);
+        let raw = request.into_raw();
+        self.push(async move {
+            let keys = cluster.execute(Target::Any, getkeys, false).await;
+            let target = match reply::elements(&keys) {
+                Some(keys) if !keys.is_empty() => {
+                    let slots: Vec<u16> = keys
+                        .iter()
+                        .filter_map(|k| reply::bulk_string(k).map(slot_of))
+                        .collect();
+                    if slots.iter().any(|&s| s != slots[0]) {
+                        return write::error(CROSSSLOT);
+                    }
+                    slots.first().map_or(Target::Any, |&s| Target::Slot(s))
+                }
+                // No keys, or the node could not tell (an error): any node answers.
+                _ => Target::Any,
+            };
+            cluster.execute(target, raw, resp3).await
+        });
+    }
+
     /// A blocking command on a private connection of its own, closed after the reply.
     async fn blocking(
         &mut self,
@@ -363,7 +436,7 @@ impl RoutedSession {
         request: Request,
         watch: Option<Box<ReplyWatch>>,
     ) {
-        let target = match target(spec, request.args()) {
+        let target = match target(&self.cluster, spec, request.args()) {
             Ok(t) => t,
             Err(e) => {
                 self.local(e);
@@ -404,22 +477,19 @@ fn owner_or_any(cluster: &Cluster, target: &Target) -> Option<String> {
     }
 }
 
-/// Where a single-slot or keyless request goes: CROSSSLOT when its keys span slots.
-pub(super) fn target(spec: Option<&CommandSpec>, args: Args<'_>) -> Result<Target, Bytes> {
-    let Some(spec) = spec else {
-        // Not in the table: any node; if it has keys elsewhere, MOVED is followed.
-        return Ok(Target::Any);
-    };
-    let mut slot = None;
-    for i in spec.keys.positions(args.len()) {
-        let s = slot_of(&args[i]);
-        match slot {
-            None => slot = Some(s),
-            Some(prev) if prev != s => return Err(write::error(CROSSSLOT)),
-            _ => {}
-        }
+/// Where a single-slot or keyless request goes: CROSSSLOT when its keys span slots. A
+/// command the tips fan out goes to one node here (inside a transaction, or on a private
+/// connection), as does one whose keys only a node can tell (MOVED is followed).
+pub(super) fn target(
+    cluster: &Cluster,
+    spec: Option<&CommandSpec>,
+    args: Args<'_>,
+) -> Result<Target, Bytes> {
+    match cluster.routing().route(spec, args) {
+        Route::Slot(slot) => Ok(Target::Slot(slot)),
+        Route::CrossSlot => Err(write::error(CROSSSLOT)),
+        Route::Any | Route::Fan(_) | Route::AskKeys => Ok(Target::Any),
     }
-    Ok(slot.map_or(Target::Any, Target::Slot))
 }
 
 /// The one slot all of `keys` hash to, or CROSSSLOT.

@@ -124,7 +124,7 @@ impl RoutedSession {
             }
             session.local(error);
         };
-        let slot = match target(spec, request.args()) {
+        let slot = match target(&self.cluster, spec, request.args()) {
             Ok(Target::Slot(s)) => Some(s),
             Ok(_) => None,
             Err(e) => {
