@@ -1,0 +1,324 @@
+//! A Redis Cluster that looks like one Redis: commands routed by the cluster's own command
+//! metadata (`COMMAND`: key specifications, request and response tips), end to end against
+//! real clusters. Every effect is checked on the nodes themselves, not through keyward.
+
+mod support;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::cluster::RedisCluster;
+use support::*;
+
+/// `GET url`'s body.
+fn http_get(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response.body_mut().read_to_string().unwrap_or_default()
+}
+
+/// How many MOVED redirections keyward has followed, from its metrics.
+fn moved_count(admin: &str) -> u64 {
+    let body = http_get(&format!("{admin}/metrics"));
+    body.lines()
+        .find(|l| l.starts_with("keyward_cluster_redirects_total{kind=\"moved\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no moved counter in {body}"))
+}
+
+fn start_with_admin(cluster: &RedisCluster) -> (Keyward, String) {
+    let port = free_port();
+    let kw = Keyward::start_cluster(
+        &cluster.seeds(),
+        &format!("[admin]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    let admin = format!("http://127.0.0.1:{port}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "admin listener not up"
+    );
+    (kw, admin)
+}
+
+fn primary_ports(cluster: &RedisCluster) -> Vec<u16> {
+    cluster.primaries().iter().map(|(_, p)| *p).collect()
+}
+
+fn node_query<T: redis::FromRedisValue>(cluster: &RedisCluster, port: u16, args: &[&str]) -> T {
+    let mut conn = cluster.conn(port);
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut conn)
+        .unwrap_or_else(|e| panic!("{args:?} on node {port}: {e}"))
+}
+
+/// Settings, scripts and functions reach every node; per-node views come back as one; commands
+/// are routed by the key specifications the cluster publishes.
+#[test]
+fn the_cluster_answers_as_one_redis() {
+    let cluster = RedisCluster::start(3, 1);
+    let (kw, admin) = start_with_admin(&cluster);
+    let mut c = kw.conn();
+    let primaries = primary_ports(&cluster);
+    // Keys owned by each primary.
+    let keys: Vec<String> = primaries
+        .iter()
+        .map(|&p| cluster.keys_on(p, "k", 1).remove(0))
+        .collect();
+
+    // CONFIG SET reaches every node, replicas included (the replicas may join the map a
+    // moment after the primaries).
+    let every_node = cluster.ports();
+    assert!(wait_until(Duration::from_secs(20), || {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("hash-max-listpack-entries")
+            .arg("77")
+            .query(&mut c)
+            .unwrap();
+        every_node.iter().all(|&p| {
+            let v: Vec<String> =
+                node_query(&cluster, p, &["CONFIG", "GET", "hash-max-listpack-entries"]);
+            v[1] == "77"
+        })
+    }));
+
+    // SCRIPT LOAD then EVALSHA on keys of every primary.
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('incr', KEYS[1])")
+        .query(&mut c)
+        .unwrap();
+    for key in &keys {
+        let n: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(key)
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("EVALSHA on {key}: {e}"));
+        assert_eq!(n, 1);
+    }
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg("0000000000000000000000000000000000000000")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(exists, vec![1, 0]);
+
+    // FUNCTION LOAD then FCALL on keys of every primary.
+    let lib = "#!lua name=kwlib\nredis.register_function('kwget', function(keys, args) return redis.call('get', keys[1]) end)";
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(name, "kwlib");
+    for key in &keys {
+        let v: String = redis::cmd("FCALL")
+            .arg("kwget")
+            .arg(1)
+            .arg(key)
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("FCALL on {key}: {e}"));
+        assert_eq!(v, "1");
+    }
+
+    // Routed by the cluster's key specifications: commands the built-in table does not locate
+    // the keys of (ZRANGESTORE is not in it; EVAL's keys follow numkeys) reach the owner
+    // directly, with no redirection.
+    let moved_before = moved_count(&admin);
+    for (i, &p) in primaries.iter().enumerate() {
+        let tag = cluster.keys_on(p, "z", 1).remove(0);
+        let src = format!("{{{tag}}}src");
+        let dst = format!("{{{tag}}}dst");
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&src)
+            .arg(1)
+            .arg("a")
+            .arg(2)
+            .arg("b")
+            .query(&mut c)
+            .unwrap();
+        let stored: i64 = redis::cmd("ZRANGESTORE")
+            .arg(&dst)
+            .arg(&src)
+            .arg(0)
+            .arg(-1)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(stored, 2);
+        let on_node: i64 = node_query(&cluster, p, &["ZCARD", &dst]);
+        assert_eq!(on_node, 2, "ZRANGESTORE's destination on its owner");
+        let got: String = redis::cmd("EVAL")
+            .arg("return redis.call('get', KEYS[1])")
+            .arg(1)
+            .arg(&keys[i])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(got, "1");
+    }
+    assert_eq!(
+        moved_count(&admin),
+        moved_before,
+        "commands routed by key specs were redirected"
+    );
+    let cross = redis::cmd("ZRANGESTORE")
+        .arg(&keys[0])
+        .arg(&keys[1])
+        .arg(0)
+        .arg(-1)
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert!(
+        cross.to_string().to_lowercase().contains("crossslot"),
+        "{cross}"
+    );
+
+    // INFO: one keyspace, counters summed over the primaries.
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+    assert!(
+        info.contains(&format!("db0:keys={dbsize},")),
+        "INFO keyspace {info:?} vs DBSIZE {dbsize}"
+    );
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    for key in &keys {
+        let _: () = redis::cmd("SET").arg(key).arg("v").query(&mut c).unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        info.contains("cmdstat_set:calls=3,"),
+        "one SET per primary, counted once each: {info}"
+    );
+
+    // SLOWLOG: every primary's entries, newest first.
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    for key in &keys {
+        let _: Option<String> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("10000")
+        .query(&mut c)
+        .unwrap();
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let text = format!("{log:?}");
+    for key in &keys {
+        assert!(
+            text.contains(&format!("\"{key}\"")) || text.contains(key),
+            "GET {key} missing from the merged slow log: {text}"
+        );
+    }
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
+    assert_eq!(len as usize, log.len(), "SLOWLOG LEN vs SLOWLOG GET -1");
+}
+
+/// A runaway script on a node that is not the first primary is killed through keyward, and
+/// the node serves again.
+#[test]
+fn a_busy_script_is_killed_through_keyward() {
+    let cluster = RedisCluster::start(3, 0);
+    let kw = Keyward::start_cluster(&cluster.seeds(), "");
+    let mut c = kw.conn();
+    let primaries = primary_ports(&cluster);
+    let busy_node = *primaries.last().unwrap();
+    let key = cluster.keys_on(busy_node, "busy", 1).remove(0);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg("100")
+        .query(&mut c)
+        .unwrap();
+
+    for (kind, start_script) in [("SCRIPT", "EVAL"), ("FUNCTION", "FCALL")] {
+        if start_script == "FCALL" {
+            let lib = "#!lua name=spin\nredis.register_function('spin', function(keys, args) while true do end end)";
+            let _: String = redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(lib)
+                .query(&mut c)
+                .unwrap();
+        }
+        let addr = kw.addr();
+        let key2 = key.clone();
+        let runaway = thread::spawn(move || {
+            let mut own = redis::Client::open(format!("redis://{addr}"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let mut cmd = redis::cmd(start_script);
+            if start_script == "EVAL" {
+                cmd.arg("while true do end");
+            } else {
+                cmd.arg("spin");
+            }
+            cmd.arg(1).arg(&key2);
+            cmd.query::<redis::Value>(&mut own)
+        });
+        // The node says BUSY once the script has run past the threshold.
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let mut conn = cluster.conn(busy_node);
+                matches!(redis::cmd("PING").query::<String>(&mut conn), Err(e) if e.to_string().contains("BUSY"))
+            }),
+            "{start_script}: the node never became busy"
+        );
+        let started = Instant::now();
+        let killed: String = redis::cmd(kind)
+            .arg("KILL")
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("{kind} KILL through keyward: {e}"));
+        assert_eq!(killed, "OK");
+        let outcome = runaway.join().unwrap();
+        let err = outcome.expect_err("the runaway script was killed");
+        assert!(
+            err.to_string().to_lowercase().contains("killed"),
+            "{start_script}: {err}"
+        );
+        // The node serves again, through keyward too.
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("after")
+            .query(&mut c)
+            .unwrap();
+        let v: String = node_query(&cluster, busy_node, &["GET", &key]);
+        assert_eq!(v, "after");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    let not_busy = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(
+        not_busy.to_string().to_lowercase().contains("notbusy"),
+        "{not_busy}"
+    );
+}
