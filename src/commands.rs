@@ -216,6 +216,11 @@ pub struct CommandSpec {
     /// Redis flags the command `write`: a write of one of its keys may trigger an invalidation
     /// hook's `on_write` (set from [`WRITE_COMMANDS`]).
     pub writes: bool,
+    /// Runs a script or a function (`EVAL`, `EVALSHA`, `FCALL` and their `_RO` forms), which may
+    /// keep its node busy for as long as it runs: in a cluster it goes over a connection of the
+    /// client's own, so that a runaway script holds up its client only, as in Redis, and not
+    /// every client sharing the node's connection (who get `BUSY` from Redis instead).
+    pub runs_script: bool,
 }
 
 const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> CommandSpec {
@@ -230,6 +235,7 @@ const fn spec(name: &'static str, role: Role, keys: KeySpec, fanout: Fanout) -> 
         removes: Removes::Nothing,
         changes_login_of: &[],
         writes: false,
+        runs_script: false,
     }
 }
 
@@ -278,6 +284,11 @@ const fn ordinary(name: &'static str, k: KeySpec) -> CommandSpec {
 
 const fn stateful(mut s: CommandSpec) -> CommandSpec {
     s.stateful = true;
+    s
+}
+
+const fn script(mut s: CommandSpec) -> CommandSpec {
+    s.runs_script = true;
     s
 }
 
@@ -493,15 +504,15 @@ const SPECIAL_COMMANDS: &[CommandSpec] = &[
     ordinary("sintercard", KeySpec::NONE),
     ordinary("lmpop", KeySpec::NONE),
     ordinary("zmpop", KeySpec::NONE),
-    ordinary("eval_ro", KeySpec::NONE),
-    ordinary("evalsha_ro", KeySpec::NONE),
-    ordinary("fcall_ro", KeySpec::NONE),
+    script(ordinary("eval_ro", KeySpec::NONE)),
+    script(ordinary("evalsha_ro", KeySpec::NONE)),
+    script(ordinary("fcall_ro", KeySpec::NONE)),
     ordinary("geosearchstore", keys(1, 2, 1)),
     ordinary("georadius_ro", ONE),
     ordinary("georadiusbymember_ro", ONE),
-    ordinary("eval", KeySpec::NONE),
-    ordinary("evalsha", KeySpec::NONE),
-    ordinary("fcall", KeySpec::NONE),
+    script(ordinary("eval", KeySpec::NONE)),
+    script(ordinary("evalsha", KeySpec::NONE)),
+    script(ordinary("fcall", KeySpec::NONE)),
     ordinary("publish", KeySpec::NONE),
     ordinary("pubsub", KeySpec::NONE),
     ordinary("time", KeySpec::NONE),

@@ -145,11 +145,15 @@ impl RoutedSession {
                 self.ask_keys(request);
                 return Next::Continue;
             }
-            Route::CrossSlot if matches!(fanout, Fanout::Keyless | Fanout::SingleSlot) => {
+            Route::CrossSlot => {
                 self.local(write::error(CROSSSLOT));
                 return Next::Continue;
             }
             _ => {}
+        }
+        if spec.is_some_and(|s| s.runs_script) {
+            self.script(route, request, watch).await;
+            return Next::Continue;
         }
         // Blocking commands, and connection state no case above handles (SCRIPT DEBUG, ACL,
         // DEBUG): a private connection for this one request, never a shared one.
@@ -245,6 +249,8 @@ impl RoutedSession {
                         b"3" => self.resp3 = true,
                         _ => {}
                     }
+                    // Opened in the protocol spoken until now.
+                    self.scripts.clear();
                 }
                 let cluster = self.cluster.clone();
                 let raw = request.raw().clone();
@@ -426,6 +432,63 @@ impl RoutedSession {
                 _ => Target::Any,
             };
             cluster.execute(target, raw, resp3).await
+        });
+    }
+
+    /// A script or function call, over the client's own connection to the node of its keys
+    /// (kept for the session): a script that runs long holds up this client only, and the
+    /// node answers everyone else `BUSY` as Redis does, instead of their requests waiting
+    /// behind it on the shared connection. What this read queued on shared connections is
+    /// written first, so the client's earlier requests reach their nodes before the script.
+    /// A redirection (the slot moved) is followed over the shared connections.
+    async fn script(&mut self, route: Route, request: Request, watch: Option<Box<ReplyWatch>>) {
+        let target = match route {
+            Route::Slot(slot) => Target::Slot(slot),
+            _ => Target::Any,
+        };
+        let Some(addr) = owner_or_any(&self.cluster, &target) else {
+            self.local(write::error("CLUSTERDOWN keyward: no node serves the slot"));
+            return;
+        };
+        self.flush();
+        let conn = match self
+            .scripts
+            .iter()
+            .find(|(a, c)| *a == addr && c.is_alive())
+        {
+            Some((_, conn)) => conn.clone(),
+            None => match self.cluster.private(&addr, self.resp3).await {
+                Ok(conn) => {
+                    self.scripts.retain(|(a, _)| *a != addr);
+                    self.scripts.push((addr, conn.clone()));
+                    conn
+                }
+                Err(e) => {
+                    self.local(write::error(&format!("ERR keyward: {e}")));
+                    return;
+                }
+            },
+        };
+        let raw = request.into_raw();
+        let pending = conn.submit(raw.clone(), 0).await;
+        let cluster = self.cluster.clone();
+        let resp3 = self.resp3;
+        self.push(async move {
+            let reply = match pending {
+                Ok(pending) => pending.reply().await,
+                Err(e) => Err(e),
+            };
+            let frame = match reply {
+                Ok(frame) if frame.starts_with(b"-MOVED ") || frame.starts_with(b"-ASK ") => {
+                    cluster.execute(target, raw, resp3).await
+                }
+                Ok(frame) => frame,
+                Err(e) => write::error(&format!("ERR keyward: {}", e.message())),
+            };
+            if let Some(watch) = watch {
+                watch.settle(&frame).await;
+            }
+            frame
         });
     }
 

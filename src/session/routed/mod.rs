@@ -72,6 +72,9 @@ struct RoutedSession {
     dirty: Vec<NodeConn>,
     /// Blocking commands in flight (their replies may never come).
     blocking: Arc<std::sync::atomic::AtomicUsize>,
+    /// Cluster: the client's own connections for scripts and functions, by node address,
+    /// opened when first needed (see [`crate::commands::CommandSpec::runs_script`]).
+    scripts: Vec<(String, NodeConn)>,
     /// The metrics stamp of the request being dispatched (None: keyward's front already
     /// counted it, or it is not a request).
     stamp: Option<Stamp>,
@@ -119,6 +122,7 @@ pub(super) async fn run(
         replies: ReplyQueue::default(),
         dirty: Vec::new(),
         blocking: Arc::default(),
+        scripts: Vec::new(),
         stamp: None,
         read_at: None,
     };
