@@ -1,7 +1,8 @@
 //! `keyward::cluster::topology` against a real 3-primary / 3-replica Redis Cluster: the slot map
 //! from `discover()` must match what the cluster itself says (`CLUSTER SLOTS`, `CLUSTER KEYSLOT`,
 //! where a `SET` is accepted), whatever the seed list holds, and must follow slot migrations and
-//! failovers.
+//! failovers. And keyward itself in front of a cluster whose nodes disagree for a while about
+//! who owns a slot: the redirections between them are followed until they agree.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -385,4 +386,315 @@ fn discover_follows_migrations_and_failovers() {
         );
     }
     assert!(map.replicas_of(&format!("127.0.0.1:{primary}")).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// keyward in front of the cluster while two nodes disagree about a slot's owner
+// ---------------------------------------------------------------------------------------------
+
+/// Keys `{pp}:k<i>` = `p<i>`, written before the migration and read all along.
+const PING_PONG_PRELOADED: usize = 50;
+/// Commands per pipeline of the load client (4 of each kind).
+const PING_PONG_PIPELINE: usize = 16;
+
+/// What the pipelining client saw and what it expects to find at the end.
+#[derive(Default)]
+struct PipelineReport {
+    pipelines: u64,
+    /// Error replies (or failures of the whole pipeline), as the client saw them.
+    errors: Vec<String>,
+    /// Replies that were not errors but not what the command must answer either.
+    wrong: Vec<String>,
+    /// The `n` of every `{pp}:w<n>` whose SET was answered OK.
+    written: Vec<u64>,
+    /// What `{pp}:counter` holds after the last INCR that answered.
+    counter: i64,
+    /// The slowest pipeline, start to last reply.
+    slowest: Duration,
+}
+
+/// One redis-rs connection to keyward sending pipelines of SET, GET, INCR and GET of a
+/// preloaded key, all in the `{pp}` slot, until `stop`. Every reply is checked: an error reply
+/// of any kind (MOVED, ASK, CLUSTERDOWN...) is what the test must never see.
+fn ping_pong_load(
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    report: std::sync::Arc<std::sync::Mutex<PipelineReport>>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut conn = support::redis_conn(&addr);
+    let mut next: u64 = 0;
+    while !stop.load(Ordering::Acquire) {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let first = next;
+        for _ in 0..PING_PONG_PIPELINE / 4 {
+            pipe.cmd("SET")
+                .arg(format!("{{pp}}:w{next}"))
+                .arg(format!("v{next}"));
+            pipe.cmd("GET").arg(format!("{{pp}}:w{next}"));
+            pipe.cmd("INCR").arg("{pp}:counter");
+            pipe.cmd("GET")
+                .arg(format!("{{pp}}:k{}", next as usize % PING_PONG_PRELOADED));
+            next += 1;
+        }
+        let started = std::time::Instant::now();
+        let replies = pipe.query::<Vec<redis::Value>>(&mut conn);
+        let took = started.elapsed();
+        let mut r = report.lock().expect("report lock");
+        r.pipelines += 1;
+        r.slowest = r.slowest.max(took);
+        let replies = match replies {
+            Ok(replies) => replies,
+            Err(e) => {
+                r.errors.push(format!("pipeline from w{first}: {e}"));
+                return;
+            }
+        };
+        for (i, reply) in replies.iter().enumerate() {
+            let n = first + (i / 4) as u64;
+            let what = match i % 4 {
+                0 => format!("SET {{pp}}:w{n}"),
+                1 => format!("GET {{pp}}:w{n}"),
+                2 => "INCR {pp}:counter".to_string(),
+                _ => format!("GET {{pp}}:k{}", n as usize % PING_PONG_PRELOADED),
+            };
+            if let redis::Value::ServerError(e) = reply {
+                if r.errors.len() < 10 {
+                    r.errors.push(format!("{what}: {e:?}"));
+                }
+                continue;
+            }
+            match i % 4 {
+                0 if *reply == redis::Value::Okay => r.written.push(n),
+                1 if *reply == redis::Value::BulkString(format!("v{n}").into_bytes()) => {}
+                2 => match reply {
+                    redis::Value::Int(v) => {
+                        let expected = r.counter + 1;
+                        if *v != expected {
+                            r.wrong.push(format!("{what}: {v}, expected {expected}"));
+                        }
+                        r.counter = *v;
+                    }
+                    other => r.wrong.push(format!("{what}: {other:?}")),
+                },
+                3 if *reply
+                    == redis::Value::BulkString(
+                        format!("p{}", n as usize % PING_PONG_PRELOADED).into_bytes(),
+                    ) => {}
+                _ => r.wrong.push(format!("{what}: {reply:?}")),
+            }
+        }
+        drop(r);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `errorstat_MOVED` of a node: how many MOVED replies it has sent.
+fn moved_sent(cluster: &RedisCluster, port: u16) -> u64 {
+    let info = cluster.node_cli(port, &["INFO", "errorstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("errorstat_MOVED:count="))
+        .and_then(|n| n.trim().split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A slot migration whose last step reaches the source before the destination: the source
+/// answers `MOVED dst` while the destination, still importing, answers `MOVED src`, for as long
+/// as the operator (or gossip) takes to tell the destination. keyward must follow that ping-pong
+/// for the client until the nodes agree: a pipelining client through keyward sees no MOVED, ASK
+/// or other error, only latency, and every write lands.
+#[test]
+fn moved_ping_pong_during_a_migration_reaches_no_client() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let cluster = RedisCluster::start(3, 0);
+    let kw = support::Keyward::start_cluster(&cluster.seeds(), "");
+    let slot = slot_of(b"pp");
+    let from = cluster.owner_of_slot(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .map(|(_, p)| p)
+        .find(|&p| p != from)
+        .expect("another primary");
+    let third = cluster
+        .primaries()
+        .into_iter()
+        .map(|(_, p)| p)
+        .find(|&p| p != from && p != to)
+        .expect("a third primary");
+
+    let mut conn = support::redis_conn(&kw.addr());
+    let mut pipe = redis::pipe();
+    for i in 0..PING_PONG_PRELOADED {
+        pipe.cmd("SET")
+            .arg(format!("{{pp}}:k{i}"))
+            .arg(format!("p{i}"))
+            .ignore();
+    }
+    pipe.query::<()>(&mut conn)
+        .expect("preload through keyward");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let report = Arc::new(Mutex::new(PipelineReport::default()));
+    let load = {
+        let (addr, stop, report) = (kw.addr(), stop.clone(), report.clone());
+        std::thread::spawn(move || ping_pong_load(addr, stop, report))
+    };
+    let pipelines = || report.lock().expect("report lock").pipelines;
+    assert!(
+        support::wait_until(Duration::from_secs(10), || pipelines() >= 20),
+        "the pipelining client makes no progress"
+    );
+
+    // Migrate every key (new keys go to `to` by ASK meanwhile, so `from` stays empty).
+    cluster.setslot_importing(slot, from, to);
+    cluster.setslot_migrating(slot, from, to);
+    std::thread::sleep(Duration::from_millis(100));
+    cluster.migrate_keys(slot, from, to, usize::MAX);
+    let keys_on_from = cluster.node_cli(from, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+    assert_eq!(keys_on_from.trim(), "0", "keys left on the source");
+
+    // The last step, source first: from now on `from` says MOVED `to` and `to` says MOVED `from`.
+    let moved_by_to = moved_sent(&cluster, to);
+    let to_id = cluster.node_id(to).to_string();
+    let setslot = ["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id];
+    assert_eq!(cluster.node_cli(from, &setslot).trim(), "OK");
+    let disagreement = std::time::Instant::now();
+    let probe = cluster.node_cli(to, &["GET", "{pp}:k0"]);
+    assert!(
+        probe.starts_with(&format!("MOVED {slot} 127.0.0.1:{from}")),
+        "the importing destination should send clients back to the source: {probe}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(cluster.node_cli(to, &setslot).trim(), "OK");
+    let disagreed_for = disagreement.elapsed();
+    let ping_pong = moved_sent(&cluster, to) - moved_by_to - 1;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.node_cli(third, &setslot).trim(), "OK");
+    let agreed = support::wait_until(Duration::from_secs(10), || {
+        cluster.alive_ports().iter().all(|&port| {
+            let seen = cluster.node_cli(port, &["GET", "{pp}:k0"]);
+            if port == to {
+                seen.trim() == "p0"
+            } else {
+                seen.starts_with(&format!("MOVED {slot} 127.0.0.1:{to}"))
+            }
+        })
+    });
+    assert!(
+        agreed,
+        "the nodes do not agree that {to} serves slot {slot}"
+    );
+
+    let at_end = pipelines();
+    let progressed = support::wait_until(Duration::from_secs(10), || pipelines() >= at_end + 30);
+    stop.store(true, Ordering::Release);
+    load.join().expect("the load thread panicked");
+    let report = std::mem::take(&mut *report.lock().expect("report lock"));
+    eprintln!(
+        "ping-pong of slot {slot} ({from} -> {to}) for {} ms: {} MOVED from the destination, \
+         {} pipelines of {PING_PONG_PIPELINE}, slowest {} ms, {} keys written, counter {}",
+        disagreed_for.as_millis(),
+        ping_pong,
+        report.pipelines,
+        report.slowest.as_millis(),
+        report.written.len(),
+        report.counter,
+    );
+
+    let mut problems = Vec::new();
+    if !report.errors.is_empty() {
+        problems.push(format!(
+            "errors reached the client: {:?}",
+            &report.errors[..report.errors.len().min(5)]
+        ));
+    }
+    if !report.wrong.is_empty() {
+        problems.push(format!(
+            "wrong replies: {:?}",
+            &report.wrong[..report.wrong.len().min(5)]
+        ));
+    }
+    if !progressed {
+        problems.push("the client stalled after the nodes agreed".into());
+    }
+    // The destination really sent keyward back to the source more than once: keyward's requests
+    // bounced between the two (the probe above is one MOVED, left out).
+    if ping_pong < 2 {
+        problems.push(format!(
+            "the destination answered MOVED only {ping_pong} time(s) while the nodes disagreed"
+        ));
+    }
+    // Ground truth on the new owner: every acknowledged write and every INCR.
+    let mut node = cluster.conn(to);
+    let mut pipe = redis::pipe();
+    for n in &report.written {
+        pipe.cmd("GET").arg(format!("{{pp}}:w{n}"));
+    }
+    let values: Vec<Option<String>> = pipe.query(&mut node).expect("GETs on the new owner");
+    let lost: Vec<u64> = report
+        .written
+        .iter()
+        .zip(&values)
+        .filter(|(n, v)| v.as_deref() != Some(format!("v{n}").as_str()))
+        .map(|(n, _)| *n)
+        .take(5)
+        .collect();
+    if !lost.is_empty() {
+        problems.push(format!("writes lost on {to}: {{pp}}:w{lost:?}..."));
+    }
+    let counter: Option<i64> = redis::cmd("GET")
+        .arg("{pp}:counter")
+        .query(&mut node)
+        .expect("GET counter");
+    if counter != Some(report.counter) {
+        problems.push(format!(
+            "{{pp}}:counter is {counter:?} on {to}, the client's INCRs made it {}",
+            report.counter
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "while {from} and {to} disagreed about slot {slot}:\n- {}",
+        problems.join("\n- ")
+    );
+
+    // A disagreement that outlasts keyward's budget (6 s from the first redirection): the
+    // client gets CLUSTERDOWN naming the slot and both nodes, not a node's MOVED, and keyward
+    // serves the slot as soon as the nodes agree.
+    let stuck_key = cluster.keys_on(from, "stuck:", 1).remove(0);
+    let stuck = slot_of(stuck_key.as_bytes());
+    cluster.setslot_importing(stuck, from, to);
+    cluster.setslot_migrating(stuck, from, to);
+    let setslot = ["CLUSTER", "SETSLOT", &stuck.to_string(), "NODE", &to_id];
+    assert_eq!(cluster.node_cli(from, &setslot).trim(), "OK");
+    let mut raw = kw.raw_conn();
+    let asked = std::time::Instant::now();
+    let reply = raw.request(&["GET", &stuck_key]);
+    let waited = asked.elapsed();
+    let text = reply.error_text().unwrap_or_default().to_string();
+    eprintln!("a disagreement beyond the budget, after {waited:?}: {reply:?}");
+    assert!(
+        text.starts_with(&format!(
+            "CLUSTERDOWN keyward: the nodes disagree about who serves slot {stuck} ("
+        )) && text.contains(&format!("127.0.0.1:{from} answers MOVED 127.0.0.1:{to}"))
+            && text.contains(&format!("127.0.0.1:{to} answers MOVED 127.0.0.1:{from}")),
+        "a disagreement longer than the budget: {reply:?}"
+    );
+    assert!(
+        (Duration::from_millis(5900)..Duration::from_secs(9)).contains(&waited),
+        "the request gave up after {waited:?}, the budget is 6 s"
+    );
+    assert_eq!(cluster.node_cli(to, &setslot).trim(), "OK");
+    assert_eq!(
+        raw.request(&["SET", &stuck_key, "after"]),
+        support::Reply::ok()
+    );
+    assert_eq!(
+        raw.request(&["GET", &stuck_key]),
+        support::Reply::bulk("after")
+    );
 }

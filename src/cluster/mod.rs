@@ -5,6 +5,13 @@
 //! servers) and read again on a timer, after a MOVED, and after a connection error. Reads of the
 //! map never wait for a refresh: a request uses the map it finds and, when that map is stale, the
 //! node's redirection corrects it.
+//!
+//! Redirections are followed for as long as the nodes take to agree, not for a number of hops:
+//! while a slot changes hands the nodes can disagree about its owner for a while (a migration
+//! whose last `CLUSTER SETSLOT slot NODE` reaches the source before the destination, or gossip
+//! still spreading the new owner), the source answering `MOVED dst` and the importing destination
+//! `MOVED src`. Such a ping-pong costs the client latency, never an error: see
+//! [`Cluster::follow_from`].
 
 pub mod command_info;
 pub mod fanout;
@@ -29,13 +36,31 @@ use node::{NodeConn, NodeError};
 use routing::{Fan, Nodes, Routing};
 use topology::SlotMap;
 
-/// Most redirections followed for one request before giving up with the last reply.
-const MAX_REDIRECTS: usize = 8;
 /// How long a request keeps retrying while a node is unreachable or its slots have no owner
-/// (a failover in progress), before the client gets the error.
+/// (a failover in progress, counted from when the request was queued), and how long it keeps
+/// following redirections while the nodes send it from one to the other (MOVED / ASK, counted
+/// from the first redirection), before the client gets an error. One figure for every way a
+/// cluster in transition can keep a request from running: a transition shorter than this is
+/// only latency to the client.
 const RETRY_BUDGET: Duration = Duration::from_secs(6);
+/// Redirections (MOVED, ASK) of one request followed at once, with no pause. The healthy cases
+/// take one or two: a MOVED after a resharding, a MOVED then an ASK during a migration, an ASK
+/// whose target answers MOVED back to the source (the migration of that key ended), and none of
+/// them may cost the client a sleep. More than that means the nodes disagree about the slot.
+const FREE_REDIRECTS: u32 = 2;
+/// The pause before the first redirection beyond [`FREE_REDIRECTS`]; it doubles with each further
+/// one, up to [`MAX_REDIRECT_BACKOFF`]. Short enough that a ping-pong that ends at once costs
+/// about a millisecond, doubling so that one that lasts seconds does not keep two nodes (and
+/// keyward) busy bouncing every in-flight request of every client.
+const FIRST_REDIRECT_BACKOFF: Duration = Duration::from_millis(1);
+/// The longest pause between two redirections: the most latency a request pays beyond the end
+/// of the disagreement (plus the hops to the owner); under 70 hops fit in [`RETRY_BUDGET`].
+const MAX_REDIRECT_BACKOFF: Duration = Duration::from_millis(100);
 /// TRYAGAIN retries (20 ms apart) before the reply is passed on.
 const MAX_TRYAGAIN: usize = 2;
+/// CLUSTERDOWN replies retried (100 ms apart, within [`RETRY_BUDGET`]) before the reply is
+/// passed on.
+const MAX_CLUSTERDOWN_RETRIES: usize = 8;
 /// The map is read again at least this often.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Refreshes asked for by redirects and errors are at most this frequent.
@@ -488,35 +513,68 @@ impl Cluster {
 
     /// Follows a request's redirections (or retries it while its node is unreachable) from its
     /// first reply on; the reply the client gets.
+    ///
+    /// Only requests whose first reply is an error (or that could not be sent) come here: the
+    /// path of a request answered at once has no timer, no allocation and no counter of this.
+    ///
+    /// MOVED and ASK are followed with no pause for the first [`FREE_REDIRECTS`], then after a
+    /// pause of [`FIRST_REDIRECT_BACKOFF`] doubling up to [`MAX_REDIRECT_BACKOFF`], with a
+    /// refresh of the slot map asked for at each pause, until [`RETRY_BUDGET`] has passed since
+    /// the first redirection (counted from there, not from when the request was queued, so that
+    /// a request that waited behind a slow one still gets the whole budget to see the nodes
+    /// agree). A MOVED or an ASK says the node did not run the command, so following them for
+    /// that long can never run it twice. TRYAGAIN and CLUSTERDOWN replies keep their own, small
+    /// number of retries ([`MAX_TRYAGAIN`], [`MAX_CLUSTERDOWN_RETRIES`]).
+    ///
+    /// When the budget runs out the client gets `CLUSTERDOWN keyward: ...` naming the slot and
+    /// the last two redirections (which node sent where), not the last MOVED. A client of
+    /// keyward talks to what looks like one Redis and can do nothing with a node's address (a
+    /// cluster-aware client would even follow it, around keyward and its guard); CLUSTERDOWN is
+    /// the error Redis itself gives when no node serves a slot, a state cluster clients know to
+    /// be transient (several retry it after a pause), and it tells any client that the command
+    /// was not run. A standalone
+    /// Redis seen as a cluster (a zero budget) has its own reply passed on after the free
+    /// redirections, as a client connected to it directly would get it.
     pub async fn follow_from(&self, submitted: Submitted, first: node::NodeReply) -> Bytes {
         let Submitted {
             target,
             request,
             resp3,
             started,
+            conn: first_conn,
             ..
         } = submitted;
         let mut outcome = Some(first);
         // Where to send a retry: set by a redirection, else looked up again when needed.
         let mut addr: Option<String> = None;
+        // Where the reply being looked at came from; `None`: the request's first connection.
+        let mut sent_to: Option<String> = None;
         let mut asking = false;
-        let mut redirects = 0;
+        let mut redirects: u32 = 0;
+        let mut bounces = Bounces::default();
+        // When the first redirection came: the budget for following them counts from there.
+        let mut first_redirect: Option<Instant> = None;
         let mut tryagain = 0;
+        let mut down = 0;
         loop {
             let result = match outcome.take() {
                 Some(result) => result,
                 None => match addr.clone().or_else(|| self.address_for(&target)) {
-                    Some(node) => match self.shared(&node, resp3).await {
-                        Ok(conn) => {
-                            let (bytes, skip) = if asking {
-                                (with_asking(&request), 1)
-                            } else {
-                                (request.clone(), 0)
-                            };
-                            conn.request(bytes, skip).await
-                        }
-                        Err(e) => Err(NodeError::NotSent(e)),
-                    },
+                    Some(node) => {
+                        let result = match self.shared(&node, resp3).await {
+                            Ok(conn) => {
+                                let (bytes, skip) = if asking {
+                                    (with_asking(&request), 1)
+                                } else {
+                                    (request.clone(), 0)
+                                };
+                                conn.request(bytes, skip).await
+                            }
+                            Err(e) => Err(NodeError::NotSent(e)),
+                        };
+                        sent_to = Some(node);
+                        result
+                    }
                     None => Err(NodeError::NotSent("no node serves the slot".into())),
                 },
             };
@@ -546,21 +604,19 @@ impl Cluster {
                     return write::error(&format!("ERR keyward: {e}"));
                 }
             };
-            if !reply::is_error(&frame) || redirects >= MAX_REDIRECTS {
+            if !reply::is_error(&frame) {
                 return frame;
             }
-            match Redirect::parse(&frame) {
-                Some(Redirect::Moved { slot, addr: to }) => {
+            let (slot, to, ask) = match Redirect::parse(&frame) {
+                Some(Redirect::Moved { slot, addr }) => {
                     count_redirect(metrics::Redirect::Moved);
-                    self.learn_owner(slot, &to);
+                    self.learn_owner(slot, &addr);
                     self.request_refresh();
-                    addr = Some(to);
-                    asking = false;
+                    (slot, addr, false)
                 }
-                Some(Redirect::Ask { addr: to }) => {
+                Some(Redirect::Ask { slot, addr }) => {
                     count_redirect(metrics::Redirect::Ask);
-                    addr = Some(to);
-                    asking = true;
+                    (slot, addr, true)
                 }
                 Some(Redirect::TryAgain) => {
                     count_redirect(metrics::Redirect::TryAgain);
@@ -573,22 +629,53 @@ impl Cluster {
                         return frame;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
                 }
                 Some(Redirect::Down) => {
                     self.request_refresh();
-                    if started.elapsed() > self.retry_budget {
+                    down += 1;
+                    if down > MAX_CLUSTERDOWN_RETRIES || started.elapsed() > self.retry_budget {
                         return frame;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     addr = self.address_for(&target).or(addr);
+                    continue;
                 }
                 None => return frame,
-            }
+            };
+            // A redirection: the node did not run the command.
             redirects += 1;
+            let redirected_at = *first_redirect.get_or_insert_with(Instant::now);
+            let by = sent_to
+                .take()
+                .or_else(|| first_conn.as_ref().map(|c| c.addr().to_string()))
+                .unwrap_or_default();
+            bounces.push(Bounce {
+                slot,
+                by,
+                ask,
+                to: to.clone(),
+            });
+            if let Some(pause) = redirect_backoff(redirects) {
+                if self.retry_budget.is_zero() {
+                    return frame;
+                }
+                let elapsed = redirected_at.elapsed();
+                if elapsed >= self.retry_budget {
+                    return bounces.give_up(redirects, elapsed);
+                }
+                // The nodes disagree about the slot: ask for the map again (the requests that
+                // come next may then go right at once) and give the nodes time to agree.
+                self.request_refresh();
+                tokio::time::sleep(pause.min(self.retry_budget - elapsed)).await;
+            }
+            addr = Some(to);
+            asking = ask;
         }
     }
 
     /// Records what a MOVED said, so that the next request for the slot goes right at once.
+    /// Nothing to do when the map says so already (the map is copied to be changed).
     fn learn_owner(&self, slot: u16, addr: &str) {
         let Some((host, port)) = addr.rsplit_once(':') else {
             return;
@@ -598,7 +685,11 @@ impl Cluster {
         };
         let owner =
             topology::NodeAddr::new(host.trim_start_matches('[').trim_end_matches(']'), port);
-        let mut map = (*self.map()).clone();
+        let current = self.map();
+        if current.owner(slot) == Some(&owner) {
+            return;
+        }
+        let mut map = (*current).clone();
         map.set_owner(slot, owner);
         self.set_map(map);
     }
@@ -674,6 +765,58 @@ fn node_addr(addr: &str) -> Option<topology::NodeAddr> {
     ))
 }
 
+/// The pause before following redirection number `redirects` (1 for the first) of a request:
+/// none for the first [`FREE_REDIRECTS`], then [`FIRST_REDIRECT_BACKOFF`] doubling with each
+/// one up to [`MAX_REDIRECT_BACKOFF`].
+fn redirect_backoff(redirects: u32) -> Option<Duration> {
+    let beyond = redirects.checked_sub(FREE_REDIRECTS + 1)?;
+    let pause = FIRST_REDIRECT_BACKOFF.saturating_mul(1u32 << beyond.min(16));
+    Some(pause.min(MAX_REDIRECT_BACKOFF))
+}
+
+/// One redirection a request got: node `by` sent it to node `to`.
+struct Bounce {
+    slot: u16,
+    by: String,
+    ask: bool,
+    to: String,
+}
+
+/// The last two redirections of a request, to name the nodes that disagree when the request
+/// gives up. Built only once a request has been redirected.
+#[derive(Default)]
+struct Bounces {
+    last: [Option<Bounce>; 2],
+}
+
+impl Bounces {
+    fn push(&mut self, bounce: Bounce) {
+        self.last.swap(0, 1);
+        self.last[1] = Some(bounce);
+    }
+
+    /// The client's error when redirections still come after the budget: CLUSTERDOWN (see
+    /// [`Cluster::follow_from`] for why), with the slot and which node sent the request where.
+    fn give_up(&self, redirects: u32, elapsed: Duration) -> Bytes {
+        let slot = self.last[1].as_ref().map_or(0, |b| b.slot);
+        let said: Vec<String> = self
+            .last
+            .iter()
+            .flatten()
+            .map(|b| {
+                let kind = if b.ask { "ASK" } else { "MOVED" };
+                format!("{} answers {kind} {}", b.by, b.to)
+            })
+            .collect();
+        write::error(&format!(
+            "CLUSTERDOWN keyward: the nodes disagree about who serves slot {slot} ({}); still \
+             redirected after {redirects} redirections in {} ms; the command was not run",
+            said.join(", "),
+            elapsed.as_millis()
+        ))
+    }
+}
+
 /// `ASKING` followed by the request, written together so nothing can come between them.
 fn with_asking(request: &Bytes) -> Bytes {
     let mut buf = BytesMut::with_capacity(request.len() + 20);
@@ -686,7 +829,7 @@ fn with_asking(request: &Bytes) -> Bytes {
 #[derive(Debug, PartialEq, Eq)]
 enum Redirect {
     Moved { slot: u16, addr: String },
-    Ask { addr: String },
+    Ask { slot: u16, addr: String },
     TryAgain,
     Down,
 }
@@ -703,10 +846,9 @@ impl Redirect {
                 Some(Redirect::Moved { slot, addr })
             }
             "ASK" => {
-                let _slot: u16 = words.next()?.parse().ok()?;
-                Some(Redirect::Ask {
-                    addr: words.next()?.to_string(),
-                })
+                let slot = words.next()?.parse().ok()?;
+                let addr = words.next()?.to_string();
+                Some(Redirect::Ask { slot, addr })
             }
             "TRYAGAIN" => Some(Redirect::TryAgain),
             "CLUSTERDOWN" => Some(Redirect::Down),
@@ -731,6 +873,7 @@ mod tests {
         assert_eq!(
             Redirect::parse(b"-ASK 3999 127.0.0.1:6381\r\n"),
             Some(Redirect::Ask {
+                slot: 3999,
                 addr: "127.0.0.1:6381".into()
             })
         );
@@ -740,6 +883,50 @@ mod tests {
         );
         assert_eq!(Redirect::parse(b"-ERR wrong type\r\n"), None);
         assert_eq!(Redirect::parse(b"+OK\r\n"), None);
+    }
+
+    #[test]
+    fn redirections_pause_only_beyond_the_free_ones() {
+        let pauses: Vec<Option<Duration>> = (1..=12).map(redirect_backoff).collect();
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(
+            pauses,
+            vec![
+                None,
+                None,
+                ms(1),
+                ms(2),
+                ms(4),
+                ms(8),
+                ms(16),
+                ms(32),
+                ms(64),
+                ms(100),
+                ms(100),
+                ms(100)
+            ]
+        );
+        assert_eq!(redirect_backoff(u32::MAX), ms(100));
+    }
+
+    #[test]
+    fn giving_up_names_the_slot_and_the_nodes_that_disagree() {
+        let mut bounces = Bounces::default();
+        for (by, to) in [("a:1", "b:2"), ("b:2", "a:1"), ("a:1", "b:2")] {
+            bounces.push(Bounce {
+                slot: 13513,
+                by: by.into(),
+                ask: false,
+                to: to.into(),
+            });
+        }
+        let frame = bounces.give_up(67, Duration::from_millis(6001));
+        assert_eq!(
+            std::str::from_utf8(&frame).unwrap(),
+            "-CLUSTERDOWN keyward: the nodes disagree about who serves slot 13513 (b:2 answers \
+             MOVED a:1, a:1 answers MOVED b:2); still redirected after 67 redirections in 6001 \
+             ms; the command was not run\r\n"
+        );
     }
 
     #[test]
