@@ -291,6 +291,16 @@ fn a_busy_script_is_killed_through_keyward() {
             }),
             "{start_script}: the node never became busy"
         );
+        // Other clients of the busy node hear BUSY from it, as from Redis, rather than waiting
+        // behind the script on a connection they share with it.
+        let busy = redis::cmd("GET")
+            .arg(&key)
+            .query::<Option<String>>(&mut c)
+            .unwrap_err();
+        assert!(
+            busy.to_string().to_lowercase().contains("busy"),
+            "{start_script}: GET during the script: {busy}"
+        );
         let started = Instant::now();
         let killed: String = redis::cmd(kind)
             .arg("KILL")
