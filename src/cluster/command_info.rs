@@ -124,16 +124,18 @@ impl Learned {
         self.subcommands.get(&lower[..sub.len()])
     }
 
-    /// Calls `each` with the position of every key of the request, spec after spec; a key
-    /// named by two specs (`SMOVE`'s two keys are two specs) is reported twice. Positions are
-    /// within `args` (0 is the command's name). `Err` when a specification is of a kind the
-    /// server itself could not describe: the keys must then be asked for (`COMMAND GETKEYS`).
+    /// Calls `each` with the position of every key of the request, spec after spec. Positions
+    /// are within `args` (0 is the command's name). `Err` (after every spec the server could
+    /// describe was read) when a specification is of a kind the server itself could not
+    /// describe (`SORT`'s `BY`/`GET` patterns, some module commands): there may be keys
+    /// `each` did not see.
     pub fn for_each_key(
         &self,
         args: Args<'_>,
         mut each: impl FnMut(usize),
     ) -> Result<(), KeysUnknown> {
         let argc = args.len();
+        let mut unknown = false;
         for spec in &self.key_specs {
             let start = match &spec.begin {
                 BeginSearch::Index(i) => *i,
@@ -144,7 +146,10 @@ impl Learned {
                     Some(at) => at + 1,
                     None => continue,
                 },
-                BeginSearch::Unknown => return Err(KeysUnknown),
+                BeginSearch::Unknown => {
+                    unknown = true;
+                    continue;
+                }
             };
             if start >= argc {
                 continue;
@@ -191,10 +196,10 @@ impl Learned {
                         each(at);
                     }
                 }
-                FindKeys::Unknown => return Err(KeysUnknown),
+                FindKeys::Unknown => unknown = true,
             }
         }
-        Ok(())
+        if unknown { Err(KeysUnknown) } else { Ok(()) }
     }
 }
 

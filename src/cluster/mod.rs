@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::fnv::BuildFnv;
 use crate::metrics;
 use crate::protocol::{reply, write};
+use crate::upstream::WarmPool;
 use crate::upstream::{DialError, DialFailure, UpstreamTarget};
 use node::{NodeConn, NodeError};
 use routing::{Fan, Nodes, Routing};
@@ -61,6 +62,8 @@ const MAX_TRYAGAIN: usize = 2;
 /// CLUSTERDOWN replies retried (100 ms apart, within [`RETRY_BUDGET`]) before the reply is
 /// passed on.
 const MAX_CLUSTERDOWN_RETRIES: usize = 8;
+/// Private connections kept ready per node (and protocol) once one was needed.
+const WARM_PRIVATE_CONNECTIONS: usize = 2;
 /// The map is read again at least this often.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Refreshes asked for by redirects and errors are at most this frequent.
@@ -72,9 +75,11 @@ pub struct Cluster {
     /// The primaries that own slots, sorted; derived from `map` whenever it changes, because
     /// keyless requests need one on every call and deriving it walks all 16384 slots.
     primaries: RwLock<Arc<Vec<String>>>,
-    /// Shared connections, per (node address, RESP3).
     /// Shared connections by node address: `[0]` RESP2, `[1]` RESP3.
     pool: [DashMap<String, NodeConn, BuildFnv>; 2],
+    /// Private connections opened ahead of need, by node address: `[0]` RESP2, `[1]` RESP3;
+    /// a node's pool is started when a client first needs a private connection to it.
+    warm: [DashMap<String, Arc<WarmPool>, BuildFnv>; 2],
     seeds: Vec<String>,
     template: UpstreamTarget,
     refresh: Arc<Notify>,
@@ -218,6 +223,7 @@ impl Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
             pool: [DashMap::default(), DashMap::default()],
+            warm: [DashMap::default(), DashMap::default()],
             seeds,
             template,
             refresh: Arc::new(Notify::new()),
@@ -243,6 +249,7 @@ impl Cluster {
             primaries: RwLock::new(Arc::new(sorted_primaries(&map))),
             map: RwLock::new(Arc::new(map)),
             pool: [DashMap::default(), DashMap::default()],
+            warm: [DashMap::default(), DashMap::default()],
             seeds: vec![template.addr.clone()],
             template,
             refresh: Arc::new(Notify::new()),
@@ -264,6 +271,9 @@ impl Cluster {
     pub fn reset_connections(&self) {
         for pool in &self.pool {
             pool.clear();
+        }
+        for warm in &self.warm {
+            warm.clear();
         }
     }
 
@@ -426,14 +436,23 @@ impl Cluster {
         Ok(conn)
     }
 
-    /// A private connection to `addr` (blocking commands, transactions, AUTH checks).
+    /// A private connection to `addr` (blocking commands, scripts, transactions, AUTH checks),
+    /// taken from the node's few connections opened ahead of need. A client that sends `BLPOP`
+    /// and, through another connection, `LPUSH` right after expects Redis to see them in that
+    /// order, as it would without keyward in between: a TCP handshake and AUTH first would
+    /// let the LPUSH, on an open shared connection, overtake the BLPOP.
     pub async fn private(&self, addr: &str, resp3: bool) -> Result<NodeConn, String> {
         // Private connections carry blocking commands and transactions: no reply timeout.
         let target = UpstreamTarget {
             reply_timeout: Duration::ZERO,
             ..self.target(addr, resp3)
         };
-        NodeConn::connect(&target).await
+        let pool = self.warm[usize::from(resp3)]
+            .entry(addr.to_string())
+            .or_insert_with(|| WarmPool::start(target.clone(), WARM_PRIVATE_CONNECTIONS))
+            .clone();
+        let socket = pool.connect().await?;
+        Ok(NodeConn::over(socket, &target))
     }
 
     fn address_for(&self, target: &Target) -> Option<String> {

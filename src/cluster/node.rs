@@ -223,6 +223,12 @@ impl NodeConn {
     /// Connects (and authenticates, and switches to RESP3 when the target says so) to `target`.
     pub async fn connect(target: &UpstreamTarget) -> Result<Self, String> {
         let socket = target.connect().await?;
+        Ok(Self::over(socket, target))
+    }
+
+    /// A connection over `socket`, already connected (and logged in) as `target` says: one
+    /// taken from a [`crate::upstream::WarmPool`].
+    pub fn over(socket: crate::net::Socket, target: &UpstreamTarget) -> Self {
         let inner = Arc::new(Inner {
             addr: Arc::from(target.describe().as_str()),
             reply_timeout: target.reply_timeout,
@@ -234,9 +240,9 @@ impl NodeConn {
             abandoned: AtomicBool::new(false),
         });
         tokio::spawn(run(inner.clone()));
-        Ok(NodeConn {
+        NodeConn {
             handle: Arc::new(Handle(inner)),
-        })
+        }
     }
 
     fn inner(&self) -> &Inner {

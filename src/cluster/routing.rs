@@ -117,8 +117,11 @@ impl Routing {
             Some(l) if !l.key_specs.is_empty() || spec.is_none() => {
                 let mut slots = Slots::default();
                 match l.for_each_key(args, |i| slots.add(slot_of(&args[i]))) {
-                    Ok(()) => slots.route(),
-                    Err(_) => Route::AskKeys,
+                    // Some keys the specs cannot locate, and none they can: ask a node. When
+                    // some were found (SORT's key, not its BY/GET patterns), they route it;
+                    // a key elsewhere gets the node's CROSSSLOT.
+                    Err(_) if slots.slot.is_none() => Route::AskKeys,
+                    _ => slots.route(),
                 }
             }
             _ => builtin_route(spec, args),
