@@ -207,7 +207,16 @@ pub async fn run(
     let shutdown = ShutdownSignal::new(shutdown);
     match backend {
         Backend::Private(upstream) => {
-            private::run(stream, live, upstream, front, shutdown, Default::default()).await
+            private::run(
+                stream,
+                live,
+                upstream,
+                front,
+                shutdown,
+                Default::default(),
+                None,
+            )
+            .await
         }
         Backend::Shared { redis, own } => {
             routed::run(

@@ -9,10 +9,15 @@
 //!   refusal, an unreachable upstream) wait in the same queue, so the client always gets its
 //!   replies in request order whoever made them.
 //!
+//! In front of a cluster, a client's keyspace subscriptions are merged across the primaries
+//! ([`keyspace`]): the request side subscribes the other primaries too, and the reply side
+//! writes their notifications between the replies of the client's own connection.
+//!
 //! The two sides never block each other: a client that writes a long pipeline before reading
 //! keeps being read while its replies wait, and when the client stops reading, the reply side
 //! stops reading upstream so the replies back up in Redis, not in keyward.
 
+mod keyspace;
 mod pubsub;
 mod replies;
 mod requests;
@@ -29,6 +34,8 @@ use super::front::{Front, ReplyWatch};
 use super::{Live, PrivateUpstream, SessionContext};
 use crate::commands::PubSubKind;
 use crate::net::Socket;
+
+pub use keyspace::Origin as KeyspaceOrigin;
 
 /// How many request batches may wait between the two halves before the request side stops
 /// reading the client (backpressure for clients that write without reading).
@@ -129,7 +136,9 @@ impl Default for Shared {
 
 /// Serves a client on a connection of its own until it leaves, the upstream connection is lost
 /// with state on it, or keyward shuts down. `input`: bytes already read from the client (a
-/// client moving here from shared connections), scanned before anything else.
+/// client moving here from shared connections), scanned before anything else. `keyspace`: in
+/// front of a cluster, the node this connection goes to, around which the client's keyspace
+/// subscriptions are merged.
 pub(super) async fn run(
     stream: Socket,
     live: Arc<Live>,
@@ -137,6 +146,7 @@ pub(super) async fn run(
     front: Front,
     shutdown: ShutdownSignal,
     input: BytesMut,
+    keyspace: Option<KeyspaceOrigin>,
 ) {
     // Both sides hold the socket: the request side reads it, the reply side writes it. It
     // closes when both are done (never half-closed early, which Redis-side would read as the
@@ -144,6 +154,13 @@ pub(super) async fn run(
     let client = Arc::new(stream);
     let (tx, rx) = mpsc::channel(BATCH_QUEUE);
     let shared = Arc::new(Shared::default());
+    let (merge, merged) = match keyspace {
+        Some(origin) => {
+            let (merge, merged) = keyspace::Merge::new(origin);
+            (Some(merge), Some(merged))
+        }
+        None => (None, None),
+    };
 
     let peer = front.peer;
     let replies = replies::ReplySide::new(
@@ -153,8 +170,9 @@ pub(super) async fn run(
         live.clone(),
         upstream.clone(),
         shared.clone(),
+        merged,
     );
-    let requests = requests::RequestSide::new(client, tx, live, upstream, shared, front);
+    let requests = requests::RequestSide::new(client, tx, live, upstream, shared, front, merge);
 
     let request_task = requests.run(shutdown, input);
     let reply_task = replies.run();

@@ -49,6 +49,16 @@ impl Subscriptions {
         }
     }
 
+    /// True when the connection is subscribed to `name` as a `kind` (a confirmation said so,
+    /// and no unsubscription since).
+    pub fn contains(&self, kind: PubSubKind, name: &[u8]) -> bool {
+        match kind {
+            PubSubKind::Channel => self.channels.contains(name),
+            PubSubKind::Pattern => self.patterns.contains(name),
+            PubSubKind::Shard => self.shard_channels.contains(name),
+        }
+    }
+
     /// True while Redis considers the connection subscribed (RESP2 "subscribed mode").
     pub fn active(&self) -> bool {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
@@ -197,6 +207,9 @@ mod tests {
         subs.apply(&confirmation(b"*3\r\n$10\r\npsubscribe\r\n$1\r\nb\r\n:2\r\n").unwrap());
         assert!(subs.active());
         assert_eq!(subs.count(PubSubKind::Channel), 1);
+        assert!(subs.contains(PubSubKind::Channel, b"a"));
+        assert!(subs.contains(PubSubKind::Pattern, b"b"));
+        assert!(!subs.contains(PubSubKind::Channel, b"b"));
         subs.apply(&confirmation(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n").unwrap());
         subs.apply(&confirmation(b"*3\r\n$12\r\npunsubscribe\r\n$1\r\nb\r\n:0\r\n").unwrap());
         assert!(!subs.active());

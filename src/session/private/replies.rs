@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::super::front::note_idle_close;
 use super::super::hook_runs::HookFuture;
+use super::keyspace::{self, Merged};
 use super::pubsub::{self, Subscriptions};
 use super::{
     Expect, ExpectKind, Live, Pending, PrivateUpstream, SessionContext, Shared, upstream_lost,
@@ -76,6 +77,9 @@ pub(super) struct ReplySide {
     /// connection was made; a change leaves that connection (see [`Self::primary_changed`]).
     primary_changes: Option<tokio::sync::watch::Receiver<u64>>,
     upstream_epoch: u64,
+    /// In front of a cluster: the notifications of the other primaries (see
+    /// [`super::keyspace`]).
+    merged: Option<mpsc::Receiver<Merged>>,
 }
 
 /// What to do with one upstream frame.
@@ -94,6 +98,7 @@ impl ReplySide {
         live: Arc<Live>,
         upstream_settings: Arc<PrivateUpstream>,
         shared: Arc<Shared>,
+        merged: Option<mpsc::Receiver<Merged>>,
     ) -> Self {
         let (ctx_generation, ctx) = live.current();
         let resp3 = upstream_settings.target.resp3;
@@ -131,6 +136,7 @@ impl ReplySide {
             hook_runs: Vec::new(),
             primary_changes,
             upstream_epoch: 0,
+            merged,
         }
     }
 
@@ -194,6 +200,7 @@ impl ReplySide {
                     }
                 }
                 _ = changed(&mut self.primary_changes) => self.primary_changed(),
+                merged = next_merged(&mut self.merged) => self.merge(merged),
                 _ = wait(timer) => {
                     let now = Instant::now();
                     let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
@@ -518,6 +525,28 @@ impl ReplySide {
         }
     }
 
+    /// A notification from another primary, or the end of the merge. A notification goes out
+    /// only while the client's own connection has confirmed the subscription it was delivered
+    /// for, and only here, between two frames: `out` holds whole frames only, and the framed
+    /// bytes not moved there yet go first.
+    fn merge(&mut self, merged: Merged) {
+        match merged {
+            Merged::Message {
+                kind,
+                subscription,
+                frame,
+            } => {
+                if self.upstream.is_some() && self.subscriptions.contains(kind, &subscription) {
+                    self.flush_forward();
+                    keyspace::write_for_client(frame, self.resp3, &mut self.out);
+                }
+            }
+            // The client's subscriptions no longer hear every primary: as when its own
+            // connection breaks, it gets errors for what it waits for, and is closed.
+            Merged::Lost(reason) => self.fail_upstream(&reason),
+        }
+    }
+
     /// Sentinel mode: the primary changed. A connection made to the old one is left: what it
     /// owes becomes an error (never a reply from a server keyward knows was demoted), and a
     /// client with state on it is closed, as when a connection is lost.
@@ -592,6 +621,17 @@ async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The next merged notification (never, outside a cluster or once the merge is gone).
+async fn next_merged(merged: &mut Option<mpsc::Receiver<Merged>>) -> Merged {
+    if let Some(receiver) = merged
+        && let Some(message) = receiver.recv().await
+    {
+        return message;
+    }
+    *merged = None;
+    std::future::pending().await
 }
 
 async fn readable(upstream: &Option<(Arc<Socket>, u64)>) -> std::io::Result<()> {

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::super::front::{Admission, Admitted, Front, ReplyMode};
 use super::super::{PAUSED_READ_LIMIT, ShutdownSignal};
+use super::keyspace::Merge;
 use super::{Expect, ExpectKind, Live, Pending, PrivateUpstream, SessionContext, Shared};
 use crate::commands::{self, ClientSubcommand, Role};
 use crate::net::Socket;
@@ -63,6 +64,8 @@ pub(super) struct RequestSide {
     sent_entries: u64,
     /// When the read that brought the requests being handled returned (metrics on only).
     read_at: Option<std::time::Instant>,
+    /// In front of a cluster: the keyspace subscriptions merged across the primaries.
+    keyspace: Option<Merge>,
 }
 
 /// Why the read loop stops.
@@ -92,6 +95,7 @@ impl RequestSide {
         upstream: Arc<PrivateUpstream>,
         shared: Arc<Shared>,
         front: Front,
+        keyspace: Option<Merge>,
     ) -> Self {
         let (ctx_generation, ctx) = live.current();
         RequestSide {
@@ -113,6 +117,7 @@ impl RequestSide {
             connect_failed_in_batch: false,
             sent_entries: 0,
             read_at: None,
+            keyspace,
         }
     }
 
@@ -290,7 +295,7 @@ impl RequestSide {
             rename,
             watch,
         } = admitted;
-        if !self.ensure_upstream().await {
+        if !self.ensure_upstream().await || !self.merge_keyspace(role, &request).await {
             if let Some(m) = crate::metrics::get() {
                 let stamp = crate::metrics::Stamp::new(crate::commands::id_of(spec), None);
                 m.answered(stamp, crate::metrics::Outcome::Error, None);
@@ -351,6 +356,39 @@ impl RequestSide {
                 self.outgoing.push(auth);
             }
         }
+    }
+
+    /// In front of a cluster, keeps the other primaries' subscriptions in step with a
+    /// (un)subscription or `RESET` about to go to the client's own connection (see
+    /// [`super::keyspace`]). False when a keyspace subscription failed: its error has been
+    /// queued as the reply, and the request must not be sent.
+    async fn merge_keyspace(&mut self, role: Role, request: &Request) -> bool {
+        let Some(merge) = self.keyspace.as_mut() else {
+            return true;
+        };
+        match role {
+            // Queued inside MULTI, a (un)subscription runs at EXEC: not merged.
+            Role::Subscribe(_) | Role::Unsubscribe(_) if self.in_multi => {}
+            Role::Subscribe(kind) => {
+                if !merge.concerns(kind, request.args()) {
+                    return true;
+                }
+                // What this read queued so far goes out first, not after the other primaries'
+                // confirmations.
+                self.send_batch().await;
+                let Some(merge) = self.keyspace.as_mut() else {
+                    return true;
+                };
+                if let Err(reply) = merge.subscribe(kind, request.args()).await {
+                    self.local(reply);
+                    return false;
+                }
+            }
+            Role::Unsubscribe(kind) => merge.unsubscribe(kind, request.args()).await,
+            Role::Reset => merge.reset().await,
+            _ => {}
+        }
+        true
     }
 
     /// Puts the settings of a reload since the last read in force for the requests read from

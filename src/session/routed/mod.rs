@@ -13,7 +13,8 @@
 //! - cluster: blocking commands a private connection per request; WATCH / MULTI ... EXEC a
 //!   private connection to the node of the transaction's slot ([`transaction`]); pub/sub and
 //!   MONITOR move the client to a private connection to one node (the slot's owner for
-//!   SSUBSCRIBE), for good.
+//!   SSUBSCRIBE), for good, where its keyspace subscriptions are merged across the primaries
+//!   (`private::keyspace`).
 
 mod dispatch;
 mod reply_queue;
@@ -247,12 +248,20 @@ pub(super) async fn run(
                 warm: None,
             }),
         };
+        // In a cluster, keyspace subscriptions are merged around the node it moves to.
+        let keyspace = session
+            .own
+            .is_none()
+            .then(|| super::private::KeyspaceOrigin {
+                cluster: session.cluster.clone(),
+                node: addr.clone(),
+            });
         tracing::debug!(client = %peer, node = %addr, "session moves to a connection of its own");
         let mut front = session.front;
         // A new connection replies to everything: what CLIENT REPLY said here was kept by
         // keyward, not by that connection.
         front.reply_mode = ReplyMode::On;
-        super::private::run(client, live, upstream, front, shutdown, input).await;
+        super::private::run(client, live, upstream, front, shutdown, input, keyspace).await;
     }
 }
 
