@@ -1004,6 +1004,10 @@ pub enum ClientSubcommand {
     Tracking,
     /// `CLIENT CACHING ...`: client-side caching.
     Caching,
+    /// `CLIENT ID`.
+    Id,
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`.
+    Unblock,
     /// Anything else (or a known subcommand with the wrong number of arguments).
     Other,
 }
@@ -1022,6 +1026,8 @@ pub fn client_subcommand(args: Args<'_>) -> ClientSubcommand {
         3 if is("reply") => ClientSubcommand::Reply,
         _ if is("tracking") => ClientSubcommand::Tracking,
         _ if is("caching") => ClientSubcommand::Caching,
+        2 if is("id") => ClientSubcommand::Id,
+        3 | 4 if is("unblock") => ClientSubcommand::Unblock,
         _ => ClientSubcommand::Other,
     }
 }

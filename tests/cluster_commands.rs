@@ -238,6 +238,51 @@ fn the_cluster_answers_as_one_redis() {
     }
     let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
     assert_eq!(len as usize, log.len(), "SLOWLOG LEN vs SLOWLOG GET -1");
+
+    // CLIENT ID and CLIENT UNBLOCK: a client blocked on a key of the last primary is unblocked
+    // by its keyward id, with a timeout reply and then with an error.
+    let list = cluster
+        .keys_on(*primaries.last().unwrap(), "blocked", 1)
+        .remove(0);
+    let mut blocked = kw.conn();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut blocked).unwrap();
+    let other: i64 = redis::cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    assert!(id > 0 && id != other, "two clients, two ids: {id} {other}");
+    for mode in ["TIMEOUT", "ERROR"] {
+        let list2 = list.clone();
+        let waiter = thread::spawn(move || {
+            let outcome = redis::cmd("BLPOP")
+                .arg(&list2)
+                .arg(0)
+                .query::<Option<Vec<String>>>(&mut blocked);
+            (blocked, outcome)
+        });
+        let mut unblocked = 0;
+        assert!(wait_until(Duration::from_secs(10), || {
+            unblocked = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .arg(mode)
+                .query(&mut c)
+                .unwrap();
+            unblocked == 1
+        }));
+        let (conn, outcome) = waiter.join().unwrap();
+        blocked = conn;
+        match mode {
+            "TIMEOUT" => assert_eq!(outcome.unwrap(), None),
+            _ => {
+                let e = outcome.unwrap_err().to_string();
+                assert!(e.contains("UNBLOCKED"), "{e}");
+            }
+        }
+    }
+    let none: i64 = redis::cmd("CLIENT")
+        .arg("UNBLOCK")
+        .arg(id)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(none, 0, "not blocked any more");
 }
 
 /// A runaway script on a node that is not the first primary is killed through keyward, and

@@ -13,6 +13,7 @@
 //! `MOVED src`. Such a ping-pong costs the client latency, never an error: see
 //! [`Cluster::follow_from`].
 
+pub mod clients;
 pub mod command_info;
 pub mod fanout;
 pub mod merge;
@@ -91,6 +92,8 @@ pub struct Cluster {
     /// The command table learned from the cluster (`COMMAND`), read at start-up and after a
     /// topology change; empty until then, when the built-in table routes alone.
     routing: RwLock<Arc<Routing>>,
+    /// keyward's own client ids, and where blocking commands wait (`CLIENT UNBLOCK`).
+    pub clients: clients::ClientIds,
 }
 
 /// A request queued on a node connection; see [`Cluster::submit`].
@@ -230,6 +233,7 @@ impl Cluster {
             retry_budget: RETRY_BUDGET,
             single: false,
             routing: RwLock::new(Arc::new(Routing::default())),
+            clients: clients::ClientIds::default(),
         });
         cluster.learn_commands().await;
         tokio::spawn(refresher(Arc::downgrade(&cluster), cluster.refresh.clone()));
@@ -256,6 +260,7 @@ impl Cluster {
             retry_budget: Duration::ZERO,
             single: true,
             routing: RwLock::new(Arc::new(Routing::default())),
+            clients: clients::ClientIds::default(),
         })
     }
 

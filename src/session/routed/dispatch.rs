@@ -17,6 +17,9 @@ use crate::protocol::args::Args;
 use crate::protocol::request::{Request, RequestScanner};
 use crate::protocol::{reply, write};
 
+/// `CLIENT ID`, asked on a blocking command's connection.
+static CLIENT_ID: Bytes = Bytes::from_static(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n");
+
 pub(super) const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 impl RoutedSession {
@@ -237,6 +240,8 @@ impl RoutedSession {
                 ClientSubcommand::Tracking | ClientSubcommand::Caching => self.local(write::error(
                     "ERR keyward: client-side caching is not supported in cluster mode",
                 )),
+                ClientSubcommand::Id => self.local(write::int(self.id as i64)),
+                ClientSubcommand::Unblock => self.unblock(request),
                 ClientSubcommand::Other => return false,
             },
             Role::Auth | Role::Hello => {
@@ -492,6 +497,47 @@ impl RoutedSession {
         });
     }
 
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` of a keyward client id: sent, with the node's own
+    /// id of the connection, to the node where that client's blocking command waits; `0` when
+    /// it waits for none, as Redis answers. An id that is not a number gets the node's error.
+    fn unblock(&mut self, request: &Request) {
+        let args = request.args();
+        let id = std::str::from_utf8(&args[2])
+            .ok()
+            .and_then(|id| id.parse::<u64>().ok());
+        let cluster = self.cluster.clone();
+        let raw = request.raw().clone();
+        let resp3 = self.resp3;
+        let mode = (args.len() == 4).then(|| args.bytes(3));
+        self.push(async move {
+            let Some(id) = id else {
+                return cluster.execute(Target::Any, raw, resp3).await;
+            };
+            match cluster.clients.waiting(id) {
+                Some((addr, node_id)) => {
+                    let node_id = node_id.to_string();
+                    let mut unblock: Vec<&[u8]> = vec![b"UNBLOCK", node_id.as_bytes()];
+                    if let Some(mode) = &mode {
+                        unblock.push(mode);
+                    }
+                    let command = write::command(b"CLIENT", &unblock);
+                    cluster.execute(Target::Node(addr), command, resp3).await
+                }
+                // Not blocked: checked by a node (a bad TIMEOUT|ERROR word gets its error), as
+                // an id no connection has.
+                None => {
+                    let mut check: Vec<&[u8]> = vec![b"UNBLOCK", b"0"];
+                    if let Some(mode) = &mode {
+                        check.push(mode);
+                    }
+                    cluster
+                        .execute(Target::Any, write::command(b"CLIENT", &check), resp3)
+                        .await
+                }
+            }
+        });
+    }
+
     /// A blocking command on a private connection of its own, closed after the reply.
     async fn blocking(
         &mut self,
@@ -509,6 +555,7 @@ impl RoutedSession {
         let cluster = self.cluster.clone();
         let resp3 = self.resp3;
         let blocking = self.blocking.clone();
+        let client_id = self.id;
         blocking.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let done = BlockingDone(blocking);
         self.push(async move {
@@ -518,10 +565,23 @@ impl RoutedSession {
                 return write::error("CLUSTERDOWN keyward: no node serves the slot");
             };
             let frame = match cluster.private(&addr, resp3).await {
-                Ok(conn) => conn
-                    .request(request.into_raw(), 0)
-                    .await
-                    .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message()))),
+                Ok(conn) => {
+                    // The node's id of this connection, asked in the same write as the
+                    // command: what `CLIENT UNBLOCK` of this client reaches.
+                    let asked = conn.enqueue(CLIENT_ID.clone(), 0).await;
+                    let sent = conn.submit(request.into_raw(), 0).await;
+                    let node_id = match asked {
+                        Ok(pending) => pending.reply().await.ok().and_then(|f| reply::integer(&f)),
+                        Err(_) => None,
+                    };
+                    let _blocked =
+                        node_id.map(|node_id| cluster.clients.blocked(client_id, addr, node_id));
+                    match sent {
+                        Ok(pending) => pending.reply().await,
+                        Err(e) => Err(e),
+                    }
+                    .unwrap_or_else(|e| write::error(&format!("ERR keyward: {}", e.message())))
+                }
                 Err(e) => write::error(&format!("ERR keyward: {e}")),
             };
             if let Some(watch) = watch {

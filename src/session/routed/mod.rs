@@ -66,6 +66,8 @@ struct RoutedSession {
     resp3: bool,
     /// `CLIENT SETNAME`, kept by keyward in a cluster.
     name: Option<Bytes>,
+    /// `CLIENT ID`, given by keyward in a cluster ([`crate::cluster::clients`]).
+    id: u64,
     watch: Option<Pinned>,
     transaction: Option<Transaction>,
     replies: ReplyQueue,
@@ -109,6 +111,7 @@ pub(super) async fn run(
     };
     let peer = front.peer;
     let (ctx_generation, ctx) = live.current();
+    let id = cluster.clients.new_id();
     let mut session = RoutedSession {
         live: live.clone(),
         ctx_generation,
@@ -117,6 +120,7 @@ pub(super) async fn run(
         own,
         front,
         resp3: false,
+        id,
         name: None,
         watch: None,
         transaction: None,
