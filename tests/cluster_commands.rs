@@ -136,6 +136,27 @@ fn the_cluster_answers_as_one_redis() {
         assert_eq!(v, "1");
     }
 
+    // A pipeline that loads a function, calls it and goes on with other commands: the call
+    // goes over the client's script connection, yet sees the load and is answered in order.
+    let lib2 = "#!lua name=kwpipe\nredis.register_function('kwpipe', function(keys, args) return redis.call('incr', keys[1]) end)";
+    let (loaded, called, pong, got): (String, i64, String, String) = redis::pipe()
+        .cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib2)
+        .cmd("FCALL")
+        .arg("kwpipe")
+        .arg(1)
+        .arg(&keys[2])
+        .cmd("PING")
+        .cmd("GET")
+        .arg(&keys[2])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        (loaded.as_str(), called, pong.as_str(), got.as_str()),
+        ("kwpipe", 2, "PONG", "2")
+    );
+
     // Routed by the cluster's key specifications: commands the built-in table does not locate
     // the keys of (ZRANGESTORE is not in it; EVAL's keys follow numkeys) reach the owner
     // directly, with no redirection.
@@ -168,7 +189,7 @@ fn the_cluster_answers_as_one_redis() {
             .arg(&keys[i])
             .query(&mut c)
             .unwrap();
-        assert_eq!(got, "1");
+        assert_eq!(got, if i == 2 { "2" } else { "1" });
     }
     assert_eq!(
         moved_count(&admin),

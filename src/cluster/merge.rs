@@ -346,6 +346,22 @@ fn slowlog_get(replies: &[Bytes], args: &[Bytes]) -> Bytes {
     write::array(&frames)
 }
 
+/// A merged slow log as one Redis would keep it: at most `slowlog-max-len` entries (`max_len`),
+/// the newest. `SLOWLOG LEN` counts at most that many, `SLOWLOG GET` returns at most that many.
+pub fn cap_slowlog(merge: Merge, frame: Bytes, max_len: usize) -> Bytes {
+    match merge {
+        Merge::SlowlogLen => match reply::integer(&frame) {
+            Some(n) => write::int(n.min(max_len as i64)),
+            None => frame,
+        },
+        Merge::SlowlogGet => match elements(&frame) {
+            Some(entries) if entries.len() > max_len => write::array(&entries[..max_len]),
+            _ => frame,
+        },
+        _ => frame,
+    }
+}
+
 /// `LATENCY LATEST`: one entry per event: the most recent spike's time and latency, and the
 /// highest maximum of any node.
 fn latency_latest(replies: &[Bytes]) -> Bytes {

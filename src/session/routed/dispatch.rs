@@ -6,9 +6,9 @@ use bytes::Bytes;
 use super::super::front::{Admission, Admitted, ReplyWatch};
 use super::super::hook_runs::HookRuns;
 use super::reply_queue::Out;
-use super::{Next, RoutedSession};
+use super::{Deferred, Lane, Next, RoutedSession};
 use crate::cluster::fanout::{self, Plan};
-use crate::cluster::routing::{Fan, Route};
+use crate::cluster::routing::{Fan, Merge, Route};
 use crate::cluster::topology::slot_of;
 use crate::cluster::{Cluster, Target, merge};
 use crate::commands::{self, ClientSubcommand, Combine, CommandSpec, Fanout, PubSubKind, Role};
@@ -69,10 +69,54 @@ impl RoutedSession {
             None => request,
         };
         if self.own.is_some() {
-            self.dispatch_shared(spec, request, watch).await
-        } else {
-            self.dispatch_cluster(spec, role, request, watch).await
+            return self.dispatch_shared(spec, request, watch).await;
         }
+        let lane = self.lane_of(spec, &request);
+        if lane != self.lane && !self.replies.is_empty() {
+            // Sent now, it could overtake the client's earlier requests on other connections:
+            // it waits until they are answered (see `Lane`).
+            self.deferred = Some(Deferred {
+                spec,
+                role,
+                request,
+                watch,
+                stamp: self.stamp,
+            });
+            return Next::Continue;
+        }
+        self.lane = lane;
+        self.dispatch_cluster(spec, role, request, watch).await
+    }
+
+    /// Sends the request that waited for a change of lane, once everything before it has been
+    /// answered; `None` while it still waits (or when none does).
+    pub(super) async fn resume_deferred(&mut self) -> Option<Next> {
+        if !self.replies.is_empty() {
+            return None;
+        }
+        let Deferred {
+            spec,
+            role,
+            request,
+            watch,
+            stamp,
+        } = self.deferred.take()?;
+        self.stamp = stamp;
+        self.lane = self.lane_of(spec, &request);
+        Some(self.dispatch_cluster(spec, role, request, watch).await)
+    }
+
+    /// The connections a cluster request goes over: a script's own connection to its node, or
+    /// the others.
+    fn lane_of(&self, spec: Option<&CommandSpec>, request: &Request) -> Lane {
+        if !spec.is_some_and(|s| s.runs_script) || self.transaction.is_some() {
+            return Lane::Shared;
+        }
+        let target = match self.cluster.routing().route(spec, request.args()) {
+            Route::Slot(slot) => Target::Slot(slot),
+            _ => Target::Any,
+        };
+        owner_or_any(&self.cluster, &target).map_or(Lane::Shared, Lane::Script)
     }
 
     /// One standalone Redis: stateless requests go over the shared connection; anything that
@@ -404,7 +448,22 @@ impl RoutedSession {
         let raw = request.into_raw();
         self.push(async move {
             let (nodes, replies) = cluster.fan_out(fan, raw, resp3).await;
-            merge::combine(fan.merge, &nodes, &replies, &args)
+            let frame = merge::combine(fan.merge, &nodes, &replies, &args);
+            if matches!(fan.merge, Merge::SlowlogGet | Merge::SlowlogLen) {
+                // One slow log holds `slowlog-max-len` entries (set on every node alike).
+                let asked = write::command(b"CONFIG", &[&b"GET"[..], b"slowlog-max-len"]);
+                let config = cluster.execute(Target::Any, asked, false).await;
+                let max_len = reply::elements(&config)
+                    .and_then(|kv| {
+                        kv.get(1)
+                            .and_then(|v| reply::bulk_string(v).map(<[u8]>::to_vec))
+                    })
+                    .and_then(|v| String::from_utf8(v).ok()?.parse::<usize>().ok());
+                if let Some(max_len) = max_len {
+                    return merge::cap_slowlog(fan.merge, frame, max_len);
+                }
+            }
+            frame
         });
     }
 

@@ -78,11 +78,38 @@ struct RoutedSession {
     /// Cluster: the client's own connections for scripts and functions, by node address,
     /// opened when first needed (see [`crate::commands::CommandSpec::runs_script`]).
     scripts: Vec<(String, NodeConn)>,
+    /// Where the session's last request went.
+    lane: Lane,
+    /// A request that waits for the replies before it, to change lanes.
+    deferred: Option<Deferred>,
     /// The metrics stamp of the request being dispatched (None: keyward's front already
     /// counted it, or it is not a request).
     stamp: Option<Stamp>,
     /// When the read that brought the requests being handled returned (metrics on only).
     read_at: Option<std::time::Instant>,
+}
+
+/// Which connections a cluster client's requests go over. A script runs over the client's own
+/// connection to its node (so that a busy script holds up only its client); everything else
+/// over the shared ones (or connections of their own that are opened in order). Requests of one
+/// client on one lane reach Redis in order, as on one connection; across lanes they could
+/// overtake each other (a pipelined `FUNCTION LOAD` then `FCALL`, or `EVAL` then `PING` that
+/// must wait for the script as on one Redis connection). So a request that changes lanes waits
+/// until every earlier request of its client has been answered: a pipeline that mixes scripts
+/// and other commands costs a round trip per change, never its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lane {
+    Shared,
+    Script(String),
+}
+
+/// A request admitted by the front that waits to change lanes.
+struct Deferred {
+    spec: Option<&'static crate::commands::CommandSpec>,
+    role: crate::commands::Role,
+    request: crate::protocol::request::Request,
+    watch: Option<Box<ReplyWatch>>,
+    stamp: Option<Stamp>,
 }
 
 /// What the read loop does after a request.
@@ -128,6 +155,8 @@ pub(super) async fn run(
         dirty: Vec::new(),
         blocking: Arc::default(),
         scripts: Vec::new(),
+        lane: Lane::Shared,
+        deferred: None,
         stamp: None,
         read_at: None,
     };
@@ -163,8 +192,12 @@ pub(super) async fn run(
             closing_at = Some(tokio::time::Instant::now() + close_grace);
         }
         let limit = session.front.pending_limit(&session.ctx);
-        let can_read = reading && session.replies.len() < limit;
-        if reading && !can_read {
+        let at_limit = session.replies.len() >= limit;
+        // A request waiting to change lanes is sent (and reading goes on) once every reply
+        // before it has left.
+        let waiting_lane = session.deferred.is_some() && !session.replies.is_empty();
+        let can_read = reading && !at_limit && !waiting_lane;
+        if reading && at_limit {
             session.front.note_pending_limit(limit);
         }
         // Idle: nothing owed (a blocked command is owed), nothing read or written for the timeout.
@@ -320,22 +353,28 @@ impl RoutedSession {
                 paused = true;
                 break;
             }
+            if self.deferred.is_some() {
+                match self.resume_deferred().await {
+                    // Still waiting: the rest of the read waits with it.
+                    None => {
+                        paused = true;
+                        break;
+                    }
+                    Some(next) => {
+                        if self.after(next, buf, reading, handoff) {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             match scanner.next(buf) {
-                Ok(Some(request)) => match self.dispatch(request, scanner).await {
-                    Next::Continue => {}
-                    Next::Stop => {
-                        *reading = false;
+                Ok(Some(request)) => {
+                    let next = self.dispatch(request, scanner).await;
+                    if self.after(next, buf, reading, handoff) {
                         break;
                     }
-                    Next::Handoff { addr, raw } => {
-                        let mut input = BytesMut::from(&raw[..]);
-                        input.extend_from_slice(buf);
-                        buf.clear();
-                        *handoff = Some((addr, input));
-                        *reading = false;
-                        break;
-                    }
-                },
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.stamp = None;
@@ -349,6 +388,32 @@ impl RoutedSession {
         self.flush();
         release_grown_buffer(buf, READ_CHUNK);
         paused
+    }
+
+    /// What the read loop does after a request's `next`: true when it stops reading (QUIT,
+    /// a handoff to a connection of the client's own).
+    fn after(
+        &mut self,
+        next: Next,
+        buf: &mut BytesMut,
+        reading: &mut bool,
+        handoff: &mut Option<(String, BytesMut)>,
+    ) -> bool {
+        match next {
+            Next::Continue => false,
+            Next::Stop => {
+                *reading = false;
+                true
+            }
+            Next::Handoff { addr, raw } => {
+                let mut input = BytesMut::from(&raw[..]);
+                input.extend_from_slice(buf);
+                buf.clear();
+                *handoff = Some((addr, input));
+                *reading = false;
+                true
+            }
+        }
     }
 
     /// Puts the settings of a reload since the last read in force for the requests read from
