@@ -292,6 +292,99 @@ mod tests {
         assert_eq!(route(&routing, &["MODULE.CMD", "a"]), Route::Any);
     }
 
+    /// A `COMMAND` reply with the given entries: (name, flags, tips, subcommands).
+    fn learned(entries: &[(&str, &[&str], &[&str])]) -> Routing {
+        use redis_protocol::resp2::types::OwnedFrame as F;
+        let bulk = |s: &str| F::BulkString(s.as_bytes().to_vec());
+        let strings = |v: &[&str]| F::Array(v.iter().map(|s| bulk(s)).collect());
+        let entry = |name: &str, flags: &[&str], tips: &[&str], subs: Vec<F>| {
+            F::Array(vec![
+                bulk(name),
+                F::Integer(-2),
+                strings(flags),
+                F::Integer(0),
+                F::Integer(0),
+                F::Integer(0),
+                F::Array(vec![]),
+                strings(tips),
+                F::Array(vec![]),
+                F::Array(subs),
+            ])
+        };
+        let mut top: Vec<F> = Vec::new();
+        for (name, flags, tips) in entries {
+            match name.split_once('|') {
+                Some((parent, _)) => {
+                    let sub = entry(name, flags, tips, vec![]);
+                    top.push(entry(parent, &[], &[], vec![sub]));
+                }
+                None => top.push(entry(name, flags, tips, vec![])),
+            }
+        }
+        Routing::new(CommandInfo::from_reply(&F::Array(top)).unwrap())
+    }
+
+    #[test]
+    fn tips_fan_out_and_keyward_rules_win() {
+        let routing = learned(&[
+            (
+                "config|set",
+                &[],
+                &["request_policy:all_nodes", "response_policy:all_succeeded"],
+            ),
+            (
+                "ping",
+                &[],
+                &["request_policy:all_shards", "response_policy:all_succeeded"],
+            ),
+            (
+                "wait",
+                &[],
+                &["request_policy:all_shards", "response_policy:agg_min"],
+            ),
+            (
+                "dbsize",
+                &[],
+                &["request_policy:all_shards", "response_policy:agg_sum"],
+            ),
+            ("module.stats", &[], &["request_policy:all_shards"]),
+        ]);
+        let Route::Fan(set) = route(&routing, &["CONFIG", "set", "x", "1"]) else {
+            panic!("CONFIG SET is not fanned out");
+        };
+        assert_eq!(
+            (set.nodes, set.merge, set.private),
+            (Nodes::All, Merge::AllSucceeded, false)
+        );
+        // PING (keyward answers it on one node) and WAIT (blocking) stay on one node.
+        assert_eq!(route(&routing, &["PING"]), Route::Any);
+        assert_eq!(route(&routing, &["WAIT", "1", "0"]), Route::Any);
+        // A command keyward does not know, with a tip and no response policy: concatenated.
+        let Route::Fan(stats) = route(&routing, &["MODULE.STATS"]) else {
+            panic!("the module command is not fanned out");
+        };
+        assert_eq!(
+            (stats.nodes, stats.merge),
+            (Nodes::Primaries, Merge::Concat)
+        );
+    }
+
+    #[test]
+    fn allow_busy_commands_get_connections_of_their_own() {
+        let routing = learned(&[(
+            "script|kill",
+            &["allow_busy"],
+            &["request_policy:all_shards", "response_policy:one_succeeded"],
+        )]);
+        let Route::Fan(kill) = route(&routing, &["SCRIPT", "KILL"]) else {
+            panic!("SCRIPT KILL is not fanned out");
+        };
+        assert_eq!(
+            (kill.nodes, kill.merge, kill.private),
+            (Nodes::Primaries, Merge::OneSucceeded, true)
+        );
+    }
+
     #[test]
     fn keyward_choices_hold_without_tips() {
         let routing = Routing::default();
