@@ -260,6 +260,32 @@ fn the_cluster_answers_as_one_redis() {
     let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query(&mut c).unwrap();
     assert_eq!(len as usize, log.len(), "SLOWLOG LEN vs SLOWLOG GET -1");
 
+    // Unsubscribing from nothing is answered as Redis does, and the client keeps reaching
+    // every primary (it is not tied to one node's connection).
+    let mut raw = kw.raw_conn();
+    assert_eq!(
+        raw.request(&["PUNSUBSCRIBE"]),
+        Reply::Array(vec![
+            Reply::Bulk(b"punsubscribe".to_vec()),
+            Reply::Nil,
+            Reply::Int(0)
+        ])
+    );
+    assert_eq!(
+        raw.request(&["UNSUBSCRIBE", "a"]),
+        Reply::Array(vec![
+            Reply::Bulk(b"unsubscribe".to_vec()),
+            Reply::Bulk(b"a".to_vec()),
+            Reply::Int(0)
+        ])
+    );
+    for key in &keys {
+        assert_eq!(
+            raw.request(&["SET", key, "after-unsubscribe"]),
+            Reply::Simple("OK".into())
+        );
+    }
+
     // CLIENT ID and CLIENT UNBLOCK: a client blocked on a key of the last primary is unblocked
     // by its keyward id, with a timeout reply and then with an error.
     let list = cluster

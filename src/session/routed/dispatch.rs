@@ -144,7 +144,14 @@ impl RoutedSession {
         watch: Option<Box<ReplyWatch>>,
     ) -> Next {
         match role {
-            Role::Subscribe(kind) | Role::Unsubscribe(kind) if self.transaction.is_none() => {
+            // A client here is subscribed to nothing (subscribing moves it to a connection of
+            // its own): keyward answers as Redis would, and the client stays routed instead of
+            // being tied to one node for good.
+            Role::Unsubscribe(kind) if self.transaction.is_none() => {
+                self.local(unsubscribed_from_nothing(kind, request.args(), self.resp3));
+                return Next::Continue;
+            }
+            Role::Subscribe(kind) if self.transaction.is_none() => {
                 let addr = if kind == PubSubKind::Shard && request.args().len() > 1 {
                     match slot_of_keys(request.args().from(1)) {
                         Ok(slot) => self.cluster.map().owner(slot).map(|a| a.to_string()),
@@ -649,6 +656,32 @@ impl RoutedSession {
             frame
         });
     }
+}
+
+/// The confirmations Redis sends a client subscribed to nothing for `UNSUBSCRIBE` and friends:
+/// one per channel named, with the count 0, or one with a null channel when none is named.
+/// Pushes in RESP3.
+fn unsubscribed_from_nothing(kind: PubSubKind, args: Args<'_>, resp3: bool) -> Bytes {
+    let header: &[u8] = if resp3 { b">3\r\n" } else { b"*3\r\n" };
+    let mut out = bytes::BytesMut::new();
+    let mut confirm = |channel: Option<&[u8]>| {
+        out.extend_from_slice(header);
+        out.extend_from_slice(&write::bulk(kind.unsubscribe_reply()));
+        match channel {
+            Some(c) => out.extend_from_slice(&write::bulk(c)),
+            None if resp3 => out.extend_from_slice(b"_\r\n"),
+            None => out.extend_from_slice(b"$-1\r\n"),
+        }
+        out.extend_from_slice(b":0\r\n");
+    };
+    if args.len() <= 1 {
+        confirm(None);
+    } else {
+        for channel in args.from(1).iter() {
+            confirm(Some(channel));
+        }
+    }
+    out.freeze()
 }
 
 /// The node that owns `target`'s slot, or the first primary for anything else.
