@@ -243,10 +243,19 @@ fn merge_section(into: &mut Section, from: Section) {
     }
 }
 
-/// Whether a counter named so is a point in time, a maximum or a flag rather than an amount.
+/// Whether a counter named so is a point in time, a maximum, a flag, or something every node
+/// holds a copy of (the scripts and functions keyward loads on every node), rather than an
+/// amount that adds up.
 fn takes_largest(name: &str) -> bool {
+    if name == "rdb_changes_since_last_save" {
+        return false;
+    }
     name.contains("_time")
         || name.contains("last")
+        || name.contains("script")
+        || name.contains("lua")
+        || name.contains("functions")
+        || name.contains("librar")
         || name.contains("max")
         || name.contains("peak")
         || name.ends_with("_in_progress")
@@ -592,8 +601,8 @@ mod tests {
 
     #[test]
     fn info_sums_counters_and_merges_stats_lines() {
-        let a = "# Server\r\nredis_version:7.0.15\r\n\r\n# Stats\r\nexpired_keys:2\r\nrdb_last_save_time:100\r\n\r\n# Commandstats\r\ncmdstat_set:calls=2,usec=10,usec_per_call=5.00,rejected_calls=0,failed_calls=0\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n";
-        let c = "# Server\r\nredis_version:7.0.15\r\n\r\n# Stats\r\nexpired_keys:5\r\nrdb_last_save_time:90\r\n\r\n# Commandstats\r\ncmdstat_set:calls=2,usec=30,usec_per_call=15.00,rejected_calls=0,failed_calls=1\r\ncmdstat_get:calls=1,usec=1,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n\r\n# Keyspace\r\ndb0:keys=4,expires=1,avg_ttl=50\r\n";
+        let a = "# Server\r\nredis_version:7.0.15\r\n\r\n# Stats\r\nexpired_keys:2\r\nrdb_last_save_time:100\r\nrdb_changes_since_last_save:1\r\nnumber_of_cached_scripts:4\r\n\r\n# Commandstats\r\ncmdstat_set:calls=2,usec=10,usec_per_call=5.00,rejected_calls=0,failed_calls=0\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n";
+        let c = "# Server\r\nredis_version:7.0.15\r\n\r\n# Stats\r\nexpired_keys:5\r\nrdb_last_save_time:90\r\nrdb_changes_since_last_save:2\r\nnumber_of_cached_scripts:4\r\n\r\n# Commandstats\r\ncmdstat_set:calls=2,usec=30,usec_per_call=15.00,rejected_calls=0,failed_calls=1\r\ncmdstat_get:calls=1,usec=1,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n\r\n# Keyspace\r\ndb0:keys=4,expires=1,avg_ttl=50\r\n";
         let out = combine(
             Merge::Info,
             &[],
@@ -603,6 +612,8 @@ mod tests {
         let text = String::from_utf8(reply::bulk_string(&out).unwrap().to_vec()).unwrap();
         assert!(text.contains("expired_keys:7\r\n"), "{text}");
         assert!(text.contains("rdb_last_save_time:100\r\n"), "{text}");
+        assert!(text.contains("rdb_changes_since_last_save:3\r\n"), "{text}");
+        assert!(text.contains("number_of_cached_scripts:4\r\n"), "{text}");
         assert!(text.contains("cmdstat_set:calls=4,usec=40,usec_per_call=10.00,rejected_calls=0,failed_calls=1\r\n"), "{text}");
         assert!(text.contains("cmdstat_get:calls=1"), "{text}");
         assert!(
