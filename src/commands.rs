@@ -1008,6 +1008,10 @@ pub enum ClientSubcommand {
     Id,
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`.
     Unblock,
+    /// `CLIENT LIST [TYPE type] [ID id ...]`.
+    List,
+    /// `CLIENT INFO`.
+    Info,
     /// Anything else (or a known subcommand with the wrong number of arguments).
     Other,
 }
@@ -1028,6 +1032,8 @@ pub fn client_subcommand(args: Args<'_>) -> ClientSubcommand {
         _ if is("caching") => ClientSubcommand::Caching,
         2 if is("id") => ClientSubcommand::Id,
         3 | 4 if is("unblock") => ClientSubcommand::Unblock,
+        _ if is("list") => ClientSubcommand::List,
+        2 if is("info") => ClientSubcommand::Info,
         _ => ClientSubcommand::Other,
     }
 }

@@ -286,6 +286,39 @@ fn the_cluster_answers_as_one_redis() {
         );
     }
 
+    // CLIENT LIST and CLIENT INFO describe keyward's own clients, as one Redis describes its
+    // clients; a client that leaves is no longer listed.
+    let mut named = kw.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("kw-named")
+        .query(&mut named)
+        .unwrap();
+    let named_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut named).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&format!("id={named_id} ")) && l.contains(" name=kw-named ")),
+        "{list}"
+    );
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut named).unwrap();
+    assert!(
+        info.starts_with(&format!("id={named_id} ")) && info.contains(" cmd=client|info "),
+        "{info}"
+    );
+    let only: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("ID")
+        .arg(named_id)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(only.lines().count(), 1, "{only}");
+    drop(named);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        !list.contains("name=kw-named")
+    }));
+
     // CLIENT ID and CLIENT UNBLOCK: a client blocked on a key of the last primary is unblocked
     // by its keyward id, with a timeout reply and then with an error.
     let list = cluster

@@ -92,8 +92,9 @@ pub struct Cluster {
     /// The command table learned from the cluster (`COMMAND`), read at start-up and after a
     /// topology change; empty until then, when the built-in table routes alone.
     routing: RwLock<Arc<Routing>>,
-    /// keyward's own client ids, and where blocking commands wait (`CLIENT UNBLOCK`).
-    pub clients: clients::ClientIds,
+    /// keyward's own clients (`CLIENT ID`, `LIST`, `INFO`), and where their blocking commands
+    /// wait (`CLIENT UNBLOCK`).
+    pub clients: clients::Clients,
 }
 
 /// A request queued on a node connection; see [`Cluster::submit`].
@@ -233,7 +234,7 @@ impl Cluster {
             retry_budget: RETRY_BUDGET,
             single: false,
             routing: RwLock::new(Arc::new(Routing::default())),
-            clients: clients::ClientIds::default(),
+            clients: clients::Clients::default(),
         });
         cluster.learn_commands().await;
         tokio::spawn(refresher(Arc::downgrade(&cluster), cluster.refresh.clone()));
@@ -260,7 +261,7 @@ impl Cluster {
             retry_budget: Duration::ZERO,
             single: true,
             routing: RwLock::new(Arc::new(Routing::default())),
-            clients: clients::ClientIds::default(),
+            clients: clients::Clients::default(),
         })
     }
 

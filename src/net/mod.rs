@@ -63,6 +63,15 @@ impl Socket {
         }
     }
 
+    /// The local address of a TCP connection (None for the session's end of a TLS bridge,
+    /// whose TCP connection the bridge holds).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.kind {
+            Kind::Tcp(stream) => stream.local_addr().ok(),
+            Kind::Unix(_) => None,
+        }
+    }
+
     /// Marks this socket as a connection to Redis: `keyward_upstream_connections` counts it
     /// until it is dropped.
     pub fn count_as_upstream(mut self) -> Socket {

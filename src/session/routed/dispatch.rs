@@ -58,6 +58,11 @@ impl RoutedSession {
             Admission::Forward(admitted) => admitted,
         };
         self.stamp = Some(Stamp::new(commands::id_of(admitted.spec), self.read_at));
+        if let Some(listed) = &self.listed {
+            listed
+                .client
+                .active(&self.cluster.clients, commands::id_of(admitted.spec));
+        }
         let Admitted {
             spec,
             role,
@@ -268,6 +273,9 @@ impl RoutedSession {
                         ));
                     } else {
                         self.name = (!args[2].is_empty()).then(|| args.bytes(2));
+                        if let Some(listed) = &self.listed {
+                            listed.client.set_name(self.name.clone());
+                        }
                         self.local(write::simple("OK"));
                     }
                 }
@@ -292,6 +300,22 @@ impl RoutedSession {
                     "ERR keyward: client-side caching is not supported in cluster mode",
                 )),
                 ClientSubcommand::Id => self.local(write::int(self.id as i64)),
+                ClientSubcommand::List => match client_list_filter(args) {
+                    Ok(only) => {
+                        let asking = (self.id, "client|list", request.raw().len());
+                        let list = self.cluster.clients.list(only.as_deref(), asking);
+                        self.local(verbatim(&list, self.resp3));
+                    }
+                    Err(e) => self.local(e),
+                },
+                ClientSubcommand::Info => {
+                    let line = self
+                        .cluster
+                        .clients
+                        .info(self.id, "client|info", request.raw().len())
+                        .unwrap_or_default();
+                    self.local(verbatim(&line, self.resp3));
+                }
                 ClientSubcommand::Unblock => self.unblock(request),
                 ClientSubcommand::Other => return false,
             },
@@ -307,6 +331,9 @@ impl RoutedSession {
                     }
                     // Opened in the protocol spoken until now.
                     self.scripts.clear();
+                    if let Some(listed) = &self.listed {
+                        listed.client.set_resp(if self.resp3 { 3 } else { 2 });
+                    }
                 }
                 let cluster = self.cluster.clone();
                 let raw = request.raw().clone();
@@ -656,6 +683,46 @@ impl RoutedSession {
             frame
         });
     }
+}
+
+/// `CLIENT LIST`'s filter: `None` for every client, `Some(ids)` for `ID id ...`; `TYPE normal`
+/// is every client too, any other type none (keyward's clients are all normal ones).
+fn client_list_filter(args: Args<'_>) -> Result<Option<Vec<u64>>, Bytes> {
+    let syntax = || write::error("ERR syntax error");
+    match args.get(2) {
+        None => Ok(None),
+        Some(kw) if kw.eq_ignore_ascii_case(b"type") && args.len() == 4 => {
+            match args[3].to_ascii_lowercase().as_slice() {
+                b"normal" => Ok(None),
+                b"master" | b"replica" | b"slave" | b"pubsub" => Ok(Some(Vec::new())),
+                _ => Err(write::error(&format!(
+                    "ERR Unknown client type '{}'",
+                    String::from_utf8_lossy(&args[3])
+                ))),
+            }
+        }
+        Some(kw) if kw.eq_ignore_ascii_case(b"id") && args.len() >= 4 => args
+            .from(3)
+            .iter()
+            .map(|id| {
+                std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .filter(|&id| id > 0)
+                    .ok_or_else(|| write::error("ERR Invalid client ID"))
+            })
+            .collect::<Result<Vec<u64>, Bytes>>()
+            .map(Some),
+        _ => Err(syntax()),
+    }
+}
+
+/// Text as Redis sends `CLIENT LIST`: a bulk string, or a verbatim string in RESP3.
+fn verbatim(text: &str, resp3: bool) -> Bytes {
+    if !resp3 {
+        return write::bulk(text.as_bytes());
+    }
+    Bytes::from(format!("={}\r\ntxt:{text}\r\n", text.len() + 4))
 }
 
 /// The confirmations Redis sends a client subscribed to nothing for `UNSUBSCRIBE` and friends:

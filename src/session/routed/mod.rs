@@ -68,6 +68,9 @@ struct RoutedSession {
     name: Option<Bytes>,
     /// `CLIENT ID`, given by keyward in a cluster ([`crate::cluster::clients`]).
     id: u64,
+    /// Cluster: this client in keyward's list of clients (`CLIENT LIST`), while the session
+    /// lasts.
+    listed: Option<Listed>,
     watch: Option<Pinned>,
     transaction: Option<Transaction>,
     replies: ReplyQueue,
@@ -87,6 +90,18 @@ struct RoutedSession {
     stamp: Option<Stamp>,
     /// When the read that brought the requests being handled returned (metrics on only).
     read_at: Option<std::time::Instant>,
+}
+
+/// A cluster client in keyward's list of clients; taken off it when dropped.
+struct Listed {
+    cluster: Arc<Cluster>,
+    client: Arc<crate::cluster::clients::Client>,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.cluster.clients.disconnect(self.client.id);
+    }
 }
 
 /// Which connections a cluster client's requests go over. A script runs over the client's own
@@ -138,7 +153,11 @@ pub(super) async fn run(
     };
     let peer = front.peer;
     let (ctx_generation, ctx) = live.current();
-    let id = cluster.clients.new_id();
+    let listed = own.is_none().then(|| Listed {
+        client: cluster.clients.connect(front.peer, client.local_addr()),
+        cluster: cluster.clone(),
+    });
+    let id = listed.as_ref().map_or(0, |l| l.client.id);
     let mut session = RoutedSession {
         live: live.clone(),
         ctx_generation,
@@ -148,6 +167,7 @@ pub(super) async fn run(
         front,
         resp3: false,
         id,
+        listed,
         name: None,
         watch: None,
         transaction: None,
