@@ -108,7 +108,7 @@ impl Routing {
     /// Where `args` goes, `spec` being the built-in table's row for it.
     pub fn route(&self, spec: Option<&CommandSpec>, args: Args<'_>) -> Route {
         let learned = self.learned.of_request(args);
-        if spec.is_none_or(|s| s.role == Role::Ordinary && !s.blocking)
+        if spec.is_none_or(|s| matches!(s.role, Role::Ordinary | Role::Client) && !s.blocking)
             && let Some(fan) = fan_of(args, learned)
         {
             return Route::Fan(fan);
@@ -214,6 +214,12 @@ fn special(args: Args<'_>) -> Option<Option<Fan>> {
     };
     if name.eq_ignore_ascii_case(b"info") {
         return fan(Nodes::Primaries, Merge::Info);
+    }
+    if name.eq_ignore_ascii_case(b"client")
+        && (sub().eq_ignore_ascii_case(b"pause") || sub().eq_ignore_ascii_case(b"unpause"))
+    {
+        // No tip in 7.0; pausing "the server" means every primary keyward sends to.
+        return fan(Nodes::Primaries, Merge::AllSucceeded);
     }
     if name.eq_ignore_ascii_case(b"randomkey") {
         return fan(Nodes::Primaries, Merge::RandomKey);
