@@ -92,6 +92,7 @@ pub struct Cluster {
     /// The command table learned from the cluster (`COMMAND`), read at start-up and after a
     /// topology change; empty until then, when the built-in table routes alone.
     routing: RwLock<Arc<Routing>>,
+    routing_generation: std::sync::atomic::AtomicU64,
     /// keyward's own clients (`CLIENT ID`, `LIST`, `INFO`), and where their blocking commands
     /// wait (`CLIENT UNBLOCK`).
     pub clients: clients::Clients,
@@ -234,6 +235,7 @@ impl Cluster {
             retry_budget: RETRY_BUDGET,
             single: false,
             routing: RwLock::new(Arc::new(Routing::default())),
+            routing_generation: std::sync::atomic::AtomicU64::new(0),
             clients: clients::Clients::default(),
         });
         cluster.learn_commands().await;
@@ -261,6 +263,7 @@ impl Cluster {
             retry_budget: Duration::ZERO,
             single: true,
             routing: RwLock::new(Arc::new(Routing::default())),
+            routing_generation: std::sync::atomic::AtomicU64::new(0),
             clients: clients::Clients::default(),
         })
     }
@@ -332,6 +335,14 @@ impl Cluster {
             .clone()
     }
 
+    /// Bumped each time a new routing table is installed: a session keeps the table it took
+    /// and takes the new one only when this changes, one atomic load per request instead of a
+    /// lock and two reference counts.
+    pub fn routing_generation(&self) -> u64 {
+        self.routing_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Asks a primary for `COMMAND` and routes by what it says from then on. A failure keeps
     /// the table in use (the built-in one at start-up) and is logged: routing by the built-in
     /// table still works, with a redirection where it does not know a command's keys.
@@ -355,6 +366,8 @@ impl Cluster {
                 tracing::info!(commands = info.len(), "cluster command table read");
                 *self.routing.write().unwrap_or_else(|e| e.into_inner()) =
                     Arc::new(Routing::new(info));
+                self.routing_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cluster COMMAND reply not understood; routing by the built-in table")

@@ -111,13 +111,23 @@ impl RoutedSession {
         Some(self.dispatch_cluster(spec, role, request, watch).await)
     }
 
+    /// The cluster's routing table, taken again only when the cluster installed a new one.
+    pub(super) fn routing(&mut self) -> &crate::cluster::routing::Routing {
+        let generation = self.cluster.routing_generation();
+        if generation != self.routing_generation {
+            self.routing = self.cluster.routing();
+            self.routing_generation = generation;
+        }
+        &self.routing
+    }
+
     /// The connections a cluster request goes over: a script's own connection to its node, or
     /// the others.
-    fn lane_of(&self, spec: Option<&CommandSpec>, request: &Request) -> Lane {
+    fn lane_of(&mut self, spec: Option<&CommandSpec>, request: &Request) -> Lane {
         if !spec.is_some_and(|s| s.runs_script) || self.transaction.is_some() {
             return Lane::Shared;
         }
-        let target = match self.cluster.routing().route(spec, request.args()) {
+        let target = match self.routing().route(spec, request.args()) {
             Route::Slot(slot) => Target::Slot(slot),
             _ => Target::Any,
         };
@@ -190,9 +200,7 @@ impl RoutedSession {
         let fanout = spec.map_or(Fanout::Keyless, |s| s.fanout);
         // keyward's own classes first; then what the cluster's command table says.
         let route = match fanout {
-            Fanout::Keyless | Fanout::SingleSlot => {
-                self.cluster.routing().route(spec, request.args())
-            }
+            Fanout::Keyless | Fanout::SingleSlot => self.routing().route(spec, request.args()),
             _ => Route::Any,
         };
         match route {

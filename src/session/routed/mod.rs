@@ -83,6 +83,10 @@ struct RoutedSession {
     scripts: Vec<(String, NodeConn)>,
     /// Where the session's last request went.
     lane: Lane,
+    /// The cluster's routing table as of `routing_generation` (see
+    /// [`Cluster::routing_generation`]).
+    routing: Arc<crate::cluster::routing::Routing>,
+    routing_generation: u64,
     /// A request that waits for the replies before it, to change lanes.
     deferred: Option<Deferred>,
     /// The metrics stamp of the request being dispatched (None: keyward's front already
@@ -158,6 +162,7 @@ pub(super) async fn run(
         cluster: cluster.clone(),
     });
     let id = listed.as_ref().map_or(0, |l| l.client.id);
+    let (routing_generation, table) = (cluster.routing_generation(), cluster.routing());
     let mut session = RoutedSession {
         live: live.clone(),
         ctx_generation,
@@ -176,6 +181,8 @@ pub(super) async fn run(
         blocking: Arc::default(),
         scripts: Vec::new(),
         lane: Lane::Shared,
+        routing_generation,
+        routing: table,
         deferred: None,
         stamp: None,
         read_at: None,
