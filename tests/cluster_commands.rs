@@ -227,6 +227,27 @@ fn the_cluster_answers_as_one_redis() {
         info.contains("cmdstat_set:calls=3,"),
         "one SET per primary, counted once each: {info}"
     );
+    // A command keyward sent to every node counts once, as the one call it was.
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let _: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        info.contains("cmdstat_info:calls=1,"),
+        "INFO ran on every primary, counted once: {info}"
+    );
+    let histogram: redis::Value = redis::cmd("LATENCY")
+        .arg("HISTOGRAM")
+        .arg("config|resetstat")
+        .query(&mut c)
+        .unwrap();
+    let text = format!("{histogram:?}");
+    assert!(
+        text.contains("bulk-string('\"calls\"'), int(1),"),
+        "CONFIG RESETSTAT ran on every node, counted once: {text}"
+    );
 
     // SLOWLOG: every primary's entries, newest first.
     let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();

@@ -14,7 +14,19 @@ use crate::protocol::write;
 
 /// The client's reply from every node's reply (`nodes[i]` answered `replies[i]`); `args` is
 /// the request.
-pub fn combine(merge: Merge, nodes: &[String], replies: &[Bytes], args: &[Bytes]) -> Bytes {
+/// Whether keyward sends every call of the command named so in Redis's statistics
+/// (`config|resetstat`) to every node whose statistics are merged
+/// ([`super::routing::Routing::reaches_every_primary`]): each node counted that one call, so
+/// the merged statistic takes one node's figure instead of the sum.
+pub type CountedOnce<'a> = &'a dyn Fn(&str) -> bool;
+
+pub fn combine(
+    merge: Merge,
+    nodes: &[String],
+    replies: &[Bytes],
+    args: &[Bytes],
+    counted_once: CountedOnce<'_>,
+) -> Bytes {
     if replies.is_empty() {
         return write::error("CLUSTERDOWN keyward: no node to send the command to");
     }
@@ -27,11 +39,11 @@ pub fn combine(merge: Merge, nodes: &[String], replies: &[Bytes], args: &[Bytes]
         Merge::Max => aggregate(replies, i64::max),
         Merge::Sum | Merge::SlowlogLen => aggregate(replies, |a, b| a.saturating_add(b)),
         Merge::Concat => concat(replies),
-        Merge::Info => info(replies),
+        Merge::Info => info(replies, counted_once),
         Merge::SlowlogGet => slowlog_get(replies, args),
         Merge::LatencyLatest => latency_latest(replies),
         Merge::LatencyHistory => latency_history(replies),
-        Merge::LatencyHistogram => sum_maps(replies),
+        Merge::LatencyHistogram => latency_histogram(replies, counted_once),
         Merge::PerNodeText => per_node_text(nodes, replies),
         Merge::RandomKey => random_key(replies),
         Merge::FunctionStats => function_stats(replies),
@@ -155,7 +167,7 @@ fn text_of(frame: &Bytes) -> Option<String> {
 ///   maxima and flags (`*_time*`, `*last*`, `max*`, `*_in_progress`, `loading`...), which
 ///   take the largest; decimals (ratios) the largest; text the first node's;
 /// - every other section (`Server`, `Replication`, `Cluster`, `Modules`): the first node's.
-fn info(replies: &[Bytes]) -> Bytes {
+fn info(replies: &[Bytes], counted_once: CountedOnce<'_>) -> Bytes {
     if let Some(e) = first_error(replies) {
         return e.clone();
     }
@@ -168,7 +180,7 @@ fn info(replies: &[Bytes]) -> Bytes {
     for node in parsed {
         for section in node {
             match merged.iter_mut().find(|s| s.name == section.name) {
-                Some(into) => merge_section(into, section),
+                Some(into) => merge_section(into, section, counted_once),
                 None => merged.push(section),
             }
         }
@@ -220,7 +232,7 @@ fn sections(text: &str) -> Vec<Section> {
     out
 }
 
-fn merge_section(into: &mut Section, from: Section) {
+fn merge_section(into: &mut Section, from: Section, counted_once: CountedOnce<'_>) {
     let name = into.name.to_ascii_lowercase();
     let by_line = matches!(
         name.as_str(),
@@ -233,8 +245,19 @@ fn merge_section(into: &mut Section, from: Section) {
     if !by_line && !summed {
         return;
     }
+    let commandstats = name == "commandstats";
     for (k, v) in from.lines {
         match into.lines.iter_mut().find(|(ik, _)| *ik == k) {
+            // A command every node ran once per call of the client: one node's figures.
+            Some((_, iv))
+                if commandstats && k.strip_prefix("cmdstat_").is_some_and(counted_once) =>
+            {
+                *iv = if field_integer(&v, "calls") > field_integer(iv, "calls") {
+                    v
+                } else {
+                    iv.clone()
+                };
+            }
             Some((_, iv)) if by_line => *iv = merge_fields(iv, &v),
             Some((_, iv)) => *iv = merge_value(&k, iv, &v),
             None if by_line => into.lines.push((k, v)),
@@ -278,6 +301,16 @@ fn merge_value(name: &str, a: &str, b: &str) -> String {
             _ => a.to_string(),
         },
     }
+}
+
+/// The integer `field` of a `field=value,field=value` list (0 when missing).
+fn field_integer(fields: &str, field: &str) -> i64 {
+    fields
+        .split(',')
+        .filter_map(|f| f.split_once('='))
+        .find(|(k, _)| *k == field)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Two `field=value,field=value` lists of one line.
@@ -531,20 +564,46 @@ fn encode_map(like: &Bytes, pairs: &[(Bytes, Bytes)]) -> Bytes {
     out.freeze()
 }
 
-/// Maps merged by key, recursively; integers under the same key summed (`LATENCY HISTOGRAM`:
-/// per command, `calls` and each bucket's count).
-fn sum_maps(replies: &[Bytes]) -> Bytes {
+/// `LATENCY HISTOGRAM`: per command, `calls` and each bucket's count summed over the nodes,
+/// except for a command every node ran once per call of the client (`CONFIG RESETSTAT`): the
+/// figures of the node that counted the most calls.
+fn latency_histogram(replies: &[Bytes], counted_once: CountedOnce<'_>) -> Bytes {
     if let Some(e) = first_error(replies) {
         return e.clone();
     }
-    let mut acc = replies[0].clone();
-    for r in &replies[1..] {
-        match sum_two_maps(&acc, r) {
-            Some(m) => acc = m,
-            None => return unexpected(r),
+    let mut merged: Vec<(Bytes, Bytes)> = Vec::new();
+    for r in replies {
+        let Some(pairs) = map_pairs(r) else {
+            return unexpected(r);
+        };
+        for (command, figures) in pairs {
+            let Some((_, into)) = merged.iter_mut().find(|(c, _)| *c == command) else {
+                merged.push((command, figures));
+                continue;
+            };
+            let name = reply::bulk_string(&command).map(String::from_utf8_lossy);
+            if name.is_some_and(|n| counted_once(&n)) {
+                if calls_of(&figures) > calls_of(into) {
+                    *into = figures;
+                }
+            } else if let Some(sum) = sum_two_maps(into, &figures) {
+                *into = sum;
+            }
         }
     }
-    acc
+    encode_map(&replies[0], &merged)
+}
+
+/// The `calls` of one command's `LATENCY HISTOGRAM` figures.
+fn calls_of(figures: &Bytes) -> i64 {
+    map_pairs(figures)
+        .and_then(|pairs| {
+            pairs
+                .iter()
+                .find(|(k, _)| reply::bulk_string(k) == Some(&b"calls"[..]))
+                .and_then(|(_, v)| reply::integer(v))
+        })
+        .unwrap_or(0)
 }
 
 fn sum_two_maps(a: &Bytes, b: &Bytes) -> Option<Bytes> {
@@ -574,27 +633,38 @@ mod tests {
     #[test]
     fn one_succeeded_takes_the_ok() {
         let r = [b("-NOTBUSY No scripts\r\n"), b("+OK\r\n")];
-        assert_eq!(combine(Merge::OneSucceeded, &[], &r, &[]), b("+OK\r\n"));
+        assert_eq!(
+            combine(Merge::OneSucceeded, &[], &r, &[], &|_| false),
+            b("+OK\r\n")
+        );
         let r = [b("-NOTBUSY No scripts\r\n"), b("-NOTBUSY No scripts\r\n")];
-        assert_eq!(combine(Merge::OneSucceeded, &[], &r, &[]), r[0]);
+        assert_eq!(combine(Merge::OneSucceeded, &[], &r, &[], &|_| false), r[0]);
     }
 
     #[test]
     fn all_succeeded_names_a_partial_failure() {
         let nodes = ["a:1".to_string(), "b:2".to_string()];
         let r = [b("+OK\r\n"), b("-ERR bad\r\n")];
-        let out = combine(Merge::AllSucceeded, &nodes, &r, &[]);
+        let out = combine(Merge::AllSucceeded, &nodes, &r, &[], &|_| false);
         assert!(out.starts_with(b"-ERR bad (keyward: 1 of 2 nodes failed, first b:2"));
         let r = [b("$3\r\nabc\r\n"), b("$3\r\nabc\r\n")];
-        assert_eq!(combine(Merge::AllSucceeded, &nodes, &r, &[]), r[0]);
+        assert_eq!(
+            combine(Merge::AllSucceeded, &nodes, &r, &[], &|_| false),
+            r[0]
+        );
     }
 
     #[test]
     fn aggregates_work_element_by_element() {
         let r = [b("*2\r\n:1\r\n:0\r\n"), b("*2\r\n:1\r\n:1\r\n")];
-        assert_eq!(combine(Merge::And, &[], &r, &[]), b("*2\r\n:1\r\n:0\r\n"));
         assert_eq!(
-            combine(Merge::Sum, &[], &[b(":2\r\n"), b(":3\r\n")], &[]),
+            combine(Merge::And, &[], &r, &[], &|_| false),
+            b("*2\r\n:1\r\n:0\r\n")
+        );
+        assert_eq!(
+            combine(Merge::Sum, &[], &[b(":2\r\n"), b(":3\r\n")], &[], &|_| {
+                false
+            }),
             b(":5\r\n")
         );
     }
@@ -608,6 +678,7 @@ mod tests {
             &[],
             &[write::bulk(a.as_bytes()), write::bulk(c.as_bytes())],
             &[],
+            &|_| false,
         );
         let text = String::from_utf8(reply::bulk_string(&out).unwrap().to_vec()).unwrap();
         assert!(text.contains("expired_keys:7\r\n"), "{text}");
@@ -635,6 +706,7 @@ mod tests {
             &[],
             &[a, c],
             &[b("SLOWLOG"), b("GET"), b("2")],
+            &|_| false,
         );
         assert_eq!(out, b(&format!("*2\r\n{}{}", entry(1, 20), entry(0, 15))));
     }
@@ -648,10 +720,50 @@ mod tests {
             "*2\r\n$3\r\nset\r\n*4\r\n$5\r\ncalls\r\n:2\r\n$14\r\nhistogram_usec\r\n*2\r\n:1\r\n:2\r\n",
         );
         assert_eq!(
-            combine(Merge::LatencyHistogram, &[], &[a, c], &[]),
+            combine(Merge::LatencyHistogram, &[], &[a, c], &[], &|_| false),
             b(
                 "*2\r\n$3\r\nset\r\n*4\r\n$5\r\ncalls\r\n:3\r\n$14\r\nhistogram_usec\r\n*2\r\n:1\r\n:3\r\n"
             )
+        );
+    }
+
+    #[test]
+    fn a_command_every_node_ran_once_per_call_counts_once() {
+        let node = |calls: u8| {
+            b(&format!(
+                "*4\r\n$3\r\nset\r\n*4\r\n$5\r\ncalls\r\n:{calls}\r\n$14\r\nhistogram_usec\r\n*2\r\n:1\r\n:{calls}\r\n\
+                 $16\r\nconfig|resetstat\r\n*4\r\n$5\r\ncalls\r\n:1\r\n$14\r\nhistogram_usec\r\n*2\r\n:128\r\n:1\r\n"
+            ))
+        };
+        let everywhere = |name: &str| name == "config|resetstat";
+        let merged = combine(
+            Merge::LatencyHistogram,
+            &[],
+            &[node(1), node(2), node(0)],
+            &[],
+            &everywhere,
+        );
+        assert_eq!(
+            merged,
+            b(
+                "*4\r\n$3\r\nset\r\n*4\r\n$5\r\ncalls\r\n:3\r\n$14\r\nhistogram_usec\r\n*2\r\n:1\r\n:3\r\n\
+               $16\r\nconfig|resetstat\r\n*4\r\n$5\r\ncalls\r\n:1\r\n$14\r\nhistogram_usec\r\n*2\r\n:128\r\n:1\r\n"
+            )
+        );
+
+        let info = |calls: u8| {
+            write::bulk(format!(
+                "# Commandstats\r\ncmdstat_set:calls={calls},usec=4,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n\
+                 cmdstat_config|set:calls=2,usec=6,usec_per_call=3.00,rejected_calls=0,failed_calls=0\r\n"
+            ).as_bytes())
+        };
+        let everywhere = |name: &str| name == "config|set";
+        let merged = combine(Merge::Info, &[], &[info(1), info(3)], &[], &everywhere);
+        let text = String::from_utf8_lossy(&merged).into_owned();
+        assert!(text.contains("cmdstat_set:calls=4,usec=8,"), "{text}");
+        assert!(
+            text.contains("cmdstat_config|set:calls=2,usec=6,usec_per_call=3.00,"),
+            "{text}"
         );
     }
 }

@@ -129,6 +129,24 @@ impl Routing {
     }
 }
 
+impl Routing {
+    /// Whether keyward sends every call of the command Redis's statistics name `name`
+    /// (`set`, `config|resetstat`) to every primary: its calls are then counted once per
+    /// primary, and a merged statistic counts them once, as a single Redis would.
+    pub fn reaches_every_primary(&self, name: &str) -> bool {
+        let words: Vec<&str> = name.split('|').collect();
+        let spec = crate::commands::lookup(words[0].as_bytes());
+        match spec.map(|s| s.fanout) {
+            Some(crate::commands::Fanout::AllPrimaries(_)) => true,
+            None | Some(crate::commands::Fanout::Keyless | crate::commands::Fanout::SingleSlot) => {
+                let args = crate::protocol::args::OwnedArgs::from_parts(&words);
+                matches!(self.route(spec, args.args()), Route::Fan(_))
+            }
+            Some(_) => false,
+        }
+    }
+}
+
 /// The built-in table's key positions: the first slot, or CROSSSLOT.
 pub fn builtin_route(spec: Option<&CommandSpec>, args: Args<'_>) -> Route {
     let Some(spec) = spec else {
@@ -284,6 +302,18 @@ mod tests {
     fn route(routing: &Routing, words: &[&str]) -> Route {
         let owned = OwnedArgs::from_parts(words);
         routing.route(lookup(words[0].as_bytes()), owned.args())
+    }
+
+    #[test]
+    fn commands_sent_to_every_primary_are_named_so() {
+        let routing = Routing::default();
+        assert!(routing.reaches_every_primary("config|resetstat"));
+        assert!(routing.reaches_every_primary("dbsize"));
+        assert!(routing.reaches_every_primary("info"));
+        assert!(!routing.reaches_every_primary("set"));
+        assert!(!routing.reaches_every_primary("ping"));
+        assert!(!routing.reaches_every_primary("config|get"));
+        assert!(!routing.reaches_every_primary("client|list"));
     }
 
     #[test]

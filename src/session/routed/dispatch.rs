@@ -488,9 +488,12 @@ impl RoutedSession {
             .map(|i| request.args().bytes(i))
             .collect();
         let raw = request.into_raw();
+        self.routing();
+        let routing = self.routing.clone();
         self.push(async move {
             let (nodes, replies) = cluster.fan_out(fan, raw, resp3).await;
-            let frame = merge::combine(fan.merge, &nodes, &replies, &args);
+            let counted_once = |name: &str| routing.reaches_every_primary(name);
+            let frame = merge::combine(fan.merge, &nodes, &replies, &args, &counted_once);
             if matches!(fan.merge, Merge::SlowlogGet | Merge::SlowlogLen) {
                 // One slow log holds `slowlog-max-len` entries (set on every node alike).
                 let asked = write::command(b"CONFIG", &[&b"GET"[..], b"slowlog-max-len"]);
