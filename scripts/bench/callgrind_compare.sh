@@ -9,7 +9,9 @@
 # redis-server, keyward under `valgrind --tool=callgrind`, then redis-benchmark W1 (-c 50 -P 16)
 # and W2 (-c 50) with N requests each of SET and GET (N: env N, default 50000), one REMOVEKEYS of
 # 1000 keys repeated R times (env R, default 200), and SIGTERM. Prints keyward's total
-# instruction count (start-up and shutdown included, the same for every binary) per run.
+# instruction count (start-up and shutdown included, the same for every binary) per run, and
+# the part of it spent in each workload (callgrind_control dumps the counters between them):
+# W1 and W2 per request, W4 per REMOVEKEYS.
 # EXTRA_TOML (optional) is appended to every configuration; with ALSO_TOML set, every binary
 # runs a second time with that appended instead (e.g. metrics off, then on:
 # ALSO_TOML=$'[admin]\nlisten = "127.0.0.1:0"').
@@ -17,12 +19,13 @@ set -euo pipefail
 N=${N:-50000}
 R=${R:-200}
 WORK=$(mktemp -d -t keyward-callgrind.XXXXXX)
+[ -n "${KEEP:-}" ] && echo "work: $WORK" >&2
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
-printf "%-40s %-8s %16s\n" binary mode instructions
+printf "%-40s %-8s %16s %10s %10s %10s\n" binary mode instructions W1/req W2/req W4/call
 variants=("${EXTRA_TOML:-}")
 [ -n "${ALSO_TOML:-}" ] && variants+=("$ALSO_TOML")
 for bin in "$@"; do
@@ -47,8 +50,11 @@ EOF
       --config "$WORK/proxy.toml" >"$WORK/keyward.log" 2>&1 &
     kpid=$!
     wait_port "$kp"
+    callgrind_control -d start "$kpid" >/dev/null 2>&1
     redis-benchmark -p "$kp" -c 50 -P 16 -n "$N" -t set,get -q >/dev/null
+    callgrind_control -d W1 "$kpid" >/dev/null 2>&1
     redis-benchmark -p "$kp" -c 50 -n "$N" -t set,get -q >/dev/null
+    callgrind_control -d W2 "$kpid" >/dev/null 2>&1
     python3 - "$rp" "$kp" "$R" <<'PY'
 import socket, sys
 rp, kp, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -71,10 +77,13 @@ for _ in range(rounds):
     reply = call(proxy, cmd(b"REMOVEKEYS", *keys))
     assert reply == b":1000\r\n", reply
 PY
+    callgrind_control -d W4 "$kpid" >/dev/null 2>&1
     kill -TERM "$kpid"; wait "$kpid" || true
     kill "$rpid"; wait "$rpid" 2>/dev/null || true
-    total=$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}')
-    printf "%-40s %-8s %16s\n" "$(basename "$bin")$([ "$variant" = 1 ] && echo ' +ALSO_TOML')" "$([ "$shared" = true ] && echo shared || echo private)" "$total"
+    phase() { grep -l "^desc: Trigger: dump $1\$" "$out".* | head -1 | xargs grep -E "^summary:" | awk "{print \$2}"; }
+    total=$(cat "$out" "$out".* | grep -E '^summary:' | awk '{s += $2} END {printf "%d", s}')
+    printf "%-40s %-8s %16s %10.0f %10.0f %10.0f\n" "$(basename "$bin")$([ "$variant" = 1 ] && echo ' +ALSO_TOML')" "$([ "$shared" = true ] && echo shared || echo private)" "$total" \
+      "$(($(phase W1) / (2 * N)))" "$(($(phase W2) / (2 * N)))" "$(($(phase W4) / (R > 0 ? R : 1)))"
   done
  done
 done

@@ -126,17 +126,13 @@ pub fn plan_every_primary(primaries: &[String], request: &Bytes) -> Vec<(Target,
         .collect()
 }
 
-/// Queues every part on its node's connection, in order (see [`Cluster::submit`]).
+/// Queues every part on its node's connection, in order (see [`Cluster::submit_many`]).
 pub async fn submit_all(
     cluster: &Cluster,
     parts: Vec<(Target, Bytes)>,
     resp3: bool,
 ) -> Vec<Submitted> {
-    let mut submitted = Vec::with_capacity(parts.len());
-    for (target, request) in parts {
-        submitted.push(cluster.submit(target, request, resp3).await);
-    }
-    submitted
+    cluster.submit_many(parts, resp3).await
 }
 
 /// Every part's reply, in part order.

@@ -16,6 +16,7 @@
 pub mod clients;
 pub mod command_info;
 pub mod fanout;
+pub mod housekeeping;
 pub mod merge;
 pub mod node;
 pub mod routing;
@@ -537,6 +538,49 @@ impl Cluster {
             conn,
             started: Instant::now(),
         }
+    }
+
+    /// Queues every part like [`Cluster::submit`], in order: a fan-out of a thousand parts
+    /// reads the slot map and the clock once and looks each node's connection up once, not once
+    /// per part (callgrind, a 1000-key `REMOVEKEYS` over 1000 slots: the per-part look-ups were
+    /// a tenth of keyward's instructions).
+    pub async fn submit_many(&self, parts: Vec<(Target, Bytes)>, resp3: bool) -> Vec<Submitted> {
+        let started = Instant::now();
+        let map = self.map();
+        let primaries = self.primaries_shared();
+        // The connections looked up so far: a handful of nodes for any number of parts.
+        let mut conns: Vec<(&str, NodeConn)> = Vec::new();
+        let mut submitted = Vec::with_capacity(parts.len());
+        for (target, request) in parts {
+            let addr = match &target {
+                Target::Slot(slot) => map.owner(*slot).map(|a| a.as_str()),
+                Target::Any => primaries.first().map(|a| a.as_str()),
+                Target::Node(_) => None,
+            };
+            let conn = match (addr, &target) {
+                (_, Target::Node(addr)) => self.shared(addr, resp3).await,
+                (Some(addr), _) => match conns.iter().find(|(a, _)| *a == addr) {
+                    Some((_, conn)) => Ok(conn.clone()),
+                    None => self.shared(addr, resp3).await.inspect(|conn| {
+                        conns.push((addr, conn.clone()));
+                    }),
+                },
+                (None, _) => Err("no node serves the slot".into()),
+            };
+            let (first, conn) = match conn {
+                Ok(conn) => (conn.enqueue(request.clone(), 0).await, Some(conn)),
+                Err(e) => (Err(NodeError::NotSent(e)), None),
+            };
+            submitted.push(Submitted {
+                target,
+                request,
+                resp3,
+                first,
+                conn,
+                started,
+            });
+        }
+        submitted
     }
 
     async fn follow(&self, mut submitted: Submitted) -> Bytes {

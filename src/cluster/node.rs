@@ -151,8 +151,13 @@ struct State {
     queued_bytes: usize,
     /// Set when the connection failed; no more requests are accepted.
     failed: Option<String>,
-    /// When a reply last arrived, or the first request was queued while none was owed.
-    progress: Option<std::time::Instant>,
+    /// Reads that brought replies, counted for the watchdog: a counter, not a clock, so that
+    /// neither queueing a request nor reading a reply reads the time.
+    reads: u64,
+    /// The flusher has been woken and has not written yet: later flushes need not wake it.
+    flush_asked: bool,
+    /// A submitter waits for the queue to drain below [`MAX_QUEUED_BYTES`].
+    backpressure: bool,
 }
 
 struct Inner {
@@ -288,66 +293,65 @@ impl NodeConn {
         alert: Option<Arc<ErrorAlert>>,
     ) -> Result<Pending, NodeError> {
         let inner = self.inner();
-        loop {
-            let drained = inner.drained.notified();
-            {
-                let state = inner.state();
-                if let Some(e) = &state.failed {
-                    return Err(NodeError::NotSent(e.clone()));
-                }
-                if state.queued_bytes < MAX_QUEUED_BYTES {
-                    break;
-                }
-            }
-            drained.await;
-        }
         let (tx, rx) = oneshot::channel();
-        let mut state = inner.state();
-        if let Some(e) = &state.failed {
-            return Err(NodeError::NotSent(e.clone()));
-        }
-        if state.waiting.is_empty() {
-            state.progress = Some(std::time::Instant::now());
-        }
-        state.waiting.push_back(Waiting {
+        let mut waiting = Some(Waiting {
             skip,
             reply: tx,
             alert,
         });
-        if !bytes.is_empty() {
-            state.queued_bytes += bytes.len();
-            state.queued.push_back(bytes);
+        loop {
+            let drained = {
+                let mut state = inner.state();
+                if let Some(e) = &state.failed {
+                    return Err(NodeError::NotSent(e.clone()));
+                }
+                if state.queued_bytes < MAX_QUEUED_BYTES {
+                    if let Some(waiting) = waiting.take() {
+                        state.waiting.push_back(waiting);
+                    }
+                    if !bytes.is_empty() {
+                        state.queued_bytes += bytes.len();
+                        state.queued.push_back(bytes);
+                    }
+                    return Ok(Pending {
+                        rx,
+                        addr: inner.addr.clone(),
+                    });
+                }
+                // Made under the lock the flusher signals under: no signal comes in between.
+                state.backpressure = true;
+                inner.drained.notified()
+            };
+            drained.await;
         }
-        Ok(Pending {
-            rx,
-            addr: inner.addr.clone(),
-        })
     }
 
     /// Gets what is queued written. Like Nagle's algorithm: when the node owes no earlier
     /// reply, the calling task writes at once (a lone client waits for nobody); while replies
     /// are outstanding, the flusher task writes, so requests of many busy clients that arrive
-    /// meanwhile share one system call.
+    /// meanwhile share one system call, and the flusher is woken once per write, not once per
+    /// request.
     pub fn flush(&self) {
         let inner = self.inner();
         let mut state = inner.state();
-        if state.queued.is_empty() || state.failed.is_some() {
+        if state.queued.is_empty() || state.failed.is_some() || state.flush_asked {
             return;
         }
         // Every waiting reply belongs to a request still queued: nothing is outstanding.
         let idle = state.waiting.len() <= state.queued.len();
-        if !idle {
-            inner.flush.notify_one();
-            return;
+        if idle {
+            match write_queued(&inner.socket, &mut state) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => state.failed = Some(format!("connection to {} failed: {e}", inner.addr)),
+            }
+            if state.queued.is_empty() && state.failed.is_none() {
+                return;
+            }
         }
-        match write_queued(&inner.socket, &mut state) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => state.failed = Some(format!("connection to {} failed: {e}", inner.addr)),
-        }
-        if !state.queued.is_empty() || state.failed.is_some() {
-            inner.flush.notify_one();
-        }
+        state.flush_asked = true;
+        drop(state);
+        inner.flush.notify_one();
     }
 
     /// Whether two handles are the same connection.
@@ -359,15 +363,13 @@ impl NodeConn {
 /// One vectored write of the queue's front; drops what was written.
 fn write_queued(writer: &Socket, state: &mut State) -> std::io::Result<()> {
     const MAX_SLICES: usize = 64;
-    let mut n = {
-        let slices: Vec<IoSlice<'_>> = state
-            .queued
-            .iter()
-            .take(MAX_SLICES)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        writer.try_write_vectored(&slices)?
-    };
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    let mut count = 0;
+    for (slice, chunk) in slices.iter_mut().zip(state.queued.iter()) {
+        *slice = IoSlice::new(chunk);
+        count += 1;
+    }
+    let mut n = writer.try_write_vectored(&slices[..count])?;
     state.queued_bytes -= n;
     while n > 0 {
         let Some(front) = state.queued.front_mut() else {
@@ -424,26 +426,38 @@ async fn flusher(inner: &Inner) -> Option<String> {
             if let Some(e) = &state.failed {
                 return Some(e.clone());
             }
+            let abandoned = inner.abandoned.load(Ordering::Acquire);
             if state.queued.is_empty()
-                && inner.abandoned.load(Ordering::Acquire)
+                && abandoned
                 && state.waiting.iter().all(|w| w.reply.is_closed())
             {
                 return None;
             }
-            state.queued.is_empty()
+            state.queued.is_empty().then_some(abandoned)
         };
-        if idle {
-            // Also look again now and then: a waiting reply may be abandoned later.
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
-            continue;
+        match idle {
+            // Abandoned: look again now and then, as a waiting reply may be abandoned later.
+            Some(true) => {
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
+                continue;
+            }
+            // In use: no timer; arming one per wait cost more than the write.
+            Some(false) => {
+                notified.await;
+                continue;
+            }
+            None => {}
         }
         if let Err(e) = inner.socket.writable().await {
             return Some(e.to_string());
         }
         let mut state = inner.state();
+        // From here on, requests queued after this write need a flush of their own.
+        state.flush_asked = false;
         match write_queued(&inner.socket, &mut state) {
             Ok(()) => {
-                if state.queued_bytes < MAX_QUEUED_BYTES {
+                if state.backpressure && state.queued_bytes < MAX_QUEUED_BYTES {
+                    state.backpressure = false;
                     inner.drained.notify_waiters();
                 }
             }
@@ -455,18 +469,28 @@ async fn flusher(inner: &Inner) -> Option<String> {
 
 /// Gives the connection up when replies are owed and none has come for `reply_timeout`: a
 /// stopped or unreachable server must not hang every client that shares the connection.
+///
+/// Looks every quarter of the timeout: a stall counts from the first look that finds replies
+/// owed and no read since the look before, so the connection is given up between one timeout
+/// and one and a quarter after its last reply (or its first request), never sooner.
 async fn watchdog(inner: &Inner) -> Option<String> {
     let timeout = inner.reply_timeout;
     if timeout.is_zero() {
         return std::future::pending().await;
     }
     let tick = (timeout / 4).max(std::time::Duration::from_millis(10));
+    let mut last_reads = 0;
+    let mut stalled_since: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(tick).await;
         let state = inner.state();
-        if let (false, Some(since)) = (state.waiting.is_empty(), state.progress)
-            && since.elapsed() > timeout
-        {
+        if state.waiting.is_empty() || state.reads != last_reads {
+            last_reads = state.reads;
+            stalled_since = None;
+            continue;
+        }
+        let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= timeout {
             return Some(format!("no reply within {} ms", timeout.as_millis()));
         }
     }
@@ -488,7 +512,7 @@ async fn read_loop(inner: &Inner) -> Option<String> {
             Err(e) => return Some(e.to_string()),
         }
         let mut state = inner.state();
-        state.progress = Some(std::time::Instant::now());
+        state.reads = state.reads.wrapping_add(1);
         loop {
             let len = match framer.next_frame_len(&buf) {
                 Ok(Some(len)) => len,
