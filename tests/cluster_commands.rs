@@ -384,6 +384,57 @@ fn the_cluster_answers_as_one_redis() {
         .query(&mut c)
         .unwrap();
     assert_eq!(none, 0, "not blocked any more");
+
+    // MONITOR shows the commands of every primary, and none of keyward's own housekeeping
+    // (its topology reads, every 5 s).
+    let mut monitor = std::net::TcpStream::connect(kw.addr()).unwrap();
+    monitor
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    std::io::Write::write_all(&mut monitor, b"MONITOR\r\n").unwrap();
+    let mut lines = std::io::BufReader::new(monitor);
+    let mut read_line = || {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut lines, &mut line) {
+            Ok(_) => Some(line),
+            Err(_) => None, // nothing within the read timeout
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let confirmation = loop {
+        if let Some(line) = read_line() {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no reply to MONITOR");
+    };
+    assert_eq!(confirmation, "+OK\r\n");
+    for key in &keys {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("watched")
+            .query(&mut c)
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let watch_until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < watch_until {
+        if let Some(line) = read_line() {
+            seen.push(line);
+        }
+    }
+    for key in &keys {
+        assert!(
+            seen.iter()
+                .any(|l| l.contains(&format!("\"SET\" \"{key}\" \"watched\""))),
+            "the SET of {key} is missing from MONITOR: {seen:?}"
+        );
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.to_lowercase().contains("\"cluster\"")),
+        "keyward's own topology reads showed in MONITOR: {seen:?}"
+    );
 }
 
 /// A runaway script on a node that is not the first primary is killed through keyward, and

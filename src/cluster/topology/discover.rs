@@ -85,6 +85,8 @@ async fn query_seed(target: &UpstreamTarget) -> Result<SlotMap, SeedFailure> {
         Some(_) => Transport::Tls,
     };
     let mut stream = target.dial().await.map_err(seed_failure_of_dial)?;
+    // Not shown to MONITOR clients of keyward.
+    let _own = crate::cluster::housekeeping::register(stream.local_addr());
     let mut buf = BytesMut::with_capacity(16 * 1024);
 
     let shards = write::command(b"CLUSTER", &[b"SHARDS"]);

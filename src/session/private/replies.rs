@@ -18,6 +18,7 @@ use super::pubsub::{self, Subscriptions};
 use super::{
     Expect, ExpectKind, Live, Pending, PrivateUpstream, SessionContext, Shared, upstream_lost,
 };
+use crate::cluster::housekeeping;
 use crate::metrics::{self, Outcome};
 use crate::net::Socket;
 use crate::net::rw::{KEEP_BUFFER, ReadChunk, write_all_chunks};
@@ -88,6 +89,8 @@ enum Disposition {
     Answer,
     /// Pass it on; it answers nothing (a pub/sub message, a push, a monitor line).
     OutOfBand,
+    /// Drop it: a monitor line of keyward's own housekeeping ([`housekeeping`]).
+    Hidden,
 }
 
 impl ReplySide {
@@ -393,6 +396,7 @@ impl ReplySide {
         }
         match self.disposition(frame) {
             Disposition::OutOfBand => self.forward += len,
+            Disposition::Hidden => self.drop_frame(len),
             Disposition::Answer => self.answer(len),
         }
     }
@@ -418,6 +422,9 @@ impl ReplySide {
             return Disposition::OutOfBand;
         }
         if self.monitoring && is_monitor_line(frame) {
+            if housekeeping::is_own_monitor_line(frame) {
+                return Disposition::Hidden;
+            }
             return Disposition::OutOfBand;
         }
         Disposition::Answer
@@ -539,6 +546,13 @@ impl ReplySide {
                 if self.upstream.is_some() && self.subscriptions.contains(kind, &subscription) {
                     self.flush_forward();
                     keyspace::write_for_client(frame, self.resp3, &mut self.out);
+                }
+            }
+            // Another primary's MONITOR line, while this client monitors.
+            Merged::MonitorLine(frame) => {
+                if self.upstream.is_some() && self.monitoring {
+                    self.flush_forward();
+                    self.out.push(frame);
                 }
             }
             // The client's subscriptions no longer hear every primary: as when its own

@@ -385,6 +385,16 @@ impl RequestSide {
                 }
             }
             Role::Unsubscribe(kind) => merge.unsubscribe(kind, request.args()).await,
+            Role::Monitor if !self.in_multi => {
+                self.send_batch().await;
+                let Some(merge) = self.keyspace.as_mut() else {
+                    return true;
+                };
+                if let Err(reply) = merge.monitor().await {
+                    self.local(reply);
+                    return false;
+                }
+            }
             Role::Reset => merge.reset().await,
             _ => {}
         }

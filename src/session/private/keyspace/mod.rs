@@ -28,9 +28,14 @@
 //!   library that reconnects subscribes again over the new topology.
 //!
 //! Subscriptions queued inside `MULTI` are not merged (they run at `EXEC`, inside its reply).
+//!
+//! `MONITOR` is merged the same way ([`monitor`]): a connection of its own to every other
+//! primary, each confirmed before the client's own connection is asked, whose lines reach the
+//! client between two frames of its own node's stream.
 
 mod channels;
 mod link;
+mod monitor;
 mod supervisor;
 
 use std::sync::Arc;
@@ -67,6 +72,8 @@ pub(super) enum Merged {
         subscription: Bytes,
         frame: Bytes,
     },
+    /// A `MONITOR` line of another primary (a simple string, the same in RESP2 and RESP3).
+    MonitorLine(Bytes),
     /// The merge cannot go on; why.
     Lost(String),
 }
@@ -77,6 +84,11 @@ pub(super) struct Merge {
     /// What starts the supervisor, until it is started.
     start: Option<(Origin, mpsc::Sender<Merged>)>,
     commands: Option<mpsc::Sender<Command>>,
+    /// Where `MONITOR` connections go and send their lines: the cluster, the client's own
+    /// node (not monitored twice), the reply side's queue.
+    monitor_from: (Arc<Cluster>, String, mpsc::Sender<Merged>),
+    /// The other primaries' `MONITOR` connections, while the client monitors.
+    monitors: Vec<monitor::Monitor>,
 }
 
 impl Merge {
@@ -84,8 +96,10 @@ impl Merge {
     pub(super) fn new(origin: Origin) -> (Merge, mpsc::Receiver<Merged>) {
         let (merged, receiver) = mpsc::channel(MERGED_QUEUE);
         let merge = Merge {
+            monitor_from: (origin.cluster.clone(), origin.node.clone(), merged.clone()),
             start: Some((origin, merged)),
             commands: None,
+            monitors: Vec::new(),
         };
         (merge, receiver)
     }
@@ -140,9 +154,49 @@ impl Merge {
         let _ = commands.send(Command::Unsubscribe { kind, names }).await;
     }
 
-    /// With a `RESET`: the client's own connection forgets every subscription, and so do the
-    /// extra ones.
+    /// Before a `MONITOR` goes to the client's own connection: every other primary monitored
+    /// too, each confirmed. An error is the reply the client gets instead (nothing is
+    /// monitored then); the request must not be sent.
+    pub(super) async fn monitor(&mut self) -> Result<(), Bytes> {
+        if !self.monitors.is_empty() {
+            return Ok(()); // Already monitoring: Redis just confirms again.
+        }
+        let (cluster, home, merged) = &self.monitor_from;
+        let others: Vec<String> = cluster
+            .primaries()
+            .into_iter()
+            .filter(|p| p != home)
+            .collect();
+        let opened = futures_util::future::join_all(
+            others
+                .iter()
+                .map(|node| monitor::Monitor::open(cluster, node, merged.clone())),
+        )
+        .await;
+        let mut failure = None;
+        for (node, result) in others.iter().zip(opened) {
+            match result {
+                Ok(monitor) => self.monitors.push(monitor),
+                Err(e) => {
+                    failure.get_or_insert(format!("{node}: {e}"));
+                }
+            }
+        }
+        match failure {
+            Some(e) => {
+                self.monitors.clear();
+                Err(write::error(&format!(
+                    "ERR keyward: cannot MONITOR every primary ({e})"
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// With a `RESET`: the client's own connection forgets every subscription and leaves
+    /// MONITOR, and so do the extra ones.
     pub(super) async fn reset(&mut self) {
+        self.monitors.clear();
         if let Some(commands) = &self.commands {
             let _ = commands.send(Command::Reset).await;
         }
