@@ -435,6 +435,41 @@ fn the_cluster_answers_as_one_redis() {
             .any(|l| l.to_lowercase().contains("\"cluster\"")),
         "keyward's own topology reads showed in MONITOR: {seen:?}"
     );
+
+    // CLIENT PAUSE holds writes on every primary; CLIENT UNPAUSE reaches a node even though
+    // a paused write waits on keyward's shared connection to it.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query(&mut c)
+        .unwrap();
+    let mut writer = kw.conn();
+    let paused_key = keys[0].clone();
+    let write = thread::spawn(move || {
+        let started = Instant::now();
+        let _: () = redis::cmd("SET")
+            .arg(&paused_key)
+            .arg("after-pause")
+            .query(&mut writer)
+            .unwrap();
+        started.elapsed()
+    });
+    thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut c).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "CLIENT UNPAUSE took {:?}",
+        started.elapsed()
+    );
+    let waited = write.join().unwrap();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(10),
+        "the paused SET waited {waited:?}"
+    );
+    let value: String = node_query(&cluster, primaries[0], &["GET", &keys[0]]);
+    assert_eq!(value, "after-pause");
 }
 
 /// A runaway script on a node that is not the first primary is killed through keyward, and

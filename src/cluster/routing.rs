@@ -233,11 +233,18 @@ fn special(args: Args<'_>) -> Option<Option<Fan>> {
     if name.eq_ignore_ascii_case(b"info") {
         return fan(Nodes::Primaries, Merge::Info);
     }
-    if name.eq_ignore_ascii_case(b"client")
-        && (sub().eq_ignore_ascii_case(b"pause") || sub().eq_ignore_ascii_case(b"unpause"))
-    {
+    if name.eq_ignore_ascii_case(b"client") && sub().eq_ignore_ascii_case(b"pause") {
         // No tip in 7.0; pausing "the server" means every primary keyward sends to.
         return fan(Nodes::Primaries, Merge::AllSucceeded);
+    }
+    if name.eq_ignore_ascii_case(b"client") && sub().eq_ignore_ascii_case(b"unpause") {
+        // Over connections of their own: a paused write holds up the shared connection of its
+        // node, so an UNPAUSE queued behind it would never be read.
+        return Some(Some(Fan {
+            nodes: Nodes::Primaries,
+            merge: Merge::AllSucceeded,
+            private: true,
+        }));
     }
     if name.eq_ignore_ascii_case(b"randomkey") {
         return fan(Nodes::Primaries, Merge::RandomKey);
