@@ -118,6 +118,34 @@ fn the_cluster_answers_as_one_redis() {
         .unwrap();
     assert_eq!(exists, vec![1, 0]);
 
+    // An EVAL caches its script for EVALSHA on keys of every primary, as one Redis would.
+    let body = "return redis.call('exists', KEYS[1])";
+    let got: i64 = redis::cmd("EVAL")
+        .arg(body)
+        .arg(1)
+        .arg(&keys[0])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, 1);
+    let evalsha: String = node_query(&cluster, primaries[0], &["SCRIPT", "LOAD", body]);
+    for &p in &primaries {
+        let cached: Vec<i64> = node_query(&cluster, p, &["SCRIPT", "EXISTS", &evalsha]);
+        assert_eq!(
+            cached,
+            vec![1],
+            "the EVAL's script is not cached on node {p}"
+        );
+    }
+    for key in &keys {
+        let got: i64 = redis::cmd("EVALSHA")
+            .arg(&evalsha)
+            .arg(1)
+            .arg(key)
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("EVALSHA of an EVAL's script on {key}: {e}"));
+        assert_eq!(got, 1);
+    }
+
     // FUNCTION LOAD then FCALL on keys of every primary.
     let lib = "#!lua name=kwlib\nredis.register_function('kwget', function(keys, args) return redis.call('get', keys[1]) end)";
     let name: String = redis::cmd("FUNCTION")

@@ -22,7 +22,7 @@ pub mod node;
 pub mod routing;
 pub mod topology;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -64,6 +64,8 @@ const MAX_TRYAGAIN: usize = 2;
 /// CLUSTERDOWN replies retried (100 ms apart, within [`RETRY_BUDGET`]) before the reply is
 /// passed on.
 const MAX_CLUSTERDOWN_RETRIES: usize = 8;
+/// Script bodies remembered as loaded on every primary ([`Cluster::share_script`]).
+const MAX_SHARED_SCRIPTS: usize = 10_000;
 /// Private connections kept ready per node (and protocol) once one was needed.
 const WARM_PRIVATE_CONNECTIONS: usize = 2;
 /// The map is read again at least this often.
@@ -97,6 +99,9 @@ pub struct Cluster {
     /// keyward's own clients (`CLIENT ID`, `LIST`, `INFO`), and where their blocking commands
     /// wait (`CLIENT UNBLOCK`).
     pub clients: clients::Clients,
+    /// Hashes of the script bodies `EVAL`ed through keyward and loaded into every primary's
+    /// script cache since (see [`Cluster::share_script`]).
+    shared_scripts: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// A request queued on a node connection; see [`Cluster::submit`].
@@ -238,6 +243,7 @@ impl Cluster {
             routing: RwLock::new(Arc::new(Routing::default())),
             routing_generation: std::sync::atomic::AtomicU64::new(0),
             clients: clients::Clients::default(),
+            shared_scripts: Mutex::default(),
         });
         cluster.learn_commands().await;
         tokio::spawn(refresher(Arc::downgrade(&cluster), cluster.refresh.clone()));
@@ -266,6 +272,7 @@ impl Cluster {
             routing: RwLock::new(Arc::new(Routing::default())),
             routing_generation: std::sync::atomic::AtomicU64::new(0),
             clients: clients::Clients::default(),
+            shared_scripts: Mutex::default(),
         })
     }
 
@@ -485,6 +492,48 @@ impl Cluster {
 
     /// Sends one request to where `target` says over a shared connection, following
     /// redirections, and returns the reply frame (an error frame when it could not be done).
+    /// After an `EVAL` of `body` ran on `ran_on`: the first time keyward sees that body, loads
+    /// it into the script cache of every other primary (`SCRIPT LOAD`, in parallel, before the
+    /// client gets its reply), as one Redis would have cached it for any key. So an `EVALSHA`
+    /// of it works on keys of every primary, and `SCRIPT EXISTS` finds it. Best effort: a
+    /// node that fails to load it (unreachable, or the script does not compile) answers
+    /// `NOSCRIPT` later, as before, and a primary that takes over after a failover starts
+    /// with an empty cache.
+    pub async fn share_script(&self, body: &[u8], ran_on: &str) {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut hasher);
+        let digest = hasher.finish();
+        {
+            let mut shared = self
+                .shared_scripts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if shared.contains(&digest) {
+                return;
+            }
+            // Bounded: past this many bodies, start over (each is loaded again once).
+            if shared.len() >= MAX_SHARED_SCRIPTS {
+                shared.clear();
+            }
+            shared.insert(digest);
+        }
+        let load = write::command(b"SCRIPT", &[&b"LOAD"[..], body]);
+        let others = self.primaries().into_iter().filter(|p| p != ran_on);
+        futures_util::future::join_all(
+            others.map(|node| self.execute(Target::Node(node), load.clone(), false)),
+        )
+        .await;
+    }
+
+    /// `SCRIPT FLUSH` emptied every node's script cache: scripts are shared again.
+    pub fn forget_shared_scripts(&self) {
+        self.shared_scripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     pub async fn execute(&self, target: Target, request: Bytes, resp3: bool) -> Bytes {
         let submitted = self.submit(target, request, resp3).await;
         submitted.flush();

@@ -483,6 +483,13 @@ impl RoutedSession {
     /// the replies combined into one.
     async fn fan(&mut self, fan: Fan, request: Request) {
         let cluster = self.cluster.clone();
+        let args = request.args();
+        if args.len() > 1
+            && args[0].eq_ignore_ascii_case(b"script")
+            && args[1].eq_ignore_ascii_case(b"flush")
+        {
+            cluster.forget_shared_scripts();
+        }
         let resp3 = self.resp3;
         let args: Vec<Bytes> = (0..request.args().len())
             .map(|i| request.args().bytes(i))
@@ -569,7 +576,7 @@ impl RoutedSession {
             None => match self.cluster.private(&addr, self.resp3).await {
                 Ok(conn) => {
                     self.scripts.retain(|(a, _)| *a != addr);
-                    self.scripts.push((addr, conn.clone()));
+                    self.scripts.push((addr.clone(), conn.clone()));
                     conn
                 }
                 Err(e) => {
@@ -578,6 +585,11 @@ impl RoutedSession {
                 }
             },
         };
+        // An EVAL's script, to cache on every primary as one Redis caches it for any key.
+        let args = request.args();
+        let body = (args.len() > 1
+            && (args[0].eq_ignore_ascii_case(b"eval") || args[0].eq_ignore_ascii_case(b"eval_ro")))
+        .then(|| args.bytes(1));
         let raw = request.into_raw();
         let pending = conn.submit(raw.clone(), 0).await;
         let cluster = self.cluster.clone();
@@ -591,7 +603,12 @@ impl RoutedSession {
                 Ok(frame) if frame.starts_with(b"-MOVED ") || frame.starts_with(b"-ASK ") => {
                     cluster.execute(target, raw, resp3).await
                 }
-                Ok(frame) => frame,
+                Ok(frame) => {
+                    if let Some(body) = body {
+                        cluster.share_script(&body, &addr).await;
+                    }
+                    frame
+                }
                 Err(e) => write::error(&format!("ERR keyward: {}", e.message())),
             };
             if let Some(watch) = watch {
