@@ -443,6 +443,14 @@ fn the_cluster_answers_as_one_redis() {
             .query(&mut c)
             .unwrap();
     }
+    // A transaction shows as the client wrote it, its MULTI included.
+    let _: () = redis::cmd("multi").query(&mut c).unwrap();
+    let _: () = redis::cmd("set")
+        .arg(&keys[1])
+        .arg("in-multi")
+        .query(&mut c)
+        .unwrap();
+    let _: Vec<String> = redis::cmd("exec").query(&mut c).unwrap();
     let mut seen = Vec::new();
     let watch_until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < watch_until {
@@ -450,6 +458,15 @@ fn the_cluster_answers_as_one_redis() {
             seen.push(line);
         }
     }
+    let transaction: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("\"multi\"") || l.contains("in-multi") || l.contains("\"exec\""))
+        .collect();
+    assert_eq!(
+        transaction.len(),
+        3,
+        "MULTI, SET, EXEC in MONITOR: {seen:?}"
+    );
     for key in &keys {
         assert!(
             seen.iter()

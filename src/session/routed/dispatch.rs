@@ -184,7 +184,7 @@ impl RoutedSession {
                 let addr = self.cluster.primaries().into_iter().next();
                 return self.handoff(addr, request.into_raw());
             }
-            Role::Multi => return self.multi().await,
+            Role::Multi => return self.multi(request.raw().clone()).await,
             Role::Exec | Role::Discard => {
                 return self.end_transaction(role, &request, watch).await;
             }

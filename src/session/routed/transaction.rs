@@ -33,6 +33,8 @@ pub(super) struct Transaction {
     waiting: Vec<Waiting>,
     /// A command was refused at queue time: EXEC must fail with EXECABORT.
     pub(super) aborted: bool,
+    /// The client's own `MULTI`, sent as it came (MONITOR shows it as the client wrote it).
+    multi: Bytes,
 }
 
 impl RoutedSession {
@@ -88,20 +90,20 @@ impl RoutedSession {
         self.push(pending_reply(pending));
     }
 
-    pub(super) async fn multi(&mut self) -> Next {
+    pub(super) async fn multi(&mut self, multi: Bytes) -> Next {
         if self.transaction.is_some() {
             self.local(write::error("ERR MULTI calls can not be nested"));
             return Next::Continue;
         }
         let mut transaction = Transaction {
             pinned: self.watch.take(),
+            multi,
             ..Transaction::default()
         };
         match &transaction.pinned {
             Some(p) => {
                 let conn = p.conn.clone();
-                self.submit_on(&conn, write::command::<&[u8]>(b"MULTI", &[]))
-                    .await;
+                self.submit_on(&conn, transaction.multi.clone()).await;
             }
             None => self.local(write::simple("OK")),
         }
@@ -153,7 +155,8 @@ impl RoutedSession {
         if transaction.pinned.is_none() && slot.is_some() {
             match self.pin(slot).await {
                 Ok(p) => {
-                    open_transaction(&p.conn, &mut transaction.waiting).await;
+                    open_transaction(&p.conn, transaction.multi.clone(), &mut transaction.waiting)
+                        .await;
                     transaction.pinned = Some(p);
                 }
                 Err(e) => {
@@ -229,7 +232,8 @@ impl RoutedSession {
             }
             match self.pin(None).await {
                 Ok(p) => {
-                    open_transaction(&p.conn, &mut transaction.waiting).await;
+                    open_transaction(&p.conn, transaction.multi.clone(), &mut transaction.waiting)
+                        .await;
                     transaction.pinned = Some(p);
                 }
                 Err(e) => {
@@ -270,10 +274,10 @@ async fn pin(cluster: Arc<Cluster>, resp3: bool, slot: Option<u16>) -> Result<Pi
 }
 
 /// Sends MULTI and the commands that waited for the transaction's node.
-async fn open_transaction(conn: &NodeConn, waiting: &mut Vec<Waiting>) {
+async fn open_transaction(conn: &NodeConn, multi: Bytes, waiting: &mut Vec<Waiting>) {
     // keyward already answered MULTI and the waiting commands: dropping their pending replies
     // discards what the node says.
-    let _ = conn.submit(write::command::<&[u8]>(b"MULTI", &[]), 0).await;
+    let _ = conn.submit(multi, 0).await;
     for raw in waiting.drain(..) {
         let _ = conn.submit(raw, 0).await;
     }
