@@ -10,22 +10,9 @@ use std::time::{Duration, Instant};
 use support::cluster::RedisCluster;
 use support::*;
 
-/// `GET url`'s body.
-fn http_get(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    response.body_mut().read_to_string().unwrap_or_default()
-}
-
 /// How many MOVED redirections keyward has followed, from its metrics.
 fn moved_count(admin: &str) -> u64 {
-    let body = http_get(&format!("{admin}/metrics"));
+    let (_, body) = http_get(&format!("{admin}/metrics"));
     body.lines()
         .find(|l| l.starts_with("keyward_cluster_redirects_total{kind=\"moved\"}"))
         .and_then(|l| l.rsplit(' ').next())

@@ -15,12 +15,12 @@ mod support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::checks::Checks;
 use support::cluster::{self, RedisCluster};
 use support::*;
 
@@ -29,53 +29,6 @@ const T: Duration = IO_TIMEOUT;
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Runs named checks one after the other, catching a failing one so that the next still runs;
-/// [`Checks::finish`] fails the test with the names and messages of every failed check.
-struct Checks {
-    test: &'static str,
-    failed: Vec<String>,
-}
-
-impl Checks {
-    fn new(test: &'static str) -> Self {
-        Checks {
-            test,
-            failed: Vec::new(),
-        }
-    }
-
-    fn run(&mut self, name: &str, check: impl FnOnce()) {
-        let started = Instant::now();
-        match catch_unwind(AssertUnwindSafe(check)) {
-            Ok(()) => eprintln!(
-                "[{}] check {name}: ok ({} ms)",
-                self.test,
-                started.elapsed().as_millis()
-            ),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "(no message)".into());
-                eprintln!("[{}] check {name}: FAILED: {message}", self.test);
-                self.failed.push(format!("{name}: {message}"));
-            }
-        }
-    }
-
-    fn finish(self) {
-        if !self.failed.is_empty() {
-            panic!(
-                "{} check(s) of {} failed:\n- {}",
-                self.failed.len(),
-                self.test,
-                self.failed.join("\n- ")
-            );
-        }
-    }
-}
 
 /// Ground truth from the cluster nodes themselves, bypassing keyward.
 struct Truth {

@@ -13,10 +13,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::checks::Checks;
 use support::cluster::{self, RedisCluster};
 use support::*;
 
@@ -31,53 +31,6 @@ const NOTICE: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Runs named checks one after the other, catching a failing one so that the next still runs;
-/// [`Checks::finish`] fails the test with every failed check's name and message.
-struct Checks {
-    test: &'static str,
-    failed: Vec<String>,
-}
-
-impl Checks {
-    fn new(test: &'static str) -> Self {
-        Checks {
-            test,
-            failed: Vec::new(),
-        }
-    }
-
-    fn run(&mut self, name: &str, check: impl FnOnce()) {
-        let started = Instant::now();
-        match catch_unwind(AssertUnwindSafe(check)) {
-            Ok(()) => eprintln!(
-                "[{}] check {name}: ok ({} ms)",
-                self.test,
-                started.elapsed().as_millis()
-            ),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "(no message)".into());
-                eprintln!("[{}] check {name}: FAILED: {message}", self.test);
-                self.failed.push(format!("{name}: {message}"));
-            }
-        }
-    }
-
-    fn finish(self) {
-        if !self.failed.is_empty() {
-            panic!(
-                "{} check(s) of {} failed:\n- {}",
-                self.failed.len(),
-                self.test,
-                self.failed.join("\n- ")
-            );
-        }
-    }
-}
 
 fn bulk(s: &str) -> Reply {
     Reply::bulk(s)

@@ -115,22 +115,6 @@ fn join<T>(handle: thread::JoinHandle<T>, what: &str) -> T {
     })
 }
 
-/// `GET url`: the status and the body (no error for 4xx/5xx statuses).
-fn http_get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    (status, body)
-}
-
 // ---------------------------------------------------------------------------------------------
 // the load client
 // ---------------------------------------------------------------------------------------------

@@ -230,6 +230,14 @@ fn special(args: Args<'_>) -> Option<Option<Fan>> {
             private: false,
         }))
     };
+    // Over connections of their own to each node, not behind what waits on the shared one.
+    let fan_privately = |nodes, merge| {
+        Some(Some(Fan {
+            nodes,
+            merge,
+            private: true,
+        }))
+    };
     if name.eq_ignore_ascii_case(b"info") {
         return fan(Nodes::Primaries, Merge::Info);
     }
@@ -240,11 +248,7 @@ fn special(args: Args<'_>) -> Option<Option<Fan>> {
     if name.eq_ignore_ascii_case(b"client") && sub().eq_ignore_ascii_case(b"unpause") {
         // Over connections of their own: a paused write holds up the shared connection of its
         // node, so an UNPAUSE queued behind it would never be read.
-        return Some(Some(Fan {
-            nodes: Nodes::Primaries,
-            merge: Merge::AllSucceeded,
-            private: true,
-        }));
+        return fan_privately(Nodes::Primaries, Merge::AllSucceeded);
     }
     if name.eq_ignore_ascii_case(b"randomkey") {
         return fan(Nodes::Primaries, Merge::RandomKey);
@@ -286,11 +290,7 @@ fn special(args: Args<'_>) -> Option<Option<Fan>> {
         return fan(Nodes::Primaries, merge);
     }
     if name.eq_ignore_ascii_case(b"function") && sub().eq_ignore_ascii_case(b"stats") {
-        return Some(Some(Fan {
-            nodes: Nodes::Primaries,
-            merge: Merge::FunctionStats,
-            private: true,
-        }));
+        return fan_privately(Nodes::Primaries, Merge::FunctionStats);
     }
     if name.eq_ignore_ascii_case(b"memory") {
         // MEMORY STATS, DOCTOR, MALLOC-STATS: one node's own figures, not a sum that no

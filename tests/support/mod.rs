@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 use process::{ChildProcess, accepts};
 
 /// A real Redis Cluster (3 primaries + replicas) for the cluster tests.
+/// Named checks that share one expensive set-up, each reported on its own.
+pub mod checks;
 pub mod cluster;
 /// keyward served inside the test process, the fast seam for session tests.
 pub mod in_process;
@@ -113,6 +115,23 @@ fn read_lossy(path: &PathBuf) -> String {
 }
 
 /// Polls `f` every 20 ms until it returns true or `timeout` elapses; returns its last answer.
+/// `GET url` with a 10 s deadline: the status and the body (a 4xx or 5xx status is an answer,
+/// not an error; a failed connection panics).
+pub fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (status, body)
+}
+
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
